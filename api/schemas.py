@@ -1,0 +1,58 @@
+"""The shape of a task request, validated before anything is enqueued."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.errors import ApiError
+
+
+class Generation(BaseModel):
+    """Gemini generation settings a client may set (snake_case, as the SDK names them)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1, le=1000)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=65536)
+    stop_sequences: list[str] | None = Field(default=None, max_length=5)
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+
+class TaskRequest(BaseModel):
+    """``POST /api/v1/tasks`` body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(min_length=1)
+    system: str | None = Field(default=None, max_length=100_000)
+    context: dict[str, Any] | None = None
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+    generation: Generation | None = None
+    strategy: Literal["auto", "pack", "concurrent"] | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        """The request as it travels to the worker: only the fields the client set."""
+        return self.model_dump(exclude_none=True)
+
+
+def parse_task_request(body: Any, max_prompt_chars: int) -> TaskRequest:
+    """Validate a decoded JSON body; raise a 422 ApiError naming the first bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the request body must be a JSON object")
+    try:
+        request = TaskRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from None
+    if not request.prompt.strip():
+        raise ApiError(422, "invalid_request", "prompt: must not be blank")
+    if len(request.prompt) > max_prompt_chars:
+        raise ApiError(422, "prompt_too_long", f"prompt: longer than {max_prompt_chars} characters")
+    return request

@@ -1,0 +1,40 @@
+"""What the views need, built once per process by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+from api.done_notifier import DoneNotifier
+from api.publisher import Publisher
+from batchgate.settings import Settings
+from batchgate.taskstore import TaskStore
+from workers.app import create_celery
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    store: TaskStore
+    publisher: Publisher
+    notifier: DoneNotifier
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        store = TaskStore(client, settings.key_prefix, settings.task_ttl_s)
+        return cls(
+            settings=settings,
+            redis=client,
+            store=store,
+            publisher=Publisher(create_celery(settings), settings),
+            notifier=DoneNotifier(client, store.done_channel),
+        )
+
+
+def services() -> Services:
+    """The current app's services."""
+    return current_app.extensions["batchgate"]  # type: ignore[no-any-return]

@@ -1,0 +1,211 @@
+"""The one settings object, read once from ``BATCHGATE_*`` environment variables.
+
+Every field's environment variable is ``BATCHGATE_`` + the field name in upper case
+(``SimulatorSettings`` fields: ``BATCHGATE_SIM_`` + name). Entry points call
+``Settings.from_env()`` once and pass the object down; tests build one from an explicit
+mapping with ``Settings.from_env({...})`` and never touch ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+
+DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8090"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot take."""
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """Cost model and fault injection of the embedded Gemini-compatible simulator."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    #: Fixed cost of every generateContent call.
+    overhead_ms: float = 150.0
+    #: Cost per input token (prompt, system text, packed items).
+    per_input_token_ms: float = 0.005
+    #: Cost per output token; a packed call pays for all its items' answers.
+    per_output_token_ms: float = 0.2
+    #: Calls served at once; further calls wait for a free slot (0 = unlimited).
+    max_concurrent: int = 8
+    #: Requests-per-minute quota; calls beyond it get 429 RESOURCE_EXHAUSTED (0 = none).
+    rpm: int = 0
+    #: Share of calls failed at random with 429, 500 or 503.
+    error_rate: float = 0.0
+    #: Share of items left out of packed (JSON) answers.
+    drop_item_rate: float = 0.0
+    #: Items whose prompt contains this text always fail (dropped when packed, 500 alone).
+    poison_marker: str = "[[sim:fail]]"
+    #: Seed of the fault-injection random generator (same seed, same faults).
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything batchgate can be told, with its default."""
+
+    # --- Redis and queues -------------------------------------------------------
+    #: Redis for the broker, task records and notifications.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every Redis key batchgate writes (several stacks can share a Redis).
+    key_prefix: str = "bg"
+    #: Celery queue the API publishes inference requests to.
+    queue: str = "batchgate"
+    #: How long a task record (request, status, result) lives after submission.
+    task_ttl_s: int = 86400
+    #: A message taken by a worker that died is redelivered after this long.
+    visibility_timeout_s: int = 600
+
+    # --- Model ----------------------------------------------------------------------
+    #: Default Gemini model when a request names none.
+    model: str = "gemini-2.5-flash"
+    #: Gemini-compatible simulator to call; empty = the embedded default
+    #: (http://127.0.0.1:8090) unless GEMINI_API_KEY is set, then real Gemini.
+    simulator_url: str = ""
+    #: Timeout of one Gemini call.
+    gemini_timeout_s: float = 60.0
+    #: Gemini calls in flight at once per worker process.
+    max_concurrent_calls: int = 16
+
+    # --- Packing (BatchInferenceEngine) -------------------------------------------------
+    #: ``auto`` (pack while output budgets fit, else fan out), ``pack`` or ``concurrent``.
+    strategy: str = "auto"
+    #: Most items packed into one generateContent call.
+    max_items_per_call: int = 32
+    #: Most (estimated) input tokens in one packed call.
+    max_input_tokens_per_call: int = 32000
+    #: Output-token limit of one call; packed items' budgets must fit in it.
+    max_output_tokens_per_call: int = 8192
+    #: Output budget of an item whose request sets no ``max_output_tokens``.
+    default_max_output_tokens: int = 256
+    #: Attempts per call for 429/5xx/timeouts before its items fail.
+    retry_attempts: int = 5
+    #: First backoff delay; doubles per attempt, with full jitter.
+    retry_base_s: float = 0.2
+    #: Longest backoff delay (a server's RetryInfo delay is honoured up to this).
+    retry_max_s: float = 8.0
+
+    # --- Batch consumer (Celery worker) --------------------------------------------------
+    #: Flush a batch when it holds this many requests.
+    batch_max_size: int = 32
+    #: Flush a batch this long after its first request arrived.
+    batch_window_ms: float = 50.0
+    #: Batches processed at once by one worker process (thread pool size).
+    worker_concurrency: int = 8
+
+    # --- API ----------------------------------------------------------------------------
+    #: Interface the API replicas bind to.
+    api_host: str = "127.0.0.1"
+    #: One API replica per port.
+    api_ports: tuple[int, ...] = (8001, 8002, 8003)
+    #: gunicorn worker processes per replica.
+    api_workers: int = 1
+    #: Concurrent connections per gunicorn (gevent) worker.
+    api_worker_connections: int = 1000
+    #: Largest request body accepted (413 beyond).
+    max_body_bytes: int = 1_048_576
+    #: Longest prompt accepted, in characters (422 beyond).
+    max_prompt_chars: int = 200_000
+    #: Longest long-poll (``?wait=``, ``POST /api/v1/task``).
+    max_wait_s: float = 30.0
+    #: Default wait of ``POST /api/v1/task`` when the client gives none.
+    default_sync_wait_s: float = 30.0
+    #: A worker counts as consuming while its heartbeat is younger than this.
+    worker_heartbeat_ttl_s: float = 15.0
+
+    # --- Local cluster (make run) ---------------------------------------------------------
+    #: nginx listens here (HTTP).
+    nginx_port: int = 8080
+    #: Flower listens here (loopback only).
+    flower_port: int = 5555
+    #: Flower basic auth ``user:password``; empty = generated and printed by ``make run``.
+    flower_auth: str = ""
+    #: Folder for generated configs, logs, sockets and pid files.
+    run_dir: str = ".run"
+    #: Start the embedded simulator (``auto``: when no real Gemini is configured).
+    start_simulator: str = "auto"
+
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+
+    #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
+    gemini_api_key: str = field(default="", repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``), rejecting bad values."""
+        env = os.environ if environ is None else environ
+        simulator = _load(SimulatorSettings, env, "BATCHGATE_SIM_")
+        settings = _load(cls, env, "BATCHGATE_", simulator=simulator)
+        settings = dataclasses.replace(settings, gemini_api_key=env.get("GEMINI_API_KEY", ""))
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Fail at start-up on combinations that cannot work."""
+        if self.strategy not in ("auto", "pack", "concurrent"):
+            raise SettingsError(f"BATCHGATE_STRATEGY must be auto, pack or concurrent, not {self.strategy!r}")
+        for name in ("batch_max_size", "worker_concurrency", "max_items_per_call", "retry_attempts"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
+        if not self.api_ports:
+            raise SettingsError("BATCHGATE_API_PORTS must name at least one port")
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True unless real Gemini is configured (a key and no simulator URL)."""
+        return bool(self.simulator_url) or not self.gemini_api_key
+
+    @property
+    def model_base_url(self) -> str | None:
+        """Base URL the Gemini SDK is pointed at; None means Google's own endpoint."""
+        if self.simulator_url:
+            return self.simulator_url
+        return None if self.gemini_api_key else DEFAULT_SIMULATOR_URL
+
+    @property
+    def prefetch_multiplier(self) -> int:
+        """Prefetch per pool slot so that every slot can hold a full batch plus the next."""
+        return self.batch_max_size + 1
+
+
+def _load(cls: type[T], env: Mapping[str, str], prefix: str, **given: Any) -> T:
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = dict(given)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in given or f.name == "gemini_api_key":
+            continue
+        name = prefix + f.name.upper()
+        raw = env.get(name)
+        if raw is None:
+            continue
+        values[f.name] = _parse(name, raw, hints[f.name])
+    return cls(**values)
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind == tuple[int, ...]:
+            return tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+        return raw
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None

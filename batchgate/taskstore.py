@@ -1,0 +1,148 @@
+"""Task records in Redis: the one place a request's status and result live.
+
+A record is a hash ``<prefix>:task:<id>`` (status, request, submitted_at, result, error,
+timings) that expires ``task_ttl_s`` after submission. Workers finish records with a
+script that writes only once, so a redelivered message can never replace an answer, and
+announce finished ids on ``<prefix>:done`` so long-polls wake without polling Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+TERMINAL = frozenset({SUCCEEDED, FAILED})
+
+_MARK_RUNNING = """
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'status') == 'queued' then
+    redis.call('HSET', key, 'status', 'running', 'picked_at', ARGV[1], 'batch_size', ARGV[2])
+  end
+end
+return 1
+"""
+
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'failed' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result', ARGV[2], 'error', ARGV[3],
+           'timings', ARGV[4], 'finished_at', ARGV[5])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished request as the worker writes it."""
+
+    task_id: str
+    status: str
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    timings: dict[str, Any]
+
+
+class TaskStore:
+    """Reads and writes task records; shared by the API and the workers."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._finish = client.register_script(_FINISH)
+
+    @property
+    def done_channel(self) -> str:
+        return f"{self._prefix}:done"
+
+    def key(self, task_id: str) -> str:
+        return f"{self._prefix}:task:{task_id}"
+
+    def create(self, task_id: str, request: dict[str, Any], submitted_at: float) -> None:
+        """Write a new queued record (before the message is published, so a fast worker finds it)."""
+        key = self.key(task_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(
+            key,
+            mapping={
+                "status": QUEUED,
+                "request": json.dumps(request, separators=(",", ":")),
+                "submitted_at": repr(submitted_at),
+            },
+        )
+        pipe.expire(key, self._ttl_s)
+        pipe.execute()
+
+    def delete(self, task_id: str) -> None:
+        self._redis.delete(self.key(task_id))
+
+    def get(self, task_id: str) -> dict[str, Any] | None:
+        """The record as a dict with JSON fields decoded, or None if unknown or expired."""
+        raw = self._redis.hgetall(self.key(task_id))
+        return _decode(raw) if raw else None
+
+    def statuses(self, task_ids: list[str]) -> list[str | None]:
+        """Status of each id (None where no record exists), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(self.key(task_id), "status")
+        return [_text(s) for s in pipe.execute()]
+
+    def mark_running(self, task_ids: list[str], picked_at: float, batch_size: int) -> None:
+        """Move queued records to running (records already finished are left alone)."""
+        if task_ids:
+            self._mark_running(keys=[self.key(t) for t in task_ids], args=[repr(picked_at), batch_size])
+
+    def finish(self, outcomes: list[Outcome], finished_at: float) -> list[str]:
+        """Write outcomes once each, in one pipeline, and announce them; return the ids written."""
+        if not outcomes:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for outcome in outcomes:
+            self._finish(
+                keys=[self.key(outcome.task_id)],
+                args=[
+                    outcome.status,
+                    _dumps(outcome.result),
+                    _dumps(outcome.error),
+                    _dumps(outcome.timings),
+                    repr(finished_at),
+                ],
+                client=pipe,
+            )
+        written = [o.task_id for o, ok in zip(outcomes, pipe.execute(), strict=True) if ok]
+        if written:
+            self._redis.publish(self.done_channel, " ".join(written))
+        return written
+
+
+def _dumps(value: dict[str, Any] | None) -> str:
+    return "" if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, value in raw.items():
+        name, text = _text(key) or "", _text(value) or ""
+        if name in ("request", "result", "error", "timings"):
+            record[name] = json.loads(text) if text else None
+        elif name in ("submitted_at", "picked_at", "finished_at"):
+            record[name] = float(text) if text else None
+        elif name == "batch_size":
+            record[name] = int(text) if text else None
+        else:
+            record[name] = text
+    return record

@@ -1,0 +1,191 @@
+"""BatchInferenceEngine: answers a batch of requests with as few model calls as the limits allow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from batching.model_client import ModelClient
+from batching.packed_prompt import ANSWER_SCHEMA, parse_answers, render_items
+from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
+from batching.retry import RetryPolicy, backoff_delay
+from batching.tokens import estimate_tokens
+from batching.types import InferenceRequest, InferenceResult, ModelCall, ModelCallError, ModelReply
+
+#: Extra output tokens granted to a packed call for its JSON framing, per item.
+PACKED_FRAMING_OUTPUT_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class _CallOutcome:
+    reply: ModelReply | None
+    error: ModelCallError | None
+    attempts: int
+    sent_after_s: float
+    duration_s: float
+
+
+class BatchInferenceEngine:
+    """Groups, packs, calls, retries and splits answers back, one result per request.
+
+    A batch is a contract: exactly one result per request, in input order, and a failure
+    is confined to the items it concerns (a packed call's missing answers are retried
+    alone; a call that keeps failing fails only its own items).
+    """
+
+    def __init__(
+        self,
+        client: ModelClient,
+        limits: PackingLimits,
+        retry: RetryPolicy,
+        max_concurrent_calls: int,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._limits = limits
+        self._retry = retry
+        self._slots = asyncio.Semaphore(max_concurrent_calls)
+        self._sleep = sleep
+        self._jitter = jitter
+        self._clock = clock
+
+    async def run(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
+        """Answer every request; never raises for a model failure."""
+        ids = [r.id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request ids in one batch must be unique")
+        started = self._clock()
+        plans = plan_calls(list(requests), self._limits)
+        answered = await asyncio.gather(*(self._run_plan(plan, started) for plan in plans))
+        by_id = {result.id: result for results in answered for result in results}
+        return [by_id[request_id] for request_id in ids]
+
+    async def _run_plan(self, plan: CallPlan, started: float) -> list[InferenceResult]:
+        if not plan.packed:
+            return [await self._run_single(plan.requests[0], started)]
+        return await self._run_packed(plan, started)
+
+    async def _run_single(
+        self, request: InferenceRequest, started: float, prior_attempts: int = 0
+    ) -> InferenceResult:
+        outcome = await self._call(self._single_call(request), started)
+        attempts = prior_attempts + outcome.attempts
+        if outcome.reply is None:
+            return self._failure(request, outcome, attempts, items_in_call=1)
+        return InferenceResult(
+            id=request.id,
+            ok=True,
+            model=request.model,
+            text=outcome.reply.text,
+            input_tokens=outcome.reply.input_tokens,
+            output_tokens=outcome.reply.output_tokens,
+            items_in_call=1,
+            attempts=attempts,
+            call_delay_s=outcome.sent_after_s,
+            model_s=outcome.duration_s,
+        )
+
+    async def _run_packed(self, plan: CallPlan, started: float) -> list[InferenceResult]:
+        local_ids = {f"i{n}": request for n, request in enumerate(plan.requests)}
+        outcome = await self._call(self._packed_call(plan, local_ids), started)
+        if outcome.reply is None:
+            return [self._failure(r, outcome, outcome.attempts, len(plan.requests)) for r in plan.requests]
+
+        answers = parse_answers(outcome.reply.text)
+        found = [(local_id, req) for local_id, req in local_ids.items() if local_id in answers]
+        missing = [req for local_id, req in local_ids.items() if local_id not in answers]
+
+        input_shares = split_tokens(outcome.reply.input_tokens, [estimate_tokens(r.prompt) for _, r in found])
+        output_shares = split_tokens(
+            outcome.reply.output_tokens, [estimate_tokens(answers[local_id]) for local_id, _ in found]
+        )
+        results = {
+            req.id: InferenceResult(
+                id=req.id,
+                ok=True,
+                model=req.model,
+                text=answers[local_id],
+                input_tokens=input_shares[n],
+                output_tokens=output_shares[n],
+                items_in_call=len(plan.requests),
+                attempts=outcome.attempts,
+                call_delay_s=outcome.sent_after_s,
+                model_s=outcome.duration_s,
+            )
+            for n, (local_id, req) in enumerate(found)
+        }
+        retried = await asyncio.gather(*(self._run_single(r, started, outcome.attempts) for r in missing))
+        results.update((result.id, result) for result in retried)
+        return [results[r.id] for r in plan.requests]
+
+    def _single_call(self, request: InferenceRequest) -> ModelCall:
+        parts: tuple[str, ...] = (request.prompt,)
+        if request.context:
+            context = json.dumps(request.context, ensure_ascii=False, sort_keys=True)
+            parts = (f"Context (JSON):\n{context}", request.prompt)
+        generation = dict(request.generation)
+        generation["max_output_tokens"] = output_budget(request, self._limits)
+        return ModelCall(model=request.model, parts=parts, system=request.system, generation=generation)
+
+    def _packed_call(self, plan: CallPlan, local_ids: dict[str, InferenceRequest]) -> ModelCall:
+        first = plan.requests[0]
+        items = []
+        for local_id, request in local_ids.items():
+            item: dict[str, object] = {"id": local_id, "prompt": request.prompt}
+            if request.context:
+                item["context"] = request.context
+            items.append(item)
+        budget = sum(output_budget(r, self._limits) + PACKED_FRAMING_OUTPUT_TOKENS for r in plan.requests)
+        generation = dict(first.generation)
+        generation["max_output_tokens"] = min(budget, self._limits.max_output_tokens_per_call)
+        return ModelCall(
+            model=first.model,
+            parts=(render_items(items),),
+            system=first.system,
+            generation=generation,
+            response_schema=ANSWER_SCHEMA,
+        )
+
+    async def _call(self, call: ModelCall, started: float) -> _CallOutcome:
+        """Make one call, retrying 429/5xx/timeouts with backoff, within the concurrency slots."""
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self._slots:
+                sent = self._clock()
+                try:
+                    reply = await self._client.generate(call)
+                except ModelCallError as exc:
+                    error = exc
+                except Exception as exc:  # an SDK or transport surprise: give up on this call only
+                    error = ModelCallError("model_error", f"{type(exc).__name__}: {exc}")
+                else:
+                    return _CallOutcome(reply, None, attempt, sent - started, self._clock() - sent)
+            if not error.retryable or attempt >= self._retry.attempts:
+                return _CallOutcome(None, error, attempt, sent - started, self._clock() - sent)
+            await self._sleep(backoff_delay(attempt, self._retry, error.retry_after_s, self._jitter()))
+
+    @staticmethod
+    def _failure(
+        request: InferenceRequest, outcome: _CallOutcome, attempts: int, items_in_call: int
+    ) -> InferenceResult:
+        error = outcome.error or ModelCallError("model_error", "no answer")
+        status = f" (HTTP {error.status})" if error.status else ""
+        return InferenceResult(
+            id=request.id,
+            ok=False,
+            model=request.model,
+            error_code=error.code,
+            error_message=f"Gemini call failed after {attempts} attempt(s){status}: {error.message}",
+            items_in_call=items_in_call,
+            attempts=attempts,
+            call_delay_s=outcome.sent_after_s,
+            model_s=outcome.duration_s,
+        )

@@ -1,0 +1,132 @@
+"""ModelClient backed by the official google-genai SDK: the only module that imports it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from google import genai
+from google.genai import errors, types
+
+from batching.types import ModelCall, ModelCallError, ModelReply
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
+
+
+class GenaiModelClient:
+    """Calls ``generateContent`` through one pooled async SDK client.
+
+    ``base_url`` points the SDK at a Gemini-compatible server (the simulator); None means
+    Google's own endpoint. SDK retries stay off: the engine retries, honouring RetryInfo.
+    """
+
+    def __init__(self, api_key: str, base_url: str | None, timeout_s: float) -> None:
+        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
+        self._client = genai.Client(api_key=api_key or "batchgate-simulator", http_options=options)
+
+    async def generate(self, call: ModelCall) -> ModelReply:
+        """Send ``call``; translate every failure into a ``ModelCallError``."""
+        parts = [types.Part(text=text) for text in call.parts]
+        config = _config(call)
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=call.model,
+                contents=[types.Content(role="user", parts=parts)],
+                config=config,
+            )
+        except errors.APIError as exc:
+            raise _api_error(exc) from exc
+        except TimeoutError as exc:
+            raise ModelCallError("model_timeout", "Gemini call timed out", retryable=True) from exc
+        except OSError as exc:
+            raise ModelCallError("model_unreachable", f"cannot reach Gemini: {exc}", retryable=True) from exc
+        except Exception as exc:
+            if _is_transport_error(exc):
+                raise ModelCallError(
+                    "model_unreachable", f"{type(exc).__name__}: {exc}", retryable=True
+                ) from exc
+            raise
+
+        text = _text_of(response)
+        if text is None:
+            reason = _finish_reason(response)
+            raise ModelCallError("model_empty_answer", f"Gemini returned no text (finish reason {reason})")
+        usage = response.usage_metadata
+        return ModelReply(
+            text=text,
+            input_tokens=(usage.prompt_token_count or 0) if usage else 0,
+            output_tokens=(usage.candidates_token_count or 0) if usage else 0,
+        )
+
+    async def aclose(self) -> None:
+        """Close the pooled HTTP connections."""
+        await self._client.aio.aclose()
+
+
+def _config(call: ModelCall) -> types.GenerateContentConfig:
+    fields: dict[str, Any] = dict(call.generation)
+    if call.system:
+        fields["system_instruction"] = call.system
+    if call.response_schema is not None:
+        fields["response_mime_type"] = "application/json"
+        fields["response_schema"] = call.response_schema
+    return types.GenerateContentConfig(**fields)
+
+
+def _text_of(response: types.GenerateContentResponse) -> str | None:
+    """The concatenated text parts of the first candidate (no SDK warning on other parts)."""
+    if not response.candidates:
+        return None
+    content = response.candidates[0].content
+    if content is None or not content.parts:
+        return None
+    texts = [part.text for part in content.parts if part.text is not None and not part.thought]
+    return "".join(texts) if texts else None
+
+
+def _finish_reason(response: types.GenerateContentResponse) -> str:
+    if response.candidates and response.candidates[0].finish_reason:
+        return str(response.candidates[0].finish_reason)
+    if response.prompt_feedback and response.prompt_feedback.block_reason:
+        return f"blocked: {response.prompt_feedback.block_reason}"
+    return "unknown"
+
+
+def _api_error(exc: errors.APIError) -> ModelCallError:
+    status = int(exc.code) if exc.code else None
+    code = {
+        429: "model_rate_limited",
+        408: "model_timeout",
+        400: "model_rejected_request",
+        401: "model_auth_failed",
+        403: "model_auth_failed",
+        404: "model_not_found",
+    }.get(status or 0, "model_unavailable" if (status or 500) >= 500 else "model_rejected_request")
+    message = f"{exc.status or ''} {exc.message or ''}".strip() or str(exc)
+    return ModelCallError(
+        code,
+        message,
+        status=status,
+        retryable=status in RETRYABLE_STATUSES,
+        retry_after_s=_retry_delay(exc.details),
+    )
+
+
+def _retry_delay(details: Any) -> float | None:
+    """Read ``google.rpc.RetryInfo.retryDelay`` (e.g. ``"1.5s"``) from an error body."""
+    error = details.get("error") if isinstance(details, dict) else None
+    entries = error.get("details") if isinstance(error, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and str(entry.get("@type", "")).endswith("RetryInfo"):
+            match = _DURATION.match(str(entry.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def _is_transport_error(exc: Exception) -> bool:
+    """aiohttp/httpx connection and timeout errors, without importing either here."""
+    module = type(exc).__module__.split(".")[0]
+    return module in {"aiohttp", "httpx", "httpx2", "httpcore"}

@@ -1,0 +1,106 @@
+"""Planning which requests share a model call: pure functions over plain data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from batching.tokens import estimate_tokens
+from batching.types import InferenceRequest
+
+#: Tokens of JSON framing per packed item ({"id":"i12","answer":""} and the like).
+ITEM_FRAMING_TOKENS = 12
+
+
+@dataclass(frozen=True)
+class PackingLimits:
+    """How much one call may carry; all counts are estimated tokens."""
+
+    max_items_per_call: int = 32
+    max_input_tokens_per_call: int = 32000
+    max_output_tokens_per_call: int = 8192
+    default_max_output_tokens: int = 256
+    default_strategy: str = "auto"
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Requests answered by one call; ``packed`` calls carry several items as JSON."""
+
+    requests: tuple[InferenceRequest, ...]
+
+    @property
+    def packed(self) -> bool:
+        return len(self.requests) > 1
+
+
+def output_budget(request: InferenceRequest, limits: PackingLimits) -> int:
+    """Output tokens the request may use: its own ``max_output_tokens`` or the default."""
+    value = request.generation.get("max_output_tokens")
+    return int(value) if isinstance(value, int) and value > 0 else limits.default_max_output_tokens
+
+
+def input_tokens(request: InferenceRequest) -> int:
+    """Estimated input tokens the request adds to a packed call."""
+    context = json.dumps(request.context, ensure_ascii=False) if request.context else ""
+    return estimate_tokens(request.prompt) + estimate_tokens(context) + ITEM_FRAMING_TOKENS
+
+
+def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[CallPlan]:
+    """Split requests into calls: groups that can share a call, packed first-fit in order.
+
+    Requests share a call only with the same model, system text, generation settings and
+    strategy. ``concurrent`` gives every request its own call; ``pack`` fills calls up to
+    the item and input-token limits; ``auto`` also keeps the items' summed output budgets
+    within the per-call output limit, so a long answer is never squeezed into a packed one.
+    """
+    groups: dict[str, list[InferenceRequest]] = {}
+    for request in requests:
+        groups.setdefault(request.group_key(limits.default_strategy), []).append(request)
+
+    plans: list[CallPlan] = []
+    for members in groups.values():
+        strategy = members[0].strategy or limits.default_strategy
+        if strategy == "concurrent":
+            plans.extend(CallPlan((r,)) for r in members)
+            continue
+        plans.extend(_first_fit(members, limits, respect_output=strategy == "auto"))
+    return plans
+
+
+def _first_fit(
+    members: list[InferenceRequest], limits: PackingLimits, respect_output: bool
+) -> list[CallPlan]:
+    plans: list[CallPlan] = []
+    current: list[InferenceRequest] = []
+    used_in = used_out = 0
+    for request in members:
+        need_in, need_out = input_tokens(request), output_budget(request, limits)
+        fits = (
+            len(current) < limits.max_items_per_call
+            and used_in + need_in <= limits.max_input_tokens_per_call
+            and (not respect_output or used_out + need_out <= limits.max_output_tokens_per_call)
+        )
+        if current and not fits:
+            plans.append(CallPlan(tuple(current)))
+            current, used_in, used_out = [], 0, 0
+        current.append(request)
+        used_in += need_in
+        used_out += need_out
+    if current:
+        plans.append(CallPlan(tuple(current)))
+    return plans
+
+
+def split_tokens(total: int, weights: list[int]) -> list[int]:
+    """Share ``total`` among items in proportion to ``weights``; the shares add up exactly."""
+    if not weights:
+        return []
+    weight_sum = sum(weights)
+    if weight_sum <= 0:
+        weights, weight_sum = [1] * len(weights), len(weights)
+    shares = [total * w // weight_sum for w in weights]
+    remainders = sorted(range(len(weights)), key=lambda i: (total * weights[i]) % weight_sum, reverse=True)
+    for i in remainders[: total - sum(shares)]:
+        shares[i] += 1
+    return shares

@@ -1,0 +1,97 @@
+"""Plain data passed into and out of the batch engine (no Celery, no Flask, no SDK)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+STRATEGIES = ("auto", "pack", "concurrent")
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One client's request, as the engine sees it."""
+
+    id: str
+    prompt: str
+    model: str
+    system: str | None = None
+    context: dict[str, Any] | None = None
+    #: Gemini generation settings in snake_case: temperature, top_p, top_k,
+    #: max_output_tokens, stop_sequences, seed, ...
+    generation: dict[str, Any] = field(default_factory=dict)
+    #: ``auto``, ``pack`` or ``concurrent``; None = the engine's default.
+    strategy: str | None = None
+
+    def group_key(self, default_strategy: str) -> str:
+        """Requests with the same key may share one model call."""
+        return json.dumps(
+            [self.model, self.system, self.generation, self.strategy or default_strategy],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """The outcome of one request: a text with its token usage, or an error."""
+
+    id: str
+    ok: bool
+    model: str
+    text: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    #: Items that shared the model call that answered (or last failed) this request.
+    items_in_call: int = 1
+    #: Model calls made for this request, retries included.
+    attempts: int = 0
+    #: Seconds from the engine receiving the batch to the answering call being sent.
+    call_delay_s: float = 0.0
+    #: Seconds the answering call took.
+    model_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One ``generateContent`` call, independent of the SDK."""
+
+    model: str
+    #: Text parts of the single user turn; the last one is the prompt itself.
+    parts: tuple[str, ...]
+    system: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    #: When set, ask for JSON output that follows this (Gemini) schema.
+    response_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What a model call returned."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+class ModelCallError(Exception):
+    """A model call failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s

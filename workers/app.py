@@ -1,0 +1,53 @@
+"""The Celery application: broker, queues and delivery guarantees, from Settings."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from batchgate.settings import Settings
+
+INFER_TASK = "batchgate.infer"
+SAMPLE_QUEUE_DEPTH_TASK = "batchgate.sample_queue_depth"
+
+
+def housekeeping_queue(settings: Settings) -> str:
+    """Small periodic tasks get their own queue so they never sit behind a batch backlog."""
+    return f"{settings.queue}.housekeeping"
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured for at-least-once delivery of inference requests.
+
+    Messages are acknowledged only after their batch has stored every result
+    (``acks_late``); a worker that dies leaves them unacknowledged, and Redis redelivers
+    them after ``visibility_timeout_s``. Only JSON crosses the broker.
+    """
+    app = Celery("batchgate", broker=settings.redis_url, backend=settings.redis_url)
+    transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_default_queue=settings.queue,
+        task_queues=[Queue(settings.queue), Queue(housekeeping_queue(settings))],
+        task_routes={SAMPLE_QUEUE_DEPTH_TASK: {"queue": housekeeping_queue(settings)}},
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+        beat_schedule={
+            "sample-queue-depth": {
+                "task": SAMPLE_QUEUE_DEPTH_TASK,
+                "schedule": 1.0,
+                "options": {"expires": 5},
+            },
+        },
+    )
+    return app

@@ -1,0 +1,133 @@
+"""One flushed batch: claim the records, run the engine, store every outcome.
+
+This function never raises: celery-batches acknowledges a batch's messages even when the
+batch task fails, and would leave every request PENDING for ever. Any error is written
+as a failed outcome for exactly the requests it concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
+from batching.types import STRATEGIES, InferenceRequest, InferenceResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A request as delivered by the broker."""
+
+    task_id: str
+    payload: dict[str, Any]
+    #: Wall-clock time the consumer received the message (None if unknown).
+    received_at: float | None = None
+
+
+RunEngine = Callable[[list[InferenceRequest]], list[InferenceResult]]
+
+
+def process_batch(
+    deliveries: Sequence[Delivery], store: TaskStore, run_engine: RunEngine, default_model: str
+) -> None:
+    """Answer a batch of deliveries and store one outcome per request."""
+    picked_at = time.time()
+    try:
+        _process(deliveries, store, run_engine, default_model, picked_at)
+    except Exception:
+        log.exception("batch of %d failed; marking its requests failed", len(deliveries))
+        ids = list(dict.fromkeys(d.task_id for d in deliveries))
+        error = {"code": "internal_error", "message": "the batch could not be processed; please resubmit"}
+        try:
+            store.finish([Outcome(t, FAILED, None, error, {}) for t in ids], time.time())
+        except Exception:
+            log.exception("could not mark %d requests failed; they will be redelivered", len(ids))
+            raise
+
+
+def _process(
+    deliveries: Sequence[Delivery],
+    store: TaskStore,
+    run_engine: RunEngine,
+    default_model: str,
+    picked_at: float,
+) -> None:
+    unique = list({d.task_id: d for d in deliveries}.values())  # a redelivery may share a batch
+    statuses = store.statuses([d.task_id for d in unique])
+    # Finished records were answered by an earlier delivery; missing ones expired.
+    live = [
+        d for d, status in zip(unique, statuses, strict=True) if status is not None and status not in TERMINAL
+    ]
+    if not live:
+        return
+
+    requests: list[InferenceRequest] = []
+    outcomes: list[Outcome] = []
+    for delivery in live:
+        try:
+            requests.append(to_inference_request(delivery, default_model))
+        except (KeyError, TypeError, ValueError) as exc:
+            error = {"code": "invalid_message", "message": f"malformed task message: {exc}"}
+            outcomes.append(Outcome(delivery.task_id, FAILED, None, error, {}))
+
+    store.mark_running([r.id for r in requests], picked_at, len(requests))
+    results = run_engine(requests) if requests else []
+    by_id = {d.task_id: d for d in live}
+    outcomes.extend(_outcome(result, by_id[result.id], picked_at, len(requests)) for result in results)
+    store.finish(outcomes, time.time())
+
+
+def to_inference_request(delivery: Delivery, default_model: str) -> InferenceRequest:
+    """Build the engine's request from a task message payload (validated again: it crossed a broker)."""
+    body = delivery.payload["request"]
+    prompt = body["prompt"]
+    if not isinstance(prompt, str):
+        raise TypeError("prompt must be a string")
+    strategy = body.get("strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    return InferenceRequest(
+        id=delivery.task_id,
+        prompt=prompt,
+        model=body.get("model") or default_model,
+        system=body.get("system"),
+        context=body.get("context"),
+        generation=dict(body.get("generation") or {}),
+        strategy=strategy,
+    )
+
+
+def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batch_size: int) -> Outcome:
+    submitted_at = float(delivery.payload.get("submitted_at") or picked_at)
+    received_at = delivery.received_at or picked_at
+    finished_at = time.time()
+    timings = {
+        "queued_ms": _ms(received_at - submitted_at),
+        "batch_wait_ms": _ms(picked_at - received_at + result.call_delay_s),
+        "model_ms": _ms(result.model_s),
+        "total_ms": _ms(finished_at - submitted_at),
+        "batch_size": batch_size,
+        "items_in_call": result.items_in_call,
+        "attempts": result.attempts,
+    }
+    if result.ok:
+        payload = {
+            "text": result.text,
+            "model": result.model,
+            "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
+        }
+        return Outcome(result.id, SUCCEEDED, payload, None, timings)
+    error = {
+        "code": result.error_code or "model_error",
+        "message": result.error_message or "model call failed",
+    }
+    return Outcome(result.id, FAILED, None, error, timings)
+
+
+def _ms(seconds: float) -> float:
+    return round(max(0.0, seconds) * 1000, 3)

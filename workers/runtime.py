@@ -1,0 +1,60 @@
+"""What a worker process builds once: Redis client, task store and the engine on its loop."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+import redis
+
+from batchgate.settings import Settings
+from batchgate.taskstore import TaskStore
+from batching.background_loop import BackgroundLoop
+from batching.engine import BatchInferenceEngine
+from batching.genai_client import GenaiModelClient
+from batching.packing import PackingLimits
+from batching.retry import RetryPolicy
+from batching.types import InferenceRequest, InferenceResult
+
+
+class WorkerRuntime:
+    """Lazily built per process (after any fork), shared by all batch threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._engine: BatchInferenceEngine | None = None
+        self._loop: BackgroundLoop | None = None
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True, health_check_interval=30)
+
+    @cached_property
+    def store(self) -> TaskStore:
+        return TaskStore(self.redis, self.settings.key_prefix, self.settings.task_ttl_s)
+
+    def run_engine(self, requests: list[InferenceRequest]) -> list[InferenceResult]:
+        """Run a batch on the shared loop; blocks the calling pool thread until it is answered."""
+        loop, engine = self._started()
+        return loop.run(engine.run(requests))
+
+    def _started(self) -> tuple[BackgroundLoop, BatchInferenceEngine]:
+        with self._lock:
+            if self._loop is None or self._engine is None:
+                self._loop = BackgroundLoop()
+                self._engine = self._loop.run(self._build_engine())
+            return self._loop, self._engine
+
+    async def _build_engine(self) -> BatchInferenceEngine:
+        s = self.settings
+        client = GenaiModelClient(s.gemini_api_key, s.model_base_url, s.gemini_timeout_s)
+        limits = PackingLimits(
+            max_items_per_call=s.max_items_per_call,
+            max_input_tokens_per_call=s.max_input_tokens_per_call,
+            max_output_tokens_per_call=s.max_output_tokens_per_call,
+            default_max_output_tokens=s.default_max_output_tokens,
+            default_strategy=s.strategy,
+        )
+        retry = RetryPolicy(attempts=s.retry_attempts, base_s=s.retry_base_s, max_s=s.retry_max_s)
+        return BatchInferenceEngine(client, limits, retry, s.max_concurrent_calls)

@@ -1,0 +1,45 @@
+"""The Celery tasks: the batch consumer and a housekeeping sampler."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+
+from batching.flush_policy import FlushLimits
+from workers.app import INFER_TASK, SAMPLE_QUEUE_DEPTH_TASK
+from workers.batch_consumer import WindowedBatches
+from workers.batch_job import Delivery, process_batch
+from workers.runtime import WorkerRuntime
+
+
+def queue_depth_key(prefix: str) -> str:
+    """Latest sampled depth of the inference queue (JSON: depth and sample time)."""
+    return f"{prefix}:queue_depth"
+
+
+def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
+    """Define the tasks on ``app``, wired to ``runtime``."""
+    settings = runtime.settings
+
+    class InferBatches(WindowedBatches):
+        flush_limits = FlushLimits(max_size=settings.batch_max_size, window_s=settings.batch_window_ms / 1000)
+
+    @app.task(name=INFER_TASK, base=InferBatches, bind=True, acks_late=True, ignore_result=True)
+    def infer(self: InferBatches, requests: list[Any]) -> None:
+        """Answer a flushed batch of buffered requests (each a celery-batches SimpleRequest)."""
+        deliveries = [
+            Delivery(task_id=r.id, payload=dict(r.kwargs), received_at=self.arrivals.pop(r.id, None))
+            for r in requests
+        ]
+        process_batch(deliveries, runtime.store, runtime.run_engine, settings.model)
+
+    @app.task(name=SAMPLE_QUEUE_DEPTH_TASK, ignore_result=True)
+    def sample_queue_depth() -> int:
+        """Publish the inference queue's depth so the API can read it with one GET."""
+        client: redis.Redis = runtime.redis
+        depth = int(client.llen(settings.queue))
+        client.set(queue_depth_key(settings.key_prefix), f'{{"depth":{depth},"at":{time.time():.3f}}}', ex=30)
+        return depth
