@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -57,6 +58,13 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and exc.get_response().headers.get("Allow"):
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_error(exc: redis.RedisError) -> Response:
+        log.warning("Redis unavailable: %s", exc)
+        return error_response(
+            503, "redis_unavailable", "the task store is unavailable; retry later", {"Retry-After": "1"}
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

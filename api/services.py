@@ -24,7 +24,15 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        # A blocking pool: under a burst of greenlets, wait for a connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.api_redis_pool_size,
+            timeout=10,
+            decode_responses=True,
+            health_check_interval=30,
+        )
+        client = redis.Redis(connection_pool=pool)
         store = TaskStore(client, settings.key_prefix, settings.task_ttl_s)
         return cls(
             settings=settings,

@@ -77,7 +77,7 @@ class Settings:
     max_concurrent_calls: int = 16
 
     # --- Packing (BatchInferenceEngine) -------------------------------------------------
-    #: ``auto`` (pack while output budgets fit, else fan out), ``pack`` or ``concurrent``.
+    #: auto (pack while output budgets fit, else fan out), pack or concurrent.
     strategy: str = "auto"
     #: Most items packed into one generateContent call.
     max_items_per_call: int = 32
@@ -85,11 +85,11 @@ class Settings:
     max_input_tokens_per_call: int = 32000
     #: Output-token limit of one call; packed items' budgets must fit in it.
     max_output_tokens_per_call: int = 8192
-    #: Output budget of an item whose request sets no ``max_output_tokens``.
+    #: Output budget of an item whose request sets no max_output_tokens.
     default_max_output_tokens: int = 256
     #: Attempts per call for 429/5xx/timeouts before its items fail.
     retry_attempts: int = 5
-    #: First backoff delay; doubles per attempt, with full jitter.
+    #: First backoff delay; doubles per attempt, with jitter.
     retry_base_s: float = 0.2
     #: Longest backoff delay (a server's RetryInfo delay is honoured up to this).
     retry_max_s: float = 8.0
@@ -119,6 +119,8 @@ class Settings:
     max_wait_s: float = 30.0
     #: Default wait of ``POST /api/v1/task`` when the client gives none.
     default_sync_wait_s: float = 30.0
+    #: Redis connections per API process; requests beyond it wait for a free one.
+    api_redis_pool_size: int = 64
     #: A worker counts as consuming while its heartbeat is younger than this.
     worker_heartbeat_ttl_s: float = 15.0
 

@@ -104,7 +104,9 @@ def test_failed_calls_are_retried_with_backoff() -> None:
     results = run(make_engine(gemini, sleeps), batch(4))
     assert all(r.ok for r in results)
     assert all(r.attempts == 3 for r in results)
-    assert sleeps == pytest.approx([0.7, 0.15])  # server delay honoured, then equal-jitter backoff of attempt 2
+    assert sleeps == pytest.approx(
+        [0.7, 0.15]
+    )  # server delay honoured, then equal-jitter backoff of attempt 2
 
 
 def test_an_item_that_keeps_failing_fails_alone() -> None:

@@ -1,0 +1,75 @@
+"""Render the settings table of the README from ``settings.py`` itself (``make docs``).
+
+The ``#:`` comment above each field is its documentation; a test keeps the README's table
+equal to this rendering, so no setting goes undocumented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+from batchgate import settings as settings_module
+from batchgate.settings import Settings, SimulatorSettings
+
+BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
+_FIELD = re.compile(r"^\s+(\w+): [^=]+= ")
+
+
+def _comments() -> dict[tuple[str, str], str]:
+    """Map (class name, field name) to the ``#:`` comment lines above the field."""
+    found: dict[tuple[str, str], str] = {}
+    current_class, pending = "", []
+    for line in Path(settings_module.__file__).read_text().splitlines():
+        if line.startswith("class "):
+            current_class, pending = line.split()[1].split("(")[0].rstrip(":"), []
+        elif line.strip().startswith("#:"):
+            pending.append(line.strip()[2:].strip())
+        elif match := _FIELD.match(line):
+            found[(current_class, match.group(1))] = " ".join(pending)
+            pending = []
+        elif not line.strip().startswith("#"):
+            pending = []
+    return found
+
+
+def _default(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return f"`{value}`" if value != "" else "(empty)"
+
+
+def markdown_table() -> str:
+    comments = _comments()
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls, prefix in ((Settings, "BATCHGATE_"), (SimulatorSettings, "BATCHGATE_SIM_")):
+        defaults = cls()
+        for field in dataclasses.fields(cls):
+            if field.name in ("simulator", "gemini_api_key"):
+                continue
+            meaning = comments.get((cls.__name__, field.name), "")
+            default = _default(getattr(defaults, field.name)).replace("|", "\\|")
+            if isinstance(getattr(defaults, field.name), tuple):
+                default = f"`{default}`"
+            rows.append(f"| `{prefix}{field.name.upper()}` | {default} | {meaning} |")
+    rows.append(
+        "| `GEMINI_API_KEY` | (empty) | Real Gemini key (no simulator URL: real Gemini). |"
+    )
+    return "\n".join(rows)
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the table between the markers; return True if the file changed."""
+    text = path.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    new = text[:start] + "\n" + markdown_table() + "\n" + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    changed = update_readme(Path(sys.argv[1] if len(sys.argv) > 1 else "README.md"))
+    print("README settings table updated" if changed else "README settings table up to date")

@@ -1,0 +1,99 @@
+"""Shared fixtures: a real Redis per session and a real stack (simulator, worker, API) per module."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.harness import (
+    Process,
+    clean_env,
+    http_json,
+    start_api,
+    start_redis,
+    start_simulator,
+    start_worker,
+    wait_until,
+)
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_url(logs_dir: Path) -> Iterator[str]:
+    proc, url = start_redis(logs_dir)
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+@dataclass
+class Stack:
+    """A running simulator + Celery batch worker + one gunicorn API, sharing a Redis."""
+
+    api: str
+    simulator: str
+    redis_url: str
+    env: dict[str, str]
+    worker: Process
+    logs_dir: Path
+
+    def sim_config(self, **changes: object) -> dict:
+        status, _, body = http_json("POST", f"{self.simulator}/_sim/config", changes)
+        assert status == 200, body
+        return body
+
+    def sim_stats(self) -> dict:
+        return http_json("GET", f"{self.simulator}/_sim/stats")[2]
+
+    def sim_reset(self) -> None:
+        assert http_json("POST", f"{self.simulator}/_sim/reset")[0] == 200
+
+
+def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """Settings for a test stack: its own key prefix and queue, fast simulator defaults."""
+    tag = secrets.token_hex(4)
+    values = {
+        "BATCHGATE_REDIS_URL": redis_url,
+        "BATCHGATE_KEY_PREFIX": f"bgtest-{tag}",
+        "BATCHGATE_QUEUE": f"batchgate-{tag}",
+        "BATCHGATE_BATCH_WINDOW_MS": "50",
+        "BATCHGATE_BATCH_MAX_SIZE": "32",
+        "BATCHGATE_SIM_OVERHEAD_MS": "30",
+        "BATCHGATE_SIM_PER_OUTPUT_TOKEN_MS": "0.05",
+        "BATCHGATE_RETRY_BASE_S": "0.05",
+        "BATCHGATE_RETRY_MAX_S": "1",
+    }
+    values.update(overrides)
+    return clean_env(**values)
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
+    env = stack_env(redis_url)
+    sim, sim_url = start_simulator(logs_dir, env)
+    env["BATCHGATE_SIMULATOR_URL"] = sim_url
+    worker = start_worker(logs_dir, env)
+    api, api_url = start_api(logs_dir, env)
+    try:
+        wait_until(lambda: http_json("GET", f"{api_url}/ready")[0] == 200, 30, "a consuming worker")
+        yield Stack(api_url, sim_url, redis_url, env, worker, logs_dir)
+    finally:
+        for proc in (api, worker, sim):
+            proc.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

@@ -1,0 +1,131 @@
+"""Submit → batch → simulator (through google-genai) → poll, over real connections.
+
+A real Redis, the simulator, a Celery batch worker and a gunicorn API, each its own process.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from batching.simulator.answers import answer_for
+from tests.clients import submit_and_collect
+from tests.conftest import Stack
+from tests.harness import http_json, wait_until
+
+
+def prompts(tag: str, n: int) -> list[str]:
+    return [f"{tag} question {i}: what is {i} squared?" for i in range(n)]
+
+
+def assert_own_answers(run) -> None:  # type: ignore[no-untyped-def]
+    for prompt, body in zip(run.prompts, run.bodies, strict=True):
+        assert body is not None, f"no answer for {prompt!r}"
+        assert body["status"] == "succeeded", body
+        assert body["result"]["text"] == answer_for(prompt)
+
+
+def test_one_task_round_trip(stack: Stack) -> None:
+    status, headers, body = http_json("POST", f"{stack.api}/api/v1/tasks", {"prompt": "What is batchgate?"})
+    assert status == 202 and body["status"] == "queued"
+    status, _, task = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30)
+    assert status == 200 and task["status"] == "succeeded", task
+    assert task["result"]["text"] == answer_for("What is batchgate?")
+    assert task["result"]["model"] == "gemini-2.5-flash"
+    assert task["result"]["usage"]["input_tokens"] > 0 and task["result"]["usage"]["output_tokens"] > 0
+    timings = task["timings"]
+    assert timings["batch_size"] >= 1 and timings["model_ms"] > 0
+    assert timings["total_ms"] >= timings["model_ms"]
+
+
+def test_submit_and_wait_returns_the_finished_task(stack: Stack) -> None:
+    status, _, task = http_json("POST", f"{stack.api}/api/v1/task", {"prompt": "sync please"}, timeout=40)
+    assert status == 200 and task["status"] == "succeeded"
+    assert task["result"]["text"] == answer_for("sync please")
+
+
+def test_submit_and_wait_answers_202_when_the_wait_runs_out(stack: Stack) -> None:
+    stack.sim_config(overhead_ms=1500)
+    try:
+        status, headers, task = http_json("POST", f"{stack.api}/api/v1/task?wait=0.2", {"prompt": "slow one"})
+        assert status == 202 and task["status"] in ("queued", "running")
+        status, _, task = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30)
+        assert task["status"] == "succeeded"
+    finally:
+        stack.sim_config(overhead_ms=30)
+
+
+def test_200_concurrent_tasks_are_batched_and_each_gets_its_own_answer(stack: Stack) -> None:
+    stack.sim_reset()
+    run = submit_and_collect(stack.api, [{"prompt": p} for p in prompts("batch", 200)])
+    assert_own_answers(run)
+    stats = stack.sim_stats()
+    assert stats["items"] == 200
+    assert stats["calls"] <= 25, stats
+    sizes = [b["timings"]["batch_size"] for b in run.bodies if b]
+    assert max(sizes) > 1
+
+
+def test_faults_are_absorbed_dropped_items_retried_and_failed_calls_backed_off(stack: Stack) -> None:
+    stack.sim_reset()
+    stack.sim_config(drop_item_rate=0.05, error_rate=0.05, seed=7)
+    try:
+        run = submit_and_collect(stack.api, [{"prompt": p} for p in prompts("faulty", 200)])
+    finally:
+        stack.sim_config(drop_item_rate=0.0, error_rate=0.0)
+    assert_own_answers(run)
+    stats = stack.sim_stats()
+    assert stats["errors"] > 0 and stats["dropped_items"] > 0, stats
+    assert max(b["timings"]["attempts"] for b in run.bodies if b) > 1
+
+
+def test_an_item_that_keeps_failing_fails_alone_with_a_clear_error(stack: Stack) -> None:
+    bodies = [{"prompt": p} for p in prompts("mates", 9)]
+    bodies.insert(4, {"prompt": "this one is poisoned [[sim:fail]]"})
+    run = submit_and_collect(stack.api, bodies)
+    poisoned = run.bodies[4]
+    assert poisoned is not None and poisoned["status"] == "failed"
+    assert poisoned["error"]["code"] == "model_unavailable"
+    assert "attempt" in poisoned["error"]["message"]
+    mates = [b for i, b in enumerate(run.bodies) if i != 4]
+    assert all(b is not None and b["status"] == "succeeded" for b in mates)
+    batch_sizes = {b["timings"]["batch_size"] for b in mates if b}
+    assert max(batch_sizes) > 1  # they really shared a batch with the poisoned item
+
+
+def test_strategies_and_settings_split_batches(stack: Stack) -> None:
+    bodies = [{"prompt": p, "strategy": "concurrent"} for p in prompts("fan", 4)]
+    bodies += [{"prompt": p, "generation": {"temperature": 0.1}} for p in prompts("cold", 3)]
+    run = submit_and_collect(stack.api, bodies)
+    assert_own_answers(run)
+    assert all(b["timings"]["items_in_call"] == 1 for b in run.bodies[:4] if b)
+
+
+def test_a_redelivered_message_is_harmless(stack: Stack) -> None:
+    _, headers, body = http_json("POST", f"{stack.api}/api/v1/tasks", {"prompt": "only once"})
+    task_id = body["id"]
+    first = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30)[2]
+    assert first["status"] == "succeeded"
+    items_before = stack.sim_stats()["items"]
+
+    from batchgate.settings import Settings
+    from workers.app import create_celery
+
+    settings = Settings.from_env(stack.env)
+    app = create_celery(settings)
+    app.send_task(
+        "batchgate.infer",
+        kwargs={"request": {"prompt": "only once"}, "submitted_at": time.time()},
+        task_id=task_id,
+        queue=settings.queue,
+        ignore_result=True,
+    )
+    client = redis.Redis.from_url(stack.redis_url)
+    wait_until(
+        lambda: client.llen(settings.queue) == 0 and client.hlen("unacked") == 0, 20, "redelivery consumed"
+    )
+    again = http_json("GET", f"{stack.api}{headers['Location']}", timeout=10)[2]
+    assert again == first
+    assert stack.sim_stats()["items"] == items_before
+    app.close()

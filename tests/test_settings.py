@@ -1,0 +1,56 @@
+"""Settings: parsed once from a mapping, validated, and every one documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgate.settings import DEFAULT_SIMULATOR_URL, Settings, SettingsError
+from batchgate.settings_doc import BEGIN, END, markdown_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_defaults_and_overrides() -> None:
+    settings = Settings.from_env({})
+    assert settings.nginx_port == 8080 and settings.api_ports == (8001, 8002, 8003)
+    assert settings.simulator.port == 8090
+    changed = Settings.from_env(
+        {
+            "BATCHGATE_API_PORTS": "9001, 9002",
+            "BATCHGATE_BATCH_WINDOW_MS": "5",
+            "BATCHGATE_SIM_ERROR_RATE": "0.5",
+        }
+    )
+    assert changed.api_ports == (9001, 9002)
+    assert changed.batch_window_ms == 5.0
+    assert changed.simulator.error_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BATCHGATE_NGINX_PORT": "eighty"},
+        {"BATCHGATE_STRATEGY": "sometimes"},
+        {"BATCHGATE_BATCH_MAX_SIZE": "0"},
+    ],
+)
+def test_bad_values_fail_at_start_up_with_the_variable_named(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=next(iter(env))):
+        Settings.from_env(env)
+
+
+def test_model_endpoint_selection() -> None:
+    assert Settings.from_env({}).model_base_url == DEFAULT_SIMULATOR_URL
+    real = Settings.from_env({"GEMINI_API_KEY": "secret-key-123"})
+    assert real.model_base_url is None and not real.uses_simulator
+    both = Settings.from_env({"GEMINI_API_KEY": "k", "BATCHGATE_SIMULATOR_URL": "http://127.0.0.1:1"})
+    assert both.model_base_url == "http://127.0.0.1:1" and both.uses_simulator
+    assert "secret-key-123" not in repr(real)  # the key never reaches logs through repr
+
+
+def test_readme_documents_every_setting() -> None:
+    text = README.read_text()
+    table = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
+    assert table == markdown_table(), "run `make docs` to refresh the README settings table"
