@@ -21,7 +21,8 @@ _FIELD = re.compile(r"^\s+(\w+): [^=]+= ")
 def _comments() -> dict[tuple[str, str], str]:
     """Map (class name, field name) to the ``#:`` comment lines above the field."""
     found: dict[tuple[str, str], str] = {}
-    current_class, pending = "", []
+    current_class = ""
+    pending: list[str] = []
     for line in Path(settings_module.__file__).read_text().splitlines():
         if line.startswith("class "):
             current_class, pending = line.split()[1].split("(")[0].rstrip(":"), []
