@@ -1,0 +1,183 @@
+"""The simulator's behaviour, apart from HTTP: admit or fail a call, compose its answer, spend its cost.
+
+All state (configuration, fault generator, quota window, slots, stats) lives on one
+``Simulator`` used from one event loop, so it needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from batchgate.settings import SimulatorSettings
+from batching.packed_prompt import parse_items
+from batching.simulator import config as sim_config
+from batching.simulator.answers import answer_for, packed_answer_text, value_for_schema
+from batching.simulator.cost import QuotaWindow, call_latency_ms, retry_delay_s
+from batching.simulator.faults import FaultInjector, InjectedError
+from batching.simulator.protocol import GenerateRequest
+from batching.simulator.slots import Slots
+from batching.simulator.stats import Stats
+from batching.tokens import estimate_tokens
+
+
+class CallFailed(Exception):
+    """The call is answered with an error instead of text."""
+
+    def __init__(self, error: InjectedError) -> None:
+        super().__init__(f"{error.code} {error.status}: {error.message}")
+        self.error = error
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A composed answer and what it costs, before its latency is spent."""
+
+    text: str
+    kind: str  # "plain", "packed" or "json"
+    prompt_tokens: int
+    output_tokens: int
+    latency_ms: float
+    #: Prompts this answer answers (packed items kept, else 1).
+    items: int
+    #: Packed items left out.
+    dropped: int = 0
+
+
+class Simulator:
+    """One simulated Gemini endpoint."""
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self._config = sim_config.validate(settings)
+        self.faults = FaultInjector(settings.seed)
+        self.quota = QuotaWindow()
+        self.slots = Slots(settings.max_concurrent)
+        self.stats = Stats()
+
+    @property
+    def config(self) -> SimulatorSettings:
+        """The configuration new calls use."""
+        return self._config
+
+    def configure(self, update: Any) -> SimulatorSettings:
+        """Apply a ``/_sim/config`` update (raises ``ConfigError``); a given seed restarts the faults."""
+        self._config = sim_config.apply_update(self._config, update)
+        self.slots.set_limit(self._config.max_concurrent)
+        if "seed" in update:
+            self.faults.reseed(self._config.seed)
+        return self._config
+
+    def reset(self) -> None:
+        """Zero the stats, empty the quota window and restart the fault sequence from the seed."""
+        self.stats.reset()
+        self.quota.clear()
+        self.faults.reseed(self._config.seed)
+
+    def prepare(self, request: GenerateRequest, now: float | None = None) -> Answer:
+        """Admit a call and compose its answer, or raise ``CallFailed`` (counted as an error).
+
+        Order matters: the quota refuses before any fault is drawn, random faults strike before
+        the work, and a poisoned plain prompt fails like a model error would.
+        """
+        config = self._config
+        now = time.monotonic() if now is None else now
+        wait_s = self.quota.admit(now, config.rpm)
+        if wait_s > 0:
+            message = f"Quota exceeded: {config.rpm} requests per minute (simulated)."
+            self._fail(InjectedError(429, "RESOURCE_EXHAUSTED", message, retry_delay_s(wait_s)))
+        injected = self.faults.call_error(config.error_rate)
+        if injected is not None:
+            self._fail(injected)
+        return self._compose(request, config)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of ``max_concurrent`` slots, counting the wait and the busy time apart."""
+        stats = self.stats
+        stats.waiting += 1
+        asked = time.monotonic()
+        try:
+            await self.slots.acquire()
+        finally:
+            stats.waiting -= 1
+        started = time.monotonic()
+        stats.slot_wait_ms_total += (started - asked) * 1000
+        stats.enter_slot()
+        try:
+            yield
+        finally:
+            self.slots.release()
+            stats.leave_slot((time.monotonic() - started) * 1000)
+
+    async def spend(self, answer: Answer) -> None:
+        """Take the answer's latency while holding a slot."""
+        async with self.slot():
+            await asyncio.sleep(answer.latency_ms / 1000)
+
+    def record(self, answer: Answer, *, streamed: bool = False) -> None:
+        """Count an answer that was delivered."""
+        stats = self.stats
+        stats.calls += 1
+        stats.items += answer.items
+        stats.dropped_items += answer.dropped
+        stats.prompt_tokens += answer.prompt_tokens
+        stats.output_tokens += answer.output_tokens
+        if answer.kind == "packed":
+            stats.packed_calls += 1
+        elif answer.kind == "json":
+            stats.json_calls += 1
+        else:
+            stats.plain_calls += 1
+        if streamed:
+            stats.stream_calls += 1
+
+    def _fail(self, error: InjectedError) -> None:
+        self.stats.count_error(error.code)
+        raise CallFailed(error)
+
+    def _compose(self, request: GenerateRequest, config: SimulatorSettings) -> Answer:
+        items = parse_items(request.prompt) if request.json_mode else None
+        dropped = 0
+        if items is not None:
+            kept: list[tuple[Any, str]] = []
+            for item in items:
+                prompt = item.get("prompt")
+                prompt = prompt if isinstance(prompt, str) else ""
+                if _poisoned(prompt, config) or self.faults.drop_item(config.drop_item_rate):
+                    dropped += 1
+                else:
+                    kept.append((item["id"], answer_for(prompt)))
+            text, kind, answered = packed_answer_text(kept), "packed", len(kept)
+        else:
+            if _poisoned(request.prompt, config):
+                message = "Internal error while answering (simulated poison)."
+                self._fail(InjectedError(500, "INTERNAL", message))
+            answered = 1
+            if request.json_mode:
+                kind = "json"
+                text = _json_text(value_for_schema(request.response_schema, request.prompt))
+            else:
+                kind, text = "plain", answer_for(request.prompt)
+        prompt_tokens, output_tokens = request.prompt_tokens, estimate_tokens(text)
+        return Answer(
+            text=text,
+            kind=kind,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            latency_ms=call_latency_ms(config, prompt_tokens, output_tokens),
+            items=answered,
+            dropped=dropped,
+        )
+
+
+def _poisoned(prompt: str, config: SimulatorSettings) -> bool:
+    return bool(config.poison_marker) and config.poison_marker in prompt
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)

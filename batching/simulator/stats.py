@@ -1,0 +1,69 @@
+"""Counters behind ``GET /_sim/stats``: what the simulator did, for tests and benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Stats:
+    """Totals since start or the last ``POST /_sim/reset``."""
+
+    #: generateContent calls answered successfully.
+    calls: int = 0
+    #: Prompts answered: packed items answered plus plain calls.
+    items: int = 0
+    #: Injected errors: random faults, 429 quota refusals and poison 500s.
+    errors: int = 0
+    #: Packed items left out of an answer (at random or poisoned).
+    dropped_items: int = 0
+    #: Calls holding a slot now, and the most ever at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
+    #: Calls waiting for a slot now.
+    waiting: int = 0
+    #: Time calls spent waiting for a slot, and holding one.
+    slot_wait_ms_total: float = 0.0
+    busy_ms_total: float = 0.0
+    #: Successful calls by kind.
+    packed_calls: int = 0
+    plain_calls: int = 0
+    json_calls: int = 0
+    stream_calls: int = 0
+    #: Token usage reported in successful answers.
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    #: Requests rejected as malformed (400), not counted in ``errors``.
+    bad_requests: int = 0
+    #: Injected errors by HTTP status.
+    errors_by_code: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, code: int) -> None:
+        """Record one injected error."""
+        self.errors += 1
+        key = str(code)
+        self.errors_by_code[key] = self.errors_by_code.get(key, 0) + 1
+
+    def enter_slot(self) -> None:
+        """Record a call starting to hold a slot."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave_slot(self, busy_ms: float) -> None:
+        """Record a call giving its slot back after ``busy_ms``."""
+        self.in_flight -= 1
+        self.busy_ms_total += busy_ms
+
+    def reset(self) -> None:
+        """Zero the totals; gauges of calls still running are kept so they stay consistent."""
+        in_flight, waiting = self.in_flight, self.waiting
+        fresh = Stats(in_flight=in_flight, max_in_flight=in_flight, waiting=waiting)
+        self.__dict__.update(fresh.__dict__)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON body of ``GET /_sim/stats``."""
+        data = asdict(self)
+        data["slot_wait_ms_total"] = round(self.slot_wait_ms_total, 3)
+        data["busy_ms_total"] = round(self.busy_ms_total, 3)
+        return data
