@@ -38,7 +38,9 @@ def test_different_models_settings_or_systems_never_share_a_call() -> None:
 
 def test_input_token_limit_splits_calls() -> None:
     long_prompt = "x" * 400  # 100 tokens + framing
-    plans = plan_calls([req(i, prompt=long_prompt) for i in range(5)], PackingLimits(max_input_tokens_per_call=250))
+    plans = plan_calls(
+        [req(i, prompt=long_prompt) for i in range(5)], PackingLimits(max_input_tokens_per_call=250)
+    )
     assert sizes(plans) == [2, 2, 1]
 
 
