@@ -68,8 +68,8 @@ class Settings:
     # --- Model ----------------------------------------------------------------------
     #: Default Gemini model when a request names none.
     model: str = "gemini-2.5-flash"
-    #: Gemini-compatible simulator to call; empty = the embedded default
-    #: (http://127.0.0.1:8090) unless GEMINI_API_KEY is set, then real Gemini.
+    #: Gemini-compatible simulator to call; empty = the embedded one
+    #: (BATCHGATE_SIM_HOST:BATCHGATE_SIM_PORT) unless GEMINI_API_KEY is set, then real Gemini.
     simulator_url: str = ""
     #: Timeout of one Gemini call.
     gemini_timeout_s: float = 60.0
@@ -171,7 +171,15 @@ class Settings:
         """Base URL the Gemini SDK is pointed at; None means Google's own endpoint."""
         if self.simulator_url:
             return self.simulator_url
-        return None if self.gemini_api_key else DEFAULT_SIMULATOR_URL
+        return None if self.gemini_api_key else self.embedded_simulator_url
+
+    @property
+    def embedded_simulator_url(self) -> str:
+        """Where the embedded simulator (``BATCHGATE_SIM_HOST``/``_PORT``) answers."""
+        host = self.simulator.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.simulator.port}"
 
     @property
     def prefetch_multiplier(self) -> int:

@@ -43,6 +43,7 @@ def test_bad_values_fail_at_start_up_with_the_variable_named(env: dict[str, str]
 
 def test_model_endpoint_selection() -> None:
     assert Settings.from_env({}).model_base_url == DEFAULT_SIMULATOR_URL
+    assert Settings.from_env({"BATCHGATE_SIM_PORT": "9999"}).model_base_url == "http://127.0.0.1:9999"
     real = Settings.from_env({"GEMINI_API_KEY": "secret-key-123"})
     assert real.model_base_url is None and not real.uses_simulator
     both = Settings.from_env({"GEMINI_API_KEY": "k", "BATCHGATE_SIMULATOR_URL": "http://127.0.0.1:1"})
