@@ -98,7 +98,7 @@ class Settings:
     #: Flush a batch when it holds this many requests.
     batch_max_size: int = 32
     #: Flush a batch this long after its first request arrived.
-    batch_window_ms: float = 50.0
+    batch_window_ms: float = 100.0
     #: Batches processed at once by one worker process (thread pool size).
     worker_concurrency: int = 8
 

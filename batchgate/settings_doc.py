@@ -55,9 +55,7 @@ def markdown_table() -> str:
             if isinstance(getattr(defaults, field.name), tuple):
                 default = f"`{default}`"
             rows.append(f"| `{prefix}{field.name.upper()}` | {default} | {meaning} |")
-    rows.append(
-        "| `GEMINI_API_KEY` | (empty) | Real Gemini key (no simulator URL: real Gemini). |"
-    )
+    rows.append("| `GEMINI_API_KEY` | (empty) | Real Gemini key (no simulator URL: real Gemini). |")
     return "\n".join(rows)
 
 

@@ -67,6 +67,8 @@ class GenaiModelClient:
 
 def _config(call: ModelCall) -> types.GenerateContentConfig:
     fields: dict[str, Any] = dict(call.generation)
+    # No tools are ever passed; turning AFC off also silences its per-call INFO log line.
+    fields["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
     if call.system:
         fields["system_instruction"] = call.system
     if call.response_schema is not None:

@@ -66,7 +66,6 @@ def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
         "BATCHGATE_REDIS_URL": redis_url,
         "BATCHGATE_KEY_PREFIX": f"bgtest-{tag}",
         "BATCHGATE_QUEUE": f"batchgate-{tag}",
-        "BATCHGATE_BATCH_WINDOW_MS": "50",
         "BATCHGATE_BATCH_MAX_SIZE": "32",
         "BATCHGATE_SIM_OVERHEAD_MS": "30",
         "BATCHGATE_SIM_PER_OUTPUT_TOKEN_MS": "0.05",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -45,6 +46,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
                 return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+def first_call_fails_seed(error_rate: float) -> int:
+    """A simulator seed whose first fault draw fails the first call.
+
+    With few packed calls a 5 % error rate may inject nothing; this seed guarantees at
+    least one injected error, while the rest of the sequence stays random.
+    """
+    return next(seed for seed in range(10_000) if random.Random(seed).random() < error_rate)
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
@@ -157,7 +167,7 @@ def start_api(log_dir: Path, env: Mapping[str, str], name: str = "api") -> tuple
         "--worker-connections",
         "1000",
     ]
-    argv += ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "api.wsgi:app"]
+    argv += ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--no-control-socket", "api.wsgi:app"]
     proc = Process(f"{name}-{port}", argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_json("GET", f"{url}/health")[0] == 200, 20, "api")

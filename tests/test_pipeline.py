@@ -12,7 +12,7 @@ import redis
 from batching.simulator.answers import answer_for
 from tests.clients import submit_and_collect
 from tests.conftest import Stack
-from tests.harness import http_json, wait_until
+from tests.harness import first_call_fails_seed, http_json, wait_until
 
 
 def prompts(tag: str, n: int) -> list[str]:
@@ -69,7 +69,7 @@ def test_200_concurrent_tasks_are_batched_and_each_gets_its_own_answer(stack: St
 
 def test_faults_are_absorbed_dropped_items_retried_and_failed_calls_backed_off(stack: Stack) -> None:
     stack.sim_reset()
-    stack.sim_config(drop_item_rate=0.05, error_rate=0.05, seed=7)
+    stack.sim_config(drop_item_rate=0.05, error_rate=0.05, seed=first_call_fails_seed(0.05))
     try:
         run = submit_and_collect(stack.api, [{"prompt": p} for p in prompts("faulty", 200)])
     finally:

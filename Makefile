@@ -1,0 +1,53 @@
+# batchgate: the project's vocabulary. `make` lists the targets.
+# Works from a fresh clone on Debian: `install` creates .venv and apt-installs what is missing.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-installed whenever the package metadata changes.
+STAMP := $(VENV)/.batchgate-installed
+CODE := api workers batching baseline batchgate
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps run test lint format clean
+
+help: ## list the targets
+	@echo "batchgate: make <target>"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
+
+install: system-deps $(STAMP) ## create .venv, install the package (editable, dev extras), redis-server and nginx
+
+system-deps: ## apt-get install redis-server and nginx if missing
+	@missing=""; \
+	command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing with apt-get"; $(APT_INSTALL) $$missing; fi
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv with apt-get"; $(APT_INSTALL) python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+run: install ## run the whole stack in the foreground (nginx :8080); Ctrl-C stops it
+	$(BIN)/python -m batchgate.cluster run
+
+test: install ## run the test suite
+	$(BIN)/pytest
+
+lint: install ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(CODE)
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## remove the run folder, caches and build output (keeps .venv)
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

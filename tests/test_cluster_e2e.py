@@ -1,0 +1,127 @@
+"""The local cluster end to end: supervisor, nginx, three gunicorn replicas, worker, beat,
+Flower and the simulator, started as ``make run`` starts them, on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchgate.cluster import Cluster
+from batchgate.settings import Settings
+from batching.simulator.answers import answer_for
+from tests.clients import ClientRun, submit_and_collect
+from tests.conftest import stack_env
+from tests.harness import first_call_fails_seed, free_port, http_json, wait_until
+
+
+class RunningCluster:
+    def __init__(self, cluster: Cluster, settings: Settings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.nginx_port}"
+        self.sim = settings.embedded_simulator_url
+
+    def sim_config(self, **changes: object) -> None:
+        status, _, body = http_json("POST", f"{self.sim}/_sim/config", changes)
+        assert status == 200, body
+
+    def sim_stats(self) -> dict:
+        return http_json("GET", f"{self.sim}/_sim/stats")[2]
+
+    def sim_reset(self) -> None:
+        assert http_json("POST", f"{self.sim}/_sim/reset")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    run_dir: Path = tmp_path_factory.mktemp("cluster")
+    ports = [free_port() for _ in range(3)]
+    env = stack_env(
+        redis_url,
+        BATCHGATE_API_PORTS=",".join(map(str, ports)),
+        BATCHGATE_NGINX_PORT=str(free_port()),
+        BATCHGATE_FLOWER_PORT=str(free_port()),
+        BATCHGATE_SIM_PORT=str(free_port()),
+        BATCHGATE_RUN_DIR=str(run_dir),
+        BATCHGATE_FLOWER_AUTH="ops:test-password",
+    )
+    settings = Settings.from_env(env)
+    cluster = Cluster(settings, run_dir, env)
+    cluster.start()
+    try:
+        cluster.wait_ready(90)
+        yield RunningCluster(cluster, settings)
+    finally:
+        cluster.stop()
+
+
+def assert_own_answers(run: ClientRun) -> None:
+    missing = [p for p, b in zip(run.prompts, run.bodies, strict=True) if b is None]
+    assert not missing, f"{len(missing)} requests lost, e.g. {missing[:3]}"
+    for prompt, body in zip(run.prompts, run.bodies, strict=True):
+        assert body is not None and body["status"] == "succeeded", body
+        assert body["result"]["text"] == answer_for(prompt)
+
+
+def bodies(tag: str, n: int) -> list[dict]:
+    return [{"prompt": f"{tag} #{i}: plan step {i} of the migration"} for i in range(n)]
+
+
+def test_200_concurrent_tasks_through_nginx_are_batched(cluster: RunningCluster) -> None:
+    cluster.sim_reset()
+    run = submit_and_collect(cluster.url, bodies("e2e", 200))
+    assert_own_answers(run)
+    stats = cluster.sim_stats()
+    assert stats["items"] == 200
+    assert stats["calls"] <= 200 / 8, stats
+
+
+def test_faults_injected_through_the_simulator_are_absorbed(cluster: RunningCluster) -> None:
+    cluster.sim_reset()
+    cluster.sim_config(drop_item_rate=0.05, error_rate=0.05, seed=first_call_fails_seed(0.05))
+    try:
+        run = submit_and_collect(cluster.url, bodies("faults", 200))
+    finally:
+        cluster.sim_config(drop_item_rate=0.0, error_rate=0.0)
+    assert_own_answers(run)
+    stats = cluster.sim_stats()
+    assert stats["errors"] > 0 and stats["dropped_items"] > 0, stats
+
+
+def test_killing_a_replica_mid_run_loses_nothing(cluster: RunningCluster) -> None:
+    victim = f"api-{cluster.settings.api_ports[0]}"
+    old_pid = cluster.cluster.pid(victim)
+    cluster.sim_reset()
+    cluster.sim_config(overhead_ms=400)  # keep the tasks in flight while the replica dies
+    result: dict[str, ClientRun] = {}
+    clients = threading.Thread(
+        target=lambda: result.update(run=submit_and_collect(cluster.url, bodies("kill", 200)))
+    )
+    try:
+        clients.start()
+        wait_until(lambda: cluster.sim_stats()["calls"] >= 1, 30, "the first model call")
+        os.killpg(old_pid, signal.SIGKILL)  # the gunicorn master and its workers
+        clients.join(120)
+    finally:
+        cluster.sim_config(overhead_ms=150)
+    assert not clients.is_alive()
+    assert_own_answers(result["run"])
+    new_pid = wait_until(
+        lambda: (p := cluster.cluster.pid(victim)) and p != old_pid and p, 30, "replica restart"
+    )
+    assert new_pid != old_pid
+    port = cluster.settings.api_ports[0]
+    wait_until(lambda: http_json("GET", f"http://127.0.0.1:{port}/health")[0] == 200, 30, "restarted replica")
+
+
+def test_ready_and_health_through_nginx(cluster: RunningCluster) -> None:
+    assert http_json("GET", f"{cluster.url}/health")[0] == 200
+    status, _, body = http_json("GET", f"{cluster.url}/ready")
+    assert status == 200 and body["workers"] >= 1
+    status, _, body = http_json("GET", f"{cluster.url}/api/v1/tasks/does-not-exist")
+    assert status == 404 and body["error"]["code"] == "not_found"
