@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run test lint format clean
+.PHONY: help install system-deps run test lint format docs clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -47,6 +47,9 @@ lint: install ## ruff (lint and format check) and mypy
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+docs: install ## refresh the README's settings table from batchgate/settings.py
+	$(BIN)/python -m batchgate.settings_doc README.md
 
 clean: ## remove the run folder, caches and build output (keeps .venv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache build dist
