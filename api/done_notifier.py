@@ -18,6 +18,10 @@ import redis
 log = logging.getLogger(__name__)
 
 
+#: A waiter re-reads the record at least this often, in case a message was missed.
+RECHECK_S = 5.0
+
+
 class DoneNotifier:
     """Registry of waiters keyed by task id, fed by a pub/sub listener started on first use."""
 
@@ -45,7 +49,7 @@ class DoneNotifier:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return is_done()
-                event.wait(remaining)
+                event.wait(min(remaining, RECHECK_S))
                 if is_done():
                     return True
                 event.clear()

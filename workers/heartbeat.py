@@ -13,6 +13,8 @@ from celery import bootsteps
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 2.0
+#: Entries of consumers silent for this long are removed (they died without saying so).
+FORGET_AFTER_S = 3600.0
 
 
 def workers_key(prefix: str) -> str:
@@ -49,6 +51,10 @@ class Heartbeat(bootsteps.StartStopStep):
     def _beat(self) -> None:
         assert self._redis is not None
         try:
-            self._redis.zadd(self._key, {self._name: time.time()})
+            now = time.time()
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zadd(self._key, {self._name: now})
+            pipe.zremrangebyscore(self._key, "-inf", now - FORGET_AFTER_S)
+            pipe.execute()
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
