@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run test lint format docs clean
+.PHONY: help install system-deps run test lint format docs apikey clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -47,6 +47,9 @@ lint: install ## ruff (lint and format check) and mypy
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+apikey: install ## print a new API key of TIER (free, basic, premium; default free)
+	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free)
 
 docs: install ## refresh the README's settings table from batchgate/settings.py
 	$(BIN)/python -m batchgate.settings_doc README.md

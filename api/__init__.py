@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from flask import Flask
 
 from api.errors import register_error_handlers
 from api.services import Services
 from batchgate.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Flask:
@@ -20,4 +25,18 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(tasks_view.bp)
     app.register_blueprint(health_view.bp)
+    _ensure_demo_key(app.extensions["batchgate"])
     return app
+
+
+def _ensure_demo_key(svc: Services) -> None:
+    """Make ``BATCHGATE_DEMO_API_KEY`` exist with the premium tier (every replica may try)."""
+    key = svc.settings.demo_api_key
+    if not key or not svc.settings.auth_enabled:
+        return
+    try:
+        found = svc.apikeys.lookup(key)
+        if found is None or found.tier != "premium":
+            svc.apikeys.create("premium", "demo (BATCHGATE_DEMO_API_KEY)", key=key)
+    except redis.RedisError as exc:
+        log.warning("could not register the demo API key yet: %s", exc)

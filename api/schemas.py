@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,13 +36,15 @@ class TaskRequest(BaseModel):
     model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
     generation: Generation | None = None
     strategy: Literal["auto", "pack", "concurrent"] | None = None
+    #: False: neither read nor write the response cache for this request.
+    cache: bool | None = None
 
     def to_message(self) -> dict[str, Any]:
         """The request as it travels to the worker: only the fields the client set."""
-        return self.model_dump(exclude_none=True)
+        return self.model_dump(exclude_none=True, exclude={"cache"})
 
 
-def parse_task_request(body: Any, max_prompt_chars: int) -> TaskRequest:
+def parse_task_request(body: Any, max_prompt_chars: int, max_context_chars: int) -> TaskRequest:
     """Validate a decoded JSON body; raise a 422 ApiError naming the first bad field."""
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the request body must be a JSON object")
@@ -55,4 +58,10 @@ def parse_task_request(body: Any, max_prompt_chars: int) -> TaskRequest:
         raise ApiError(422, "invalid_request", "prompt: must not be blank")
     if len(request.prompt) > max_prompt_chars:
         raise ApiError(422, "prompt_too_long", f"prompt: longer than {max_prompt_chars} characters")
+    if request.context is not None:
+        size = len(json.dumps(request.context, ensure_ascii=False))
+        if size > max_context_chars:
+            raise ApiError(
+                422, "context_too_long", f"context: longer than {max_context_chars} characters as JSON"
+            )
     return request

@@ -9,6 +9,10 @@ from flask import current_app
 
 from api.done_notifier import DoneNotifier
 from api.publisher import Publisher
+from batchgate.admission import Admission
+from batchgate.apikeys import ApiKeyStore
+from batchgate.idempotency import IdempotencyStore
+from batchgate.response_cache import ResponseCache
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from workers.app import create_celery
@@ -21,6 +25,10 @@ class Services:
     store: TaskStore
     publisher: Publisher
     notifier: DoneNotifier
+    apikeys: ApiKeyStore
+    admission: Admission
+    cache: ResponseCache
+    idempotency: IdempotencyStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -34,12 +42,21 @@ class Services:
         )
         client = redis.Redis(connection_pool=pool)
         store = TaskStore(client, settings.key_prefix, settings.task_ttl_s)
+        prefix = settings.key_prefix
+        admission = Admission(
+            client, prefix, settings.queue, settings.queue_high_water, settings.queue_low_water
+        )
+        admission.backpressure_retry_after_s = settings.backpressure_retry_after_s
         return cls(
             settings=settings,
             redis=client,
             store=store,
             publisher=Publisher(create_celery(settings), settings),
             notifier=DoneNotifier(client, store.done_channel),
+            apikeys=ApiKeyStore(client, prefix),
+            admission=admission,
+            cache=ResponseCache(client, prefix, settings.cache_ttl_s),
+            idempotency=IdempotencyStore(client, prefix, settings.idempotency_ttl_s),
         )
 
 

@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from api.edge import Caller, add_rate_headers, admit, authenticate
 from api.errors import ApiError
-from api.schemas import parse_task_request
+from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
+from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.taskstore import TERMINAL
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
+bp.after_request(add_rate_headers)
 
 
 @bp.post("/tasks")
 def submit() -> Response:
-    """Enqueue a task: 202 with its id and where to poll."""
-    task_id = _enqueue(services())
-    response = jsonify({"id": task_id, "status": "queued"})
-    response.status_code = 202
-    response.headers["Location"] = url_for("tasks.show", task_id=task_id)
-    return response
+    """Enqueue a task: 202 with its id and where to poll (200 when answered from the cache)."""
+    svc = services()
+    task_id, record = _submit(svc, authenticate(svc))
+    return _respond(task_id, record, accepted_status=202)
 
 
 @bp.get("/tasks/<task_id>")
 def show(task_id: str) -> Response:
     """A task's status and result; ``?wait=S`` long-polls until it is finished."""
     svc = services()
+    caller = authenticate(svc)
     record = _wait(svc, task_id, _wait_arg(svc, default=0.0))
-    if record is None:
+    if record is None or record.get("owner") != caller.owner:
         raise ApiError(404, "not_found", f"no task {task_id!r}")
     return jsonify(task_body(task_id, record))
 
@@ -40,18 +44,74 @@ def show(task_id: str) -> Response:
 def submit_and_wait() -> Response:
     """Enqueue and wait (bounded): 200 with the finished task, else 202 with its Location."""
     svc = services()
+    caller = authenticate(svc)
     wait_s = _wait_arg(svc, default=svc.settings.default_sync_wait_s)
-    task_id = _enqueue(svc)
-    record = _wait(svc, task_id, wait_s)
-    body = task_body(task_id, record or {"status": "queued"})
+    task_id, record = _submit(svc, caller)
+    if record.get("status") not in TERMINAL:
+        record = _wait(svc, task_id, wait_s) or record
+    return _respond(task_id, record, accepted_status=202)
+
+
+def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Response:
+    body = task_body(task_id, record)
     response = jsonify(body)
-    if body["status"] not in TERMINAL:
-        response.status_code = 202
-        response.headers["Location"] = url_for("tasks.show", task_id=task_id)
+    response.headers["Location"] = url_for("tasks.show", task_id=task_id)
+    response.status_code = 200 if body["status"] in TERMINAL else accepted_status
+    if "queue_depth" in record:
+        response.headers["X-Queue-Depth"] = str(record["queue_depth"])
     return response
 
 
-def _enqueue(svc: Services) -> str:
+def _submit(svc: Services, caller: Caller) -> tuple[str, dict[str, Any]]:
+    """Admit, validate, then answer from the idempotency record or the cache, or enqueue."""
+    decision = admit(svc, caller)
+    task = _parse_body(svc)
+    message = task.to_message()
+    message.setdefault("model", svc.settings.model)
+    owner = caller.owner or ""
+    task_id = secrets.token_hex(16)
+
+    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+    if idempotency_key:
+        if len(idempotency_key) > 255:
+            raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
+        body_hash = hashlib.sha256(json.dumps(task.model_dump(), sort_keys=True).encode()).hexdigest()
+        claim = svc.idempotency.claim(owner, idempotency_key, body_hash, task_id)
+        if claim.conflict:
+            raise ApiError(
+                422, "idempotency_key_reused", "this Idempotency-Key was used with a different body"
+            )
+        if not claim.new and claim.task_id:
+            original = svc.store.get(claim.task_id)
+            if original is not None:
+                return claim.task_id, original
+
+    submitted_at = time.time()
+    key = _cache_key_for(svc, task, message)
+    if key is not None:
+        cached = svc.cache.get(key)
+        if cached is not None:
+            svc.store.create_cached(task_id, message, submitted_at, caller.owner, cached)
+            return task_id, {
+                "status": "succeeded",
+                "result": cached,
+                "cached": True,
+                "submitted_at": submitted_at,
+            }
+        message["cache_key"] = key
+
+    svc.store.create(task_id, message, submitted_at, caller.owner)
+    try:
+        svc.publisher.publish(task_id, message, submitted_at)
+    except Exception as exc:
+        svc.store.delete(task_id)
+        if idempotency_key:
+            svc.idempotency.release(owner, idempotency_key)
+        raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry later") from exc
+    return task_id, {"status": "queued", "queue_depth": decision.queue_depth + 1}
+
+
+def _parse_body(svc: Services) -> TaskRequest:
     if not request.is_json:
         raise ApiError(
             415, "unsupported_media_type", "send the task as JSON (Content-Type: application/json)"
@@ -59,17 +119,20 @@ def _enqueue(svc: Services) -> str:
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON")
-    task = parse_task_request(body, svc.settings.max_prompt_chars)
-    task_id = secrets.token_hex(16)
-    message = task.to_message()
-    submitted_at = time.time()
-    svc.store.create(task_id, message, submitted_at)
-    try:
-        svc.publisher.publish(task_id, message, submitted_at)
-    except Exception as exc:
-        svc.store.delete(task_id)
-        raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry later") from exc
-    return task_id
+    return parse_task_request(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+
+
+def _cache_key_for(svc: Services, task: TaskRequest, message: dict[str, Any]) -> str | None:
+    """The response-cache key, or None when this request must bypass the cache."""
+    settings = svc.settings
+    if not settings.cache_enabled or task.cache is False:
+        return None
+    context_text = json.dumps(task.context, ensure_ascii=False) if task.context else ""
+    if is_time_sensitive((task.prompt, task.system or "", context_text), settings.bypass_words):
+        return None
+    return cache_key(
+        message["model"], task.system, message.get("generation") or {}, task.prompt, task.context
+    )
 
 
 def _wait_arg(svc: Services, default: float) -> float:
@@ -105,8 +168,9 @@ def task_body(task_id: str, record: dict[str, Any]) -> dict[str, Any]:
     for name in ("result", "error", "timings"):
         if record.get(name):
             body[name] = record[name]
-    if record.get("submitted_at"):
-        body["submitted_at"] = record["submitted_at"]
-    if record.get("finished_at"):
-        body["finished_at"] = record["finished_at"]
+    if record.get("cached"):
+        body["cached"] = True
+    for name in ("submitted_at", "finished_at"):
+        if record.get(name):
+            body[name] = record[name]
     return body

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from batchgate.apikeys import new_key
 from batchgate.cluster import Cluster, ClusterError
 from batchgate.nginx_config import TEMPLATE, compose_layout, render_nginx
 from batchgate.settings import Settings, SettingsError
@@ -35,8 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("--compose", action="store_true", help="write only nginx.conf, for docker-compose")
     render.add_argument("--template", type=Path, default=TEMPLATE, help="nginx template (--compose)")
     args = parser.parse_args(argv)
+    env = dict(os.environ)
+    if args.command == "run" and not env.get("BATCHGATE_DEMO_API_KEY"):
+        # A demo key of the premium tier for this run, printed in the banner.
+        env["BATCHGATE_DEMO_API_KEY"] = new_key()
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(env)
     except SettingsError as exc:
         print(f"batchgate: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -52,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in Cluster(settings, run_dir, os.environ).render():
                 print(path)
         return 0
-    return run(Cluster(settings, Path(settings.run_dir), os.environ))
+    return run(Cluster(settings, Path(settings.run_dir), env))
 
 
 def run(cluster: Cluster) -> int:
@@ -116,12 +121,20 @@ def banner(cluster: Cluster) -> str:
             f"  replicas     {replicas}",
             f"  simulator    {simulator}",
             f"  Flower       {urls['flower']}  user {user}  password {password}",
+            f"  API key      {demo_key(cluster)}",
             f"  Redis        {redis}",
             f"  logs         {cluster.logs_dir}/<program>.log",
             f"  control      {Path(sys.executable).parent / 'supervisorctl'} -c {conf} status",
             "",
         ]
     )
+
+
+def demo_key(cluster: Cluster) -> str:
+    """The demo key line of the banner."""
+    if not cluster.settings.auth_enabled:
+        return "not needed (BATCHGATE_AUTH_ENABLED=false)"
+    return f"{cluster.settings.demo_api_key} (premium; send it as X-API-Key)"
 
 
 if __name__ == "__main__":

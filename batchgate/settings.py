@@ -124,6 +124,44 @@ class Settings:
     #: A worker counts as consuming while its heartbeat is younger than this.
     worker_heartbeat_ttl_s: float = 15.0
 
+    # --- Edge policy (API keys, limits, backpressure, cache, idempotency) --------------
+    #: Require an ``X-API-Key`` (off: anonymous, rate-limited per client IP).
+    auth_enabled: bool = True
+    #: A key that exists with the premium tier from start-up (``make run`` makes one if empty).
+    demo_api_key: str = field(default="", repr=False)
+    #: Free tier: sustained submissions per second (token bucket refill rate).
+    tier_free_rate: float = 1.0
+    #: Free tier: burst (token bucket size).
+    tier_free_burst: int = 10
+    #: Basic tier: submissions per second.
+    tier_basic_rate: float = 10.0
+    #: Basic tier: burst.
+    tier_basic_burst: int = 50
+    #: Premium tier: submissions per second.
+    tier_premium_rate: float = 100.0
+    #: Premium tier: burst.
+    tier_premium_burst: int = 200
+    #: Auth off: submissions per second per client IP.
+    anonymous_rate: float = 10.0
+    #: Auth off: burst per client IP.
+    anonymous_burst: int = 50
+    #: Refuse new work (503) once this many requests wait in the queue.
+    queue_high_water: int = 5000
+    #: Once refusing, admit again when the queue has drained to this many.
+    queue_low_water: int = 4000
+    #: Retry-After (seconds) sent with a backpressure 503.
+    backpressure_retry_after_s: int = 2
+    #: Serve identical requests from the response cache.
+    cache_enabled: bool = True
+    #: How long a cached answer is served.
+    cache_ttl_s: int = 3600
+    #: Comma-separated words that mark a prompt as time-sensitive: never cached.
+    cache_bypass_words: str = "now,current,currently,today,tonight,latest,recent,recently,yesterday,tomorrow"
+    #: How long an Idempotency-Key is remembered.
+    idempotency_ttl_s: int = 86400
+    #: Longest context accepted, in characters of its JSON (422 beyond).
+    max_context_chars: int = 100_000
+
     # --- Local cluster (make run) ---------------------------------------------------------
     #: nginx listens here (HTTP).
     nginx_port: int = 8080
@@ -155,6 +193,8 @@ class Settings:
         """Fail at start-up on combinations that cannot work."""
         if self.strategy not in ("auto", "pack", "concurrent"):
             raise SettingsError(f"BATCHGATE_STRATEGY must be auto, pack or concurrent, not {self.strategy!r}")
+        if self.queue_low_water > self.queue_high_water:
+            raise SettingsError("BATCHGATE_QUEUE_LOW_WATER must not exceed BATCHGATE_QUEUE_HIGH_WATER")
         for name in ("batch_max_size", "worker_concurrency", "max_items_per_call", "retry_attempts"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
@@ -180,6 +220,19 @@ class Settings:
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         return f"http://{host}:{self.simulator.port}"
+
+    def tier_limits(self) -> dict[str, tuple[float, int]]:
+        """Rate (per second) and burst of each API-key tier."""
+        return {
+            "free": (self.tier_free_rate, self.tier_free_burst),
+            "basic": (self.tier_basic_rate, self.tier_basic_burst),
+            "premium": (self.tier_premium_rate, self.tier_premium_burst),
+        }
+
+    @property
+    def bypass_words(self) -> tuple[str, ...]:
+        """The time-sensitive words, lower-cased."""
+        return tuple(w.strip().lower() for w in self.cache_bypass_words.split(",") if w.strip())
 
     @property
     def prefetch_multiplier(self) -> int:

@@ -65,18 +65,46 @@ class TaskStore:
     def key(self, task_id: str) -> str:
         return f"{self._prefix}:task:{task_id}"
 
-    def create(self, task_id: str, request: dict[str, Any], submitted_at: float) -> None:
+    def create(
+        self, task_id: str, request: dict[str, Any], submitted_at: float, owner: str | None = None
+    ) -> None:
         """Write a new queued record (before the message is published, so a fast worker finds it)."""
+        self._write_new(task_id, {"status": QUEUED}, request, submitted_at, owner)
+
+    def create_cached(
+        self,
+        task_id: str,
+        request: dict[str, Any],
+        submitted_at: float,
+        owner: str | None,
+        result: dict[str, Any],
+    ) -> None:
+        """Write a record that is born finished, answered from the response cache."""
+        fields = {
+            "status": SUCCEEDED,
+            "cached": "1",
+            "result": _dumps(result),
+            "finished_at": repr(submitted_at),
+        }
+        self._write_new(task_id, fields, request, submitted_at, owner)
+
+    def _write_new(
+        self,
+        task_id: str,
+        fields: dict[str, str],
+        request: dict[str, Any],
+        submitted_at: float,
+        owner: str | None,
+    ) -> None:
         key = self.key(task_id)
+        fields = {
+            **fields,
+            "request": json.dumps(request, separators=(",", ":")),
+            "submitted_at": repr(submitted_at),
+            "owner": owner or "",
+        }
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(
-            key,
-            mapping={
-                "status": QUEUED,
-                "request": json.dumps(request, separators=(",", ":")),
-                "submitted_at": repr(submitted_at),
-            },
-        )
+        pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
         pipe.expire(key, self._ttl_s)
         pipe.execute()
 
@@ -143,6 +171,10 @@ def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
             record[name] = float(text) if text else None
         elif name == "batch_size":
             record[name] = int(text) if text else None
+        elif name == "cached":
+            record[name] = text == "1"
+        elif name == "owner":
+            record[name] = text or None
         else:
             record[name] = text
     return record

@@ -21,23 +21,28 @@ class ClientRun:
     bodies: list[dict[str, Any] | None] = field(default_factory=list)
     retries: int = 0
     submit_statuses: list[int] = field(default_factory=list)
+    #: Why a request ended without an answer (status codes and errors seen last).
+    failures: list[str] = field(default_factory=list)
 
 
 async def _submit(
     session: aiohttp.ClientSession, base: str, body: dict[str, Any], run: ClientRun
 ) -> str | None:
+    last = ""
     for _attempt in range(50):
         try:
             async with session.post(f"{base}/api/v1/tasks", json=body) as response:
                 run.submit_statuses.append(response.status)
-                if response.status == 202:
+                if response.status in (200, 202):  # 200: answered at once (from the cache)
                     return str((await response.json())["id"])
+                last = f"submit {response.status}: {(await response.text())[:200]}"
                 if response.status not in RETRY_STATUSES:
-                    return None
-        except aiohttp.ClientConnectionError:
-            pass
+                    break
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            last = f"submit {type(exc).__name__}: {exc}"
         run.retries += 1
         await asyncio.sleep(0.1)
+    run.failures.append(last)
     return None
 
 
@@ -54,10 +59,11 @@ async def _poll(
                     continue
                 if response.status not in RETRY_STATUSES:
                     return {"status": f"http_{response.status}", "body": await response.text()}
-        except aiohttp.ClientConnectionError:
-            pass
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            run.failures.append(f"poll {task_id} {type(exc).__name__}: {exc} (retrying)")
         run.retries += 1
         await asyncio.sleep(0.1)
+    run.failures.append(f"poll {task_id}: deadline passed")
     return None
 
 
@@ -70,7 +76,9 @@ async def _one(
         run.bodies[i] = await _poll(session, base, task_id, deadline, run)
 
 
-def submit_and_collect(base: str, bodies: list[dict[str, Any]], timeout: float = 90.0) -> ClientRun:
+def submit_and_collect(
+    base: str, bodies: list[dict[str, Any]], api_key: str, timeout: float = 90.0
+) -> ClientRun:
     """Send every body at once (one connection each), then long-poll each task to the end.
 
     Like a careful client, retry 502/503/504 and connection errors (nginx answers those
@@ -83,7 +91,10 @@ def submit_and_collect(base: str, bodies: list[dict[str, Any]], timeout: float =
     async def main() -> None:
         connector = aiohttp.TCPConnector(limit=len(bodies) + 10)
         timeout_cfg = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout_cfg) as session:
+        headers = {"X-API-Key": api_key}
+        async with aiohttp.ClientSession(
+            connector=connector, timeout=timeout_cfg, headers=headers
+        ) as session:
             deadline = time.monotonic() + timeout
             await asyncio.gather(
                 *(_one(session, base, body, deadline, run, i) for i, body in enumerate(bodies))

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from batchgate.apikeys import ApiKeyStore
+from batchgate.settings import Settings
 from tests.harness import (
     Process,
     clean_env,
@@ -46,6 +48,12 @@ class Stack:
     env: dict[str, str]
     worker: Process
     logs_dir: Path
+    #: A premium key with limits far above what any test sends.
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
 
     def sim_config(self, **changes: object) -> dict:
         status, _, body = http_json("POST", f"{self.simulator}/_sim/config", changes)
@@ -71,21 +79,34 @@ def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
         "BATCHGATE_SIM_PER_OUTPUT_TOKEN_MS": "0.05",
         "BATCHGATE_RETRY_BASE_S": "0.05",
         "BATCHGATE_RETRY_MAX_S": "1",
+        "BATCHGATE_TIER_PREMIUM_RATE": "100000",
+        "BATCHGATE_TIER_PREMIUM_BURST": "100000",
     }
     values.update(overrides)
     return clean_env(**values)
 
 
+def create_key(env: dict[str, str], tier: str) -> str:
+    """A new API key of ``tier`` in the Redis and key prefix that ``env`` names."""
+    settings = Settings.from_env(env)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        return ApiKeyStore(client, settings.key_prefix).create(tier, f"test {tier}")
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
 def stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
     env = stack_env(redis_url)
+    api_key = create_key(env, "premium")
     sim, sim_url = start_simulator(logs_dir, env)
     env["BATCHGATE_SIMULATOR_URL"] = sim_url
     worker = start_worker(logs_dir, env)
     api, api_url = start_api(logs_dir, env)
     try:
         wait_until(lambda: http_json("GET", f"{api_url}/ready")[0] == 200, 30, "a consuming worker")
-        yield Stack(api_url, sim_url, redis_url, env, worker, logs_dir)
+        yield Stack(api_url, sim_url, redis_url, env, worker, logs_dir, api_key)
     finally:
         for proc in (api, worker, sim):
             proc.stop()

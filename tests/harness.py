@@ -66,11 +66,11 @@ def clean_env(**overrides: str) -> dict[str, str]:
 
 
 def http_json(
-    method: str, url: str, body: Any = None, timeout: float = 10.0
+    method: str, url: str, body: Any = None, timeout: float = 10.0, headers: Mapping[str, str] | None = None
 ) -> tuple[int, dict[str, Any], Any]:
     """One HTTP request; returns (status, headers, decoded JSON body or raw text)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:

@@ -3,14 +3,20 @@ Flower and the simulator, started as ``make run`` starts them, on free ports."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+import redis
 
+from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.cluster import Cluster
 from batchgate.settings import Settings
 from batching.simulator.answers import answer_for
@@ -25,6 +31,8 @@ class RunningCluster:
         self.settings = settings
         self.url = f"http://127.0.0.1:{settings.nginx_port}"
         self.sim = settings.embedded_simulator_url
+        self.api_key = settings.demo_api_key
+        self.headers = {"X-API-Key": self.api_key}
 
     def sim_config(self, **changes: object) -> None:
         status, _, body = http_json("POST", f"{self.sim}/_sim/config", changes)
@@ -49,6 +57,9 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         BATCHGATE_SIM_PORT=str(free_port()),
         BATCHGATE_RUN_DIR=str(run_dir),
         BATCHGATE_FLOWER_AUTH="ops:test-password",
+        BATCHGATE_DEMO_API_KEY=new_key(),
+        BATCHGATE_TIER_PREMIUM_RATE="2000",
+        BATCHGATE_TIER_PREMIUM_BURST="2000",
     )
     settings = Settings.from_env(env)
     cluster = Cluster(settings, run_dir, env)
@@ -62,7 +73,10 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def assert_own_answers(run: ClientRun) -> None:
     missing = [p for p, b in zip(run.prompts, run.bodies, strict=True) if b is None]
-    assert not missing, f"{len(missing)} requests lost, e.g. {missing[:3]}"
+    statuses = sorted(set(run.submit_statuses))
+    assert not missing, (
+        f"{len(missing)} requests lost, e.g. {missing[:3]}; submit statuses seen {statuses}; {run.failures[:5]}"
+    )
     for prompt, body in zip(run.prompts, run.bodies, strict=True):
         assert body is not None and body["status"] == "succeeded", body
         assert body["result"]["text"] == answer_for(prompt)
@@ -74,7 +88,7 @@ def bodies(tag: str, n: int) -> list[dict]:
 
 def test_200_concurrent_tasks_through_nginx_are_batched(cluster: RunningCluster) -> None:
     cluster.sim_reset()
-    run = submit_and_collect(cluster.url, bodies("e2e", 200))
+    run = submit_and_collect(cluster.url, api_key=cluster.api_key, bodies=bodies("e2e", 200))
     assert_own_answers(run)
     stats = cluster.sim_stats()
     assert stats["items"] == 200
@@ -85,7 +99,7 @@ def test_faults_injected_through_the_simulator_are_absorbed(cluster: RunningClus
     cluster.sim_reset()
     cluster.sim_config(drop_item_rate=0.05, error_rate=0.05, seed=first_call_fails_seed(0.05))
     try:
-        run = submit_and_collect(cluster.url, bodies("faults", 200))
+        run = submit_and_collect(cluster.url, api_key=cluster.api_key, bodies=bodies("faults", 200))
     finally:
         cluster.sim_config(drop_item_rate=0.0, error_rate=0.0)
     assert_own_answers(run)
@@ -100,7 +114,9 @@ def test_killing_a_replica_mid_run_loses_nothing(cluster: RunningCluster) -> Non
     cluster.sim_config(overhead_ms=400)  # keep the tasks in flight while the replica dies
     result: dict[str, ClientRun] = {}
     clients = threading.Thread(
-        target=lambda: result.update(run=submit_and_collect(cluster.url, bodies("kill", 200)))
+        target=lambda: result.update(
+            run=submit_and_collect(cluster.url, api_key=cluster.api_key, bodies=bodies("kill", 200))
+        )
     )
     try:
         clients.start()
@@ -123,5 +139,70 @@ def test_ready_and_health_through_nginx(cluster: RunningCluster) -> None:
     assert http_json("GET", f"{cluster.url}/health")[0] == 200
     status, _, body = http_json("GET", f"{cluster.url}/ready")
     assert status == 200 and body["workers"] >= 1
-    status, _, body = http_json("GET", f"{cluster.url}/api/v1/tasks/does-not-exist")
+    status, _, body = http_json("GET", f"{cluster.url}/api/v1/tasks/does-not-exist", headers=cluster.headers)
     assert status == 404 and body["error"]["code"] == "not_found"
+
+
+def burst(url: str, key: str, n: int) -> tuple[list[tuple[int, dict[str, str]]], float]:
+    """``n`` simultaneous submissions (no retries); returns (status, headers) each and the burst's length."""
+
+    async def main() -> tuple[list[tuple[int, dict[str, str]]], float]:
+        connector = aiohttp.TCPConnector(limit=n)
+        async with aiohttp.ClientSession(connector=connector, headers={"X-API-Key": key}) as session:
+
+            async def one(i: int) -> tuple[int, dict[str, str]]:
+                async with session.post(
+                    f"{url}/api/v1/tasks", json={"prompt": f"burst {i}", "cache": False}
+                ) as r:
+                    await r.read()
+                    return r.status, dict(r.headers)
+
+            started = time.monotonic()
+            results = await asyncio.gather(*(one(i) for i in range(n)))
+            return list(results), time.monotonic() - started
+
+    return asyncio.run(main())
+
+
+def test_rate_limits_hold_across_the_three_replicas(cluster: RunningCluster) -> None:
+    settings = cluster.settings
+    free_key = ApiKeyStore(
+        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
+    ).create("free", "e2e burst")
+    results, elapsed = burst(cluster.url, free_key, 50)
+    admitted = [h for s, h in results if s == 202]
+    refused = [h for s, h in results if s == 429]
+    refill = math.ceil(elapsed * settings.tier_free_rate)
+    assert settings.tier_free_burst <= len(admitted) <= settings.tier_free_burst + refill, (
+        len(admitted),
+        elapsed,
+    )
+    assert len(admitted) + len(refused) == 50
+    assert all(h["Retry-After"] == "1" for h in refused)  # 1/s: the next token is under a second away
+    assert all(h["X-RateLimit-Limit"] == "10" for h in admitted + refused)
+
+    # Another key in the same second is unaffected.
+    status, _, _ = http_json(
+        "POST", f"{cluster.url}/api/v1/tasks", {"prompt": "premium now"}, headers=cluster.headers
+    )
+    assert status == 202
+
+    # After waiting what Retry-After said, the next request is admitted.
+    time.sleep(int(refused[-1]["Retry-After"]))
+    status, _, _ = http_json(
+        "POST", f"{cluster.url}/api/v1/tasks", {"prompt": "after waiting"}, headers={"X-API-Key": free_key}
+    )
+    assert status == 202
+
+
+def test_key_b_cannot_read_key_a_tasks_through_nginx(cluster: RunningCluster) -> None:
+    settings = cluster.settings
+    other = ApiKeyStore(
+        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
+    ).create("basic")
+    _, headers, _body = http_json(
+        "POST", f"{cluster.url}/api/v1/tasks", {"prompt": "private"}, headers=cluster.headers
+    )
+    status, _, denied = http_json("GET", f"{cluster.url}{headers['Location']}", headers={"X-API-Key": other})
+    assert status == 404 and denied["error"]["code"] == "not_found"
+    assert http_json("GET", f"{cluster.url}{headers['Location']}", headers=cluster.headers)[0] == 200

@@ -27,9 +27,13 @@ def assert_own_answers(run) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_one_task_round_trip(stack: Stack) -> None:
-    status, headers, body = http_json("POST", f"{stack.api}/api/v1/tasks", {"prompt": "What is batchgate?"})
+    status, headers, body = http_json(
+        "POST", f"{stack.api}/api/v1/tasks", {"prompt": "What is batchgate?"}, headers=stack.headers
+    )
     assert status == 202 and body["status"] == "queued"
-    status, _, task = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30)
+    status, _, task = http_json(
+        "GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30, headers=stack.headers
+    )
     assert status == 200 and task["status"] == "succeeded", task
     assert task["result"]["text"] == answer_for("What is batchgate?")
     assert task["result"]["model"] == "gemini-2.5-flash"
@@ -40,7 +44,9 @@ def test_one_task_round_trip(stack: Stack) -> None:
 
 
 def test_submit_and_wait_returns_the_finished_task(stack: Stack) -> None:
-    status, _, task = http_json("POST", f"{stack.api}/api/v1/task", {"prompt": "sync please"}, timeout=40)
+    status, _, task = http_json(
+        "POST", f"{stack.api}/api/v1/task", {"prompt": "sync please"}, timeout=40, headers=stack.headers
+    )
     assert status == 200 and task["status"] == "succeeded"
     assert task["result"]["text"] == answer_for("sync please")
 
@@ -48,9 +54,13 @@ def test_submit_and_wait_returns_the_finished_task(stack: Stack) -> None:
 def test_submit_and_wait_answers_202_when_the_wait_runs_out(stack: Stack) -> None:
     stack.sim_config(overhead_ms=1500)
     try:
-        status, headers, task = http_json("POST", f"{stack.api}/api/v1/task?wait=0.2", {"prompt": "slow one"})
+        status, headers, task = http_json(
+            "POST", f"{stack.api}/api/v1/task?wait=0.2", {"prompt": "slow one"}, headers=stack.headers
+        )
         assert status == 202 and task["status"] in ("queued", "running")
-        status, _, task = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30)
+        status, _, task = http_json(
+            "GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30, headers=stack.headers
+        )
         assert task["status"] == "succeeded"
     finally:
         stack.sim_config(overhead_ms=30)
@@ -58,7 +68,9 @@ def test_submit_and_wait_answers_202_when_the_wait_runs_out(stack: Stack) -> Non
 
 def test_200_concurrent_tasks_are_batched_and_each_gets_its_own_answer(stack: Stack) -> None:
     stack.sim_reset()
-    run = submit_and_collect(stack.api, [{"prompt": p} for p in prompts("batch", 200)])
+    run = submit_and_collect(
+        stack.api, api_key=stack.api_key, bodies=[{"prompt": p} for p in prompts("batch", 200)]
+    )
     assert_own_answers(run)
     stats = stack.sim_stats()
     assert stats["items"] == 200
@@ -71,7 +83,9 @@ def test_faults_are_absorbed_dropped_items_retried_and_failed_calls_backed_off(s
     stack.sim_reset()
     stack.sim_config(drop_item_rate=0.05, error_rate=0.05, seed=first_call_fails_seed(0.05))
     try:
-        run = submit_and_collect(stack.api, [{"prompt": p} for p in prompts("faulty", 200)])
+        run = submit_and_collect(
+            stack.api, api_key=stack.api_key, bodies=[{"prompt": p} for p in prompts("faulty", 200)]
+        )
     finally:
         stack.sim_config(drop_item_rate=0.0, error_rate=0.0)
     assert_own_answers(run)
@@ -83,7 +97,7 @@ def test_faults_are_absorbed_dropped_items_retried_and_failed_calls_backed_off(s
 def test_an_item_that_keeps_failing_fails_alone_with_a_clear_error(stack: Stack) -> None:
     bodies = [{"prompt": p} for p in prompts("mates", 9)]
     bodies.insert(4, {"prompt": "this one is poisoned [[sim:fail]]"})
-    run = submit_and_collect(stack.api, bodies)
+    run = submit_and_collect(stack.api, api_key=stack.api_key, bodies=bodies)
     poisoned = run.bodies[4]
     assert poisoned is not None and poisoned["status"] == "failed"
     assert poisoned["error"]["code"] == "model_unavailable"
@@ -97,15 +111,19 @@ def test_an_item_that_keeps_failing_fails_alone_with_a_clear_error(stack: Stack)
 def test_strategies_and_settings_split_batches(stack: Stack) -> None:
     bodies = [{"prompt": p, "strategy": "concurrent"} for p in prompts("fan", 4)]
     bodies += [{"prompt": p, "generation": {"temperature": 0.1}} for p in prompts("cold", 3)]
-    run = submit_and_collect(stack.api, bodies)
+    run = submit_and_collect(stack.api, api_key=stack.api_key, bodies=bodies)
     assert_own_answers(run)
     assert all(b["timings"]["items_in_call"] == 1 for b in run.bodies[:4] if b)
 
 
 def test_a_redelivered_message_is_harmless(stack: Stack) -> None:
-    _, headers, body = http_json("POST", f"{stack.api}/api/v1/tasks", {"prompt": "only once"})
+    _, headers, body = http_json(
+        "POST", f"{stack.api}/api/v1/tasks", {"prompt": "only once"}, headers=stack.headers
+    )
     task_id = body["id"]
-    first = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30)[2]
+    first = http_json("GET", f"{stack.api}{headers['Location']}?wait=20", timeout=30, headers=stack.headers)[
+        2
+    ]
     assert first["status"] == "succeeded"
     items_before = stack.sim_stats()["items"]
 
@@ -125,7 +143,41 @@ def test_a_redelivered_message_is_harmless(stack: Stack) -> None:
     wait_until(
         lambda: client.llen(settings.queue) == 0 and client.hlen("unacked") == 0, 20, "redelivery consumed"
     )
-    again = http_json("GET", f"{stack.api}{headers['Location']}", timeout=10)[2]
+    again = http_json("GET", f"{stack.api}{headers['Location']}", timeout=10, headers=stack.headers)[2]
     assert again == first
     assert stack.sim_stats()["items"] == items_before
     app.close()
+
+
+def submit_wait(stack: Stack, body: dict, **headers: str) -> tuple[int, dict]:
+    status, _, task = http_json(
+        "POST", f"{stack.api}/api/v1/task?wait=20", body, timeout=30, headers={**stack.headers, **headers}
+    )
+    return status, task
+
+
+def test_a_repeated_prompt_is_served_from_the_cache(stack: Stack) -> None:
+    status, first = submit_wait(stack, {"prompt": "What does a load balancer do?"})
+    assert status == 200 and first["status"] == "succeeded" and "cached" not in first
+    items = stack.sim_stats()["items"]
+    status, again = submit_wait(stack, {"prompt": "What does a load balancer do?"})
+    assert status == 200 and again["cached"] is True and again["id"] != first["id"]
+    assert again["result"] == first["result"]
+    assert stack.sim_stats()["items"] == items  # no new model call
+
+
+def test_a_time_sensitive_prompt_is_never_cached(stack: Stack) -> None:
+    items = stack.sim_stats()["items"]
+    for _ in range(2):
+        status, task = submit_wait(stack, {"prompt": "What should I cook today?"})
+        assert status == 200 and task["status"] == "succeeded" and "cached" not in task
+    assert stack.sim_stats()["items"] == items + 2
+
+
+def test_the_same_idempotency_key_gives_one_task_and_one_call(stack: Stack) -> None:
+    items = stack.sim_stats()["items"]
+    body = {"prompt": "charge the card for order 9", "cache": False}
+    status, first = submit_wait(stack, body, **{"Idempotency-Key": "order-9"})
+    status2, second = submit_wait(stack, body, **{"Idempotency-Key": "order-9"})
+    assert status == status2 == 200 and first["id"] == second["id"] and first == second
+    assert stack.sim_stats()["items"] == items + 1

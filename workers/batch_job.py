@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchgate.response_cache import ResponseCache
 from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
 from batching.types import STRATEGIES, InferenceRequest, InferenceResult
 
@@ -33,12 +34,16 @@ RunEngine = Callable[[list[InferenceRequest]], list[InferenceResult]]
 
 
 def process_batch(
-    deliveries: Sequence[Delivery], store: TaskStore, run_engine: RunEngine, default_model: str
+    deliveries: Sequence[Delivery],
+    store: TaskStore,
+    run_engine: RunEngine,
+    default_model: str,
+    cache: ResponseCache | None = None,
 ) -> None:
-    """Answer a batch of deliveries and store one outcome per request."""
+    """Answer a batch of deliveries, store one outcome per request, and fill the cache."""
     picked_at = time.time()
     try:
-        _process(deliveries, store, run_engine, default_model, picked_at)
+        _process(deliveries, store, run_engine, default_model, picked_at, cache)
     except Exception:
         log.exception("batch of %d failed; marking its requests failed", len(deliveries))
         ids = list(dict.fromkeys(d.task_id for d in deliveries))
@@ -56,6 +61,7 @@ def _process(
     run_engine: RunEngine,
     default_model: str,
     picked_at: float,
+    cache: ResponseCache | None,
 ) -> None:
     unique = list({d.task_id: d for d in deliveries}.values())  # a redelivery may share a batch
     statuses = store.statuses([d.task_id for d in unique])
@@ -79,7 +85,17 @@ def _process(
     results = run_engine(requests) if requests else []
     by_id = {d.task_id: d for d in live}
     outcomes.extend(_outcome(result, by_id[result.id], picked_at, len(requests)) for result in results)
-    store.finish(outcomes, time.time())
+    written = set(store.finish(outcomes, time.time()))
+    if cache is not None:
+        entries = [
+            (str(by_id[o.task_id].payload["request"]["cache_key"]), o.result)
+            for o in outcomes
+            if o.status == SUCCEEDED
+            and o.result
+            and o.task_id in written
+            and by_id[o.task_id].payload["request"].get("cache_key")
+        ]
+        cache.put_many(entries)  # errors are never cached: only successes are listed
 
 
 def to_inference_request(delivery: Delivery, default_model: str) -> InferenceRequest:

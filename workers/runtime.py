@@ -7,6 +7,7 @@ from functools import cached_property
 
 import redis
 
+from batchgate.response_cache import ResponseCache
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.background_loop import BackgroundLoop
@@ -29,6 +30,10 @@ class WorkerRuntime:
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, decode_responses=True, health_check_interval=30)
+
+    @cached_property
+    def cache(self) -> ResponseCache:
+        return ResponseCache(self.redis, self.settings.key_prefix, self.settings.cache_ttl_s)
 
     @cached_property
     def store(self) -> TaskStore:

@@ -34,7 +34,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             Delivery(task_id=r.id, payload=dict(r.kwargs), received_at=self.arrivals.pop(r.id, None))
             for r in requests
         ]
-        process_batch(deliveries, runtime.store, runtime.run_engine, settings.model)
+        process_batch(deliveries, runtime.store, runtime.run_engine, settings.model, runtime.cache)
 
     @app.task(name=SAMPLE_QUEUE_DEPTH_TASK, ignore_result=True)
     def sample_queue_depth() -> int:

@@ -1,0 +1,73 @@
+"""Edge policy for submissions: who is calling, and may they submit now.
+
+Every piece of state lives in Redis (keys, buckets, the backpressure flag), so the three
+replicas enforce one limit, not three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Response, g, request
+
+from api.errors import ApiError
+from api.services import Services
+from batchgate.admission import Decision
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The identity a request acts as: ``owner`` owns its tasks (None: anonymous)."""
+
+    owner: str | None
+    bucket: str
+    rate: float
+    burst: int
+
+
+def authenticate(svc: Services) -> Caller:
+    """The caller named by ``X-API-Key``; 401 without a valid key (unless auth is off)."""
+    settings = svc.settings
+    if not settings.auth_enabled:
+        address = request.headers.get("X-Real-IP") or request.remote_addr or "unknown"
+        return Caller(None, f"ip:{address}", settings.anonymous_rate, settings.anonymous_burst)
+    key = request.headers.get("X-API-Key", "").strip()
+    if not key:
+        raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
+    found = svc.apikeys.lookup(key)
+    if found is None:
+        raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
+    rate, burst = settings.tier_limits()[found.tier]
+    return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst)
+
+
+def admit(svc: Services, caller: Caller) -> Decision:
+    """Spend a token of the caller's bucket; 429 over the rate, 503 over the queue's high water."""
+    decision = svc.admission.admit(caller.bucket, caller.rate, caller.burst)
+    g.rate_headers = {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(decision.remaining),
+        "X-RateLimit-Reset": str(decision.reset_s),
+    }
+    if decision.reason == "rate_limited":
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit exceeded ({caller.rate:g}/s, burst {caller.burst}); retry after {decision.retry_after_s}s",
+            {"Retry-After": str(decision.retry_after_s)},
+        )
+    if decision.reason == "backpressure":
+        raise ApiError(
+            503,
+            "overloaded",
+            f"the queue is full ({decision.queue_depth} waiting); retry after {decision.retry_after_s}s",
+            {"Retry-After": str(decision.retry_after_s), "X-Queue-Depth": str(decision.queue_depth)},
+        )
+    return decision
+
+
+def add_rate_headers(response: Response) -> Response:
+    """After-request hook: every response to an admitted-or-refused submission says the limit."""
+    for name, value in getattr(g, "rate_headers", {}).items():
+        response.headers.setdefault(name, value)
+    return response

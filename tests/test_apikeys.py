@@ -1,0 +1,36 @@
+"""API keys are stored as hashes only, listed, looked up and revoked."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+import redis
+
+from batchgate.apikeys import ApiKeyError, ApiKeyStore, hash_key
+
+
+def test_keys_are_stored_only_as_hashes(redis_client: redis.Redis) -> None:
+    prefix = f"keys-{secrets.token_hex(4)}"
+    store = ApiKeyStore(redis_client, prefix)
+    key = store.create("basic", "ci")
+    assert key.startswith("bg_") and len(key) > 40
+    everything = [(k, redis_client.dump(k)) for k in redis_client.scan_iter(f"{prefix}:*")]
+    assert everything and all(key.encode() not in (k.encode() + (v or b"")) for k, v in everything)
+    found = store.lookup(key)
+    assert found is not None and found.tier == "basic" and found.key_hash == hash_key(key)
+    assert store.lookup(key + "x") is None
+
+
+def test_list_and_revoke(redis_client: redis.Redis) -> None:
+    store = ApiKeyStore(redis_client, f"keys-{secrets.token_hex(4)}")
+    first, second = store.create("free"), store.create("premium", "ops")
+    assert [k.tier for k in store.list()] == ["free", "premium"]
+    store.revoke(hash_key(first)[:12])
+    assert store.lookup(first) is None and store.lookup(second) is not None
+    store.revoke(second)
+    assert store.list() == []
+    with pytest.raises(ApiKeyError):
+        store.revoke("abc")
+    with pytest.raises(ApiKeyError):
+        store.create("platinum")
