@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run test lint format docs apikey clean
+.PHONY: help install system-deps run test lint format docs apikey warm-cache clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -50,6 +50,10 @@ format: install ## apply ruff's fixes and formatting
 
 apikey: install ## print a new API key of TIER (free, basic, premium; default free)
 	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free)
+
+warm-cache: install ## pre-compute FILE (JSON/JSONL of requests) into the response cache at RATE/s (default 5)
+	@test -n "$(FILE)" || { echo "usage: make warm-cache FILE=queries.jsonl [RATE=5]"; exit 2; }
+	$(BIN)/python -m workers.warm_cli "$(FILE)" --rate $(or $(RATE),5)
 
 docs: install ## refresh the README's settings table from batchgate/settings.py
 	$(BIN)/python -m batchgate.settings_doc README.md

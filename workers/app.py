@@ -9,6 +9,7 @@ from batchgate.settings import Settings
 
 INFER_TASK = "batchgate.infer"
 SAMPLE_QUEUE_DEPTH_TASK = "batchgate.sample_queue_depth"
+WARM_CACHE_TASK = "batchgate.warm_cache"
 
 
 def housekeeping_queue(settings: Settings) -> str:
@@ -34,7 +35,10 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_default_queue=settings.queue,
         task_queues=[Queue(settings.queue), Queue(housekeeping_queue(settings))],
-        task_routes={SAMPLE_QUEUE_DEPTH_TASK: {"queue": housekeeping_queue(settings)}},
+        task_routes={
+            SAMPLE_QUEUE_DEPTH_TASK: {"queue": housekeeping_queue(settings)},
+            WARM_CACHE_TASK: {"queue": housekeeping_queue(settings)},
+        },
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -9,9 +10,10 @@ import redis
 from celery import Celery
 
 from batching.flush_policy import FlushLimits
-from workers.app import INFER_TASK, SAMPLE_QUEUE_DEPTH_TASK
+from workers.app import INFER_TASK, SAMPLE_QUEUE_DEPTH_TASK, WARM_CACHE_TASK
 from workers.batch_consumer import WindowedBatches
 from workers.batch_job import Delivery, process_batch
+from workers.cache_warming import report_dict, warm
 from workers.runtime import WorkerRuntime
 
 
@@ -35,6 +37,16 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             for r in requests
         ]
         process_batch(deliveries, runtime.store, runtime.run_engine, settings.model, runtime.cache)
+
+    @app.task(name=WARM_CACHE_TASK, ignore_result=True)
+    def warm_cache(
+        queries: list[dict[str, Any]], rate_per_s: float, report_key: str | None = None
+    ) -> dict[str, int]:
+        """Pre-compute answers for ``queries`` into the response cache at a bounded rate."""
+        report = report_dict(warm(queries, settings, runtime.cache, runtime.run_engine, rate_per_s))
+        if report_key:
+            runtime.redis.set(report_key, json.dumps(report), ex=3600)
+        return report
 
     @app.task(name=SAMPLE_QUEUE_DEPTH_TASK, ignore_result=True)
     def sample_queue_depth() -> int:
