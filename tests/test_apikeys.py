@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 
 import pytest
 import redis
 
 from batchgate.apikeys import ApiKeyError, ApiKeyStore, hash_key
+from tests.harness import REPO, clean_env
 
 
 def test_keys_are_stored_only_as_hashes(redis_client: redis.Redis) -> None:
@@ -34,3 +37,22 @@ def test_list_and_revoke(redis_client: redis.Redis) -> None:
         store.revoke("abc")
     with pytest.raises(ApiKeyError):
         store.create("platinum")
+
+
+def test_cli_prints_exactly_one_line_a_working_key(redis_client: redis.Redis, redis_url: str) -> None:
+    env = clean_env(BATCHGATE_REDIS_URL=redis_url, BATCHGATE_KEY_PREFIX=f"keys-{secrets.token_hex(4)}")
+    command = [sys.executable, "-m", "batchgate.apikeys_cli"]
+    created = subprocess.run(
+        [*command, "create", "--tier", "free"], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert created.returncode == 0, created.stderr
+    lines = created.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bg_")
+    store = ApiKeyStore(redis_client, env["BATCHGATE_KEY_PREFIX"])
+    assert store.lookup(lines[0]) is not None
+    listed = subprocess.run([*command, "list"], env=env, capture_output=True, text=True, cwd=REPO)
+    assert hash_key(lines[0])[:12] in listed.stdout and " free " in listed.stdout
+    revoked = subprocess.run(
+        [*command, "revoke", lines[0]], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert revoked.returncode == 0 and store.lookup(lines[0]) is None
