@@ -8,14 +8,18 @@ import redis
 from flask import current_app
 
 from api.done_notifier import DoneNotifier
+from api.metrics_feed import MetricsFeed
 from api.publisher import Publisher
 from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
 from batchgate.idempotency import IdempotencyStore
+from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from workers.app import create_celery
+from workers.metrics_publisher import channel as metrics_channel
+from workers.metrics_publisher import latest_key as metrics_latest_key
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Services:
     admission: Admission
     cache: ResponseCache
     idempotency: IdempotencyStore
+    metrics: InferenceMetricsCollector
+    metrics_feed: MetricsFeed
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -57,6 +63,8 @@ class Services:
             admission=admission,
             cache=ResponseCache(client, prefix, settings.cache_ttl_s),
             idempotency=IdempotencyStore(client, prefix, settings.idempotency_ttl_s),
+            metrics=InferenceMetricsCollector(client, prefix),
+            metrics_feed=MetricsFeed(client, metrics_channel(prefix), metrics_latest_key(prefix)),
         )
 
 

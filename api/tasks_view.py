@@ -14,6 +14,7 @@ from api.edge import Caller, add_rate_headers, admit, authenticate
 from api.errors import ApiError
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
+from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.taskstore import TERMINAL
 
@@ -64,6 +65,7 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
 
 def _submit(svc: Services, caller: Caller) -> tuple[str, dict[str, Any]]:
     """Admit, validate, then answer from the idempotency record or the cache, or enqueue."""
+    started = time.perf_counter()
     decision = admit(svc, caller)
     task = _parse_body(svc)
     message = task.to_message()
@@ -92,6 +94,8 @@ def _submit(svc: Services, caller: Caller) -> tuple[str, dict[str, Any]]:
         cached = svc.cache.get(key)
         if cached is not None:
             svc.store.create_cached(task_id, message, submitted_at, caller.owner, cached)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            svc.metrics.record([RequestRecord("cached", submitted_at, end_to_end_ms=elapsed_ms)])
             return task_id, {
                 "status": "succeeded",
                 "result": cached,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import redis
 
+from batchgate.metrics_store import SLOT_TTL_S, TOTAL, InferenceMetricsCollector, slot_of
+
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -41,6 +43,8 @@ end
 local allowed, reason, retry_ms = 0, 'backpressure', 0
 if refusing then
   redis.call('HINCRBY', KEYS[4], 'rejected_backpressure', 1)
+  redis.call('HINCRBY', KEYS[5], 'rejected_backpressure', 1)
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
 elseif tokens >= 1 then
   tokens = tokens - 1
   allowed, reason = 1, 'ok'
@@ -48,6 +52,8 @@ else
   reason = 'rate_limited'
   retry_ms = math.ceil((1 - tokens) * 1000 / rate)
   redis.call('HINCRBY', KEYS[4], 'rejected_rate_limit', 1)
+  redis.call('HINCRBY', KEYS[5], 'rejected_rate_limit', 1)
+  redis.call('EXPIRE', KEYS[5], ARGV[6])
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(ts))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
@@ -78,6 +84,7 @@ class Admission:
     def __init__(self, client: redis.Redis, prefix: str, queue: str, high_water: int, low_water: int) -> None:
         self._script = client.register_script(_ADMIT)
         self._prefix = prefix
+        self._metrics = InferenceMetricsCollector(client, prefix)
         self._queue = queue
         self._high = high_water
         self._low = low_water
@@ -85,20 +92,21 @@ class Admission:
 
     @property
     def counters_key(self) -> str:
-        """Hash of rejection counters (``rejected_rate_limit``, ``rejected_backpressure``)."""
-        return f"{self._prefix}:counters"
+        """The metrics' total counters, where rejections are counted too."""
+        return self._metrics.counters_key(TOTAL)
 
     def admit(self, identity: str, rate: float, burst: int, now: float | None = None) -> Decision:
         """Spend one token of ``identity``'s bucket unless the queue is over its high-water mark."""
-        now_ms = (time.time() if now is None else now) * 1000
+        now_s = time.time() if now is None else now
         keys = [
             f"{self._prefix}:bucket:{identity}",
             self._queue,
             f"{self._prefix}:backpressure",
             self.counters_key,
+            self._metrics.counters_key(slot_of(now_s)),
         ]
         allowed, reason, remaining, retry_ms, depth, reset_ms = self._script(
-            keys=keys, args=[repr(now_ms), repr(float(rate)), burst, self._high, self._low]
+            keys=keys, args=[repr(now_s * 1000), repr(float(rate)), burst, self._high, self._low, SLOT_TTL_S]
         )
         reason = reason.decode() if isinstance(reason, bytes) else str(reason)
         retry_after = math.ceil(int(retry_ms) / 1000) if reason == "rate_limited" else 0

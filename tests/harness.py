@@ -153,7 +153,15 @@ def start_worker(log_dir: Path, env: Mapping[str, str], name: str = "worker") ->
     argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "worker", "-P", "threads", "-c", concurrency]
     argv += ["--prefetch-multiplier", str(batch + 1), "-Q", f"{queue},{queue}.housekeeping"]
     argv += ["-n", f"{name}-{free_port()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    argv += ["-E"]  # task events, as the local cluster's worker sends them (Flower shows them)
     return Process(name, argv, env, log_dir)
+
+
+def start_beat(log_dir: Path, env: Mapping[str, str], name: str = "beat") -> Process:
+    """Celery beat: schedules the periodic tasks (metrics snapshot, queue-depth sample)."""
+    schedule = log_dir / f"{name}-{free_port()}-schedule"
+    argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "beat", "--schedule", str(schedule)]
+    return Process(name, [*argv, "--loglevel", "INFO"], env, log_dir)
 
 
 def start_api(log_dir: Path, env: Mapping[str, str], name: str = "api") -> tuple[Process, str]:
@@ -171,6 +179,18 @@ def start_api(log_dir: Path, env: Mapping[str, str], name: str = "api") -> tuple
     proc = Process(f"{name}-{port}", argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_json("GET", f"{url}/health")[0] == 200, 20, "api")
+    return proc, url
+
+
+def start_flower(log_dir: Path, env: Mapping[str, str], auth: str) -> tuple[Process, str]:
+    """Flower on loopback with basic auth ``user:password`` (from the environment, not argv)."""
+    port = free_port()
+    argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "flower", "--address=127.0.0.1", f"--port={port}"]
+    flower_env = {k: v for k, v in env.items() if not k.startswith("FLOWER_")}
+    flower_env["FLOWER_BASIC_AUTH"] = auth
+    proc = Process(f"flower-{port}", argv, flower_env, log_dir)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_json("GET", f"{url}/healthcheck")[0] == 200, 30, "flower")
     return proc, url
 
 

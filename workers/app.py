@@ -10,6 +10,9 @@ from batchgate.settings import Settings
 INFER_TASK = "batchgate.infer"
 SAMPLE_QUEUE_DEPTH_TASK = "batchgate.sample_queue_depth"
 WARM_CACHE_TASK = "batchgate.warm_cache"
+PUBLISH_METRICS_TASK = "batchgate.publish_metrics"
+#: How often beat asks for a metrics snapshot.
+METRICS_INTERVAL_S = 2.0
 
 
 def housekeeping_queue(settings: Settings) -> str:
@@ -38,6 +41,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             SAMPLE_QUEUE_DEPTH_TASK: {"queue": housekeeping_queue(settings)},
             WARM_CACHE_TASK: {"queue": housekeeping_queue(settings)},
+            PUBLISH_METRICS_TASK: {"queue": housekeeping_queue(settings)},
         },
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
@@ -51,6 +55,11 @@ def create_celery(settings: Settings) -> Celery:
                 "task": SAMPLE_QUEUE_DEPTH_TASK,
                 "schedule": 1.0,
                 "options": {"expires": 5},
+            },
+            "publish-metrics": {
+                "task": PUBLISH_METRICS_TASK,
+                "schedule": METRICS_INTERVAL_S,
+                "options": {"expires": METRICS_INTERVAL_S * 2},
             },
         },
     )

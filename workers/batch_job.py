@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
 from batchgate.response_cache import ResponseCache
 from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
 from batching.types import STRATEGIES, InferenceRequest, InferenceResult
@@ -39,20 +40,26 @@ def process_batch(
     run_engine: RunEngine,
     default_model: str,
     cache: ResponseCache | None = None,
-) -> None:
-    """Answer a batch of deliveries, store one outcome per request, and fill the cache."""
+    metrics: InferenceMetricsCollector | None = None,
+) -> list[Outcome]:
+    """Answer a batch of deliveries, store one outcome per request, fill the cache, record metrics.
+
+    Returns the outcomes it stored (none for a request an earlier delivery answered).
+    """
     picked_at = time.time()
     try:
-        _process(deliveries, store, run_engine, default_model, picked_at, cache)
+        return _process(deliveries, store, run_engine, default_model, picked_at, cache, metrics)
     except Exception:
         log.exception("batch of %d failed; marking its requests failed", len(deliveries))
         ids = list(dict.fromkeys(d.task_id for d in deliveries))
         error = {"code": "internal_error", "message": "the batch could not be processed; please resubmit"}
+        failed = [Outcome(t, FAILED, None, error, {}) for t in ids]
         try:
-            store.finish([Outcome(t, FAILED, None, error, {}) for t in ids], time.time())
+            store.finish(failed, time.time())
         except Exception:
             log.exception("could not mark %d requests failed; they will be redelivered", len(ids))
             raise
+        return failed
 
 
 def _process(
@@ -62,7 +69,8 @@ def _process(
     default_model: str,
     picked_at: float,
     cache: ResponseCache | None,
-) -> None:
+    metrics: InferenceMetricsCollector | None,
+) -> list[Outcome]:
     unique = list({d.task_id: d for d in deliveries}.values())  # a redelivery may share a batch
     statuses = store.statuses([d.task_id for d in unique])
     # Finished records were answered by an earlier delivery; missing ones expired.
@@ -70,7 +78,7 @@ def _process(
         d for d, status in zip(unique, statuses, strict=True) if status is not None and status not in TERMINAL
     ]
     if not live:
-        return
+        return []
 
     requests: list[InferenceRequest] = []
     outcomes: list[Outcome] = []
@@ -96,6 +104,9 @@ def _process(
             and by_id[o.task_id].payload["request"].get("cache_key")
         ]
         cache.put_many(entries)  # errors are never cached: only successes are listed
+    if metrics is not None:
+        metrics.record([_record(o) for o in outcomes if o.task_id in written])
+    return outcomes
 
 
 def to_inference_request(delivery: Delivery, default_model: str) -> InferenceRequest:
@@ -143,6 +154,23 @@ def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batc
         "message": result.error_message or "model call failed",
     }
     return Outcome(result.id, FAILED, None, error, timings)
+
+
+def _record(outcome: Outcome) -> RequestRecord:
+    timings = outcome.timings
+    usage = (outcome.result or {}).get("usage", {})
+    return RequestRecord(
+        outcome=outcome.status,
+        finished_at=time.time(),
+        end_to_end_ms=timings.get("total_ms"),
+        queued_ms=timings.get("queued_ms"),
+        batch_wait_ms=timings.get("batch_wait_ms"),
+        model_ms=timings.get("model_ms"),
+        batch_size=timings.get("batch_size"),
+        items_in_call=timings.get("items_in_call"),
+        input_tokens=int(usage.get("input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+    )
 
 
 def _ms(seconds: float) -> float:

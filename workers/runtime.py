@@ -7,6 +7,7 @@ from functools import cached_property
 
 import redis
 
+from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
@@ -16,6 +17,7 @@ from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest, InferenceResult
+from workers.metrics_publisher import MetricsPublisher
 
 
 class WorkerRuntime:
@@ -30,6 +32,15 @@ class WorkerRuntime:
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.redis_url, decode_responses=True, health_check_interval=30)
+
+    @cached_property
+    def metrics(self) -> InferenceMetricsCollector:
+        return InferenceMetricsCollector(self.redis, self.settings.key_prefix)
+
+    @cached_property
+    def metrics_publisher(self) -> MetricsPublisher:
+        s = self.settings
+        return MetricsPublisher(self.redis, s.key_prefix, s.queue, s.batch_max_size)
 
     @cached_property
     def cache(self) -> ResponseCache:

@@ -10,7 +10,7 @@ import redis
 from celery import Celery
 
 from batching.flush_policy import FlushLimits
-from workers.app import INFER_TASK, SAMPLE_QUEUE_DEPTH_TASK, WARM_CACHE_TASK
+from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, SAMPLE_QUEUE_DEPTH_TASK, WARM_CACHE_TASK
 from workers.batch_consumer import WindowedBatches
 from workers.batch_job import Delivery, process_batch
 from workers.cache_warming import report_dict, warm
@@ -36,7 +36,17 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             Delivery(task_id=r.id, payload=dict(r.kwargs), received_at=self.arrivals.pop(r.id, None))
             for r in requests
         ]
-        process_batch(deliveries, runtime.store, runtime.run_engine, settings.model, runtime.cache)
+        ids = [d.task_id for d in deliveries]
+        self.emit_started(ids)  # task events for Flower: celery-batches sends none itself
+        began = time.monotonic()
+        try:
+            outcomes = process_batch(
+                deliveries, runtime.store, runtime.run_engine, settings.model, runtime.cache, runtime.metrics
+            )
+        except Exception as exc:
+            self.emit_crashed(ids, exc)
+            raise
+        self.emit_finished(ids, outcomes, time.monotonic() - began)
 
     @app.task(name=WARM_CACHE_TASK, ignore_result=True)
     def warm_cache(
@@ -47,6 +57,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         if report_key:
             runtime.redis.set(report_key, json.dumps(report), ex=3600)
         return report
+
+    @app.task(name=PUBLISH_METRICS_TASK, ignore_result=True)
+    def publish_metrics() -> dict[str, float]:
+        """Compute and publish the metrics snapshot (beat, every few seconds); returns its cost."""
+        return dict(runtime.metrics_publisher.publish()["cost_ms"])
 
     @app.task(name=SAMPLE_QUEUE_DEPTH_TASK, ignore_result=True)
     def sample_queue_depth() -> int:
