@@ -118,6 +118,7 @@ def banner(cluster: Cluster) -> str:
             "",
             "batchgate local stack",
             f"  API (nginx)  {urls['api']}",
+            f"  dashboard    {urls['api']}/dashboard   metrics {urls['api']}/api/v1/metrics   Prometheus {urls['api']}/metrics",
             f"  replicas     {replicas}",
             f"  simulator    {simulator}",
             f"  Flower       {urls['flower']}  user {user}  password {password}",
