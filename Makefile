@@ -11,18 +11,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps run test lint format docs apikey warm-cache clean
+.PHONY: help install system-deps dashboard run test lint format docs apikey warm-cache clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
 
-install: system-deps $(STAMP) ## create .venv, install the package (editable, dev extras), redis-server and nginx
+install: system-deps $(STAMP) dashboard ## create .venv, install the package (editable, dev extras), redis-server and nginx
 
 system-deps: ## apt-get install redis-server and nginx if missing
 	@missing=""; \
 	command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing with apt-get"; $(APT_INSTALL) $$missing; fi
 
 $(BIN)/python:
@@ -32,6 +33,12 @@ $(BIN)/python:
 $(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
+
+DASHBOARD := api/dashboard
+dashboard: $(DASHBOARD)/dist/index.html ## build the live dashboard's assets (Node at build time only)
+
+$(DASHBOARD)/dist/index.html: $(DASHBOARD)/package-lock.json $(DASHBOARD)/build.mjs $(wildcard $(DASHBOARD)/src/*)
+	cd $(DASHBOARD) && npm ci --no-audit --no-fund --ignore-scripts && npm run build
 
 run: install ## run the whole stack in the foreground (nginx :8080); Ctrl-C stops it
 	$(BIN)/python -m batchgate.cluster run
@@ -48,10 +55,10 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-apikey: install ## print a new API key of TIER (free, basic, premium; default free)
+apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premium; default free)
 	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free)
 
-warm-cache: install ## pre-compute FILE (JSON/JSONL of requests) into the response cache at RATE/s (default 5)
+warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) into the response cache at RATE/s (default 5)
 	@test -n "$(FILE)" || { echo "usage: make warm-cache FILE=queries.jsonl [RATE=5]"; exit 2; }
 	$(BIN)/python -m workers.warm_cli "$(FILE)" --rate $(or $(RATE),5)
 
