@@ -24,7 +24,6 @@ from flask import Flask
 
 from api import dashboard_view
 from api.errors import register_error_handlers
-from batchgate.settings import Settings
 from tests.clients import submit_and_collect
 from tests.conftest import Stack
 from tests.harness import BIN, REPO, Process, free_port, http_json, start_beat, wait_until
