@@ -185,7 +185,8 @@ def start_api(log_dir: Path, env: Mapping[str, str], name: str = "api") -> tuple
 def start_flower(log_dir: Path, env: Mapping[str, str], auth: str) -> tuple[Process, str]:
     """Flower on loopback with basic auth ``user:password`` (from the environment, not argv)."""
     port = free_port()
-    argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "flower", "--address=127.0.0.1", f"--port={port}"]
+    argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "flower", "--address=127.0.0.1"]
+    argv += [f"--port={port}"]
     flower_env = {k: v for k, v in env.items() if not k.startswith("FLOWER_")}
     flower_env["FLOWER_BASIC_AUTH"] = auth
     proc = Process(f"flower-{port}", argv, flower_env, log_dir)

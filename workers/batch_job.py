@@ -44,7 +44,7 @@ def process_batch(
 ) -> list[Outcome]:
     """Answer a batch of deliveries, store one outcome per request, fill the cache, record metrics.
 
-    Returns the outcomes it stored (none for a request an earlier delivery answered).
+    Returns one outcome per request it ran (none for one already answered or expired).
     """
     picked_at = time.time()
     try:

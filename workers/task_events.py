@@ -3,9 +3,10 @@
 celery-batches buffers a message instead of running it, and sends none of the ``task-*``
 events Celery's own strategy and Request send, so Flower never hears of our requests.
 These functions build those events with the fields Flower's state
-(``celery.events.state.Task``) reads. In place of the arguments they carry a summary made
-only of lengths and validated identifiers: prompt, system text, context and keys never
-leave the worker in an event. Events are telemetry: nothing here may fail a request.
+(``celery.events.state.Task``) reads, and publish a batch's worth as one message. In
+place of arguments and answers they carry summaries made of lengths, validated
+identifiers and error codes: prompt, system text, context, answers and keys never leave
+the worker in an event.
 """
 
 from __future__ import annotations
@@ -75,35 +76,31 @@ def _shown(value: Any, valid: Callable[[Any], bool]) -> str:
     return str(value) if valid(value) else "?"
 
 
-def received(headers: Mapping[str, Any], payload: Any) -> TaskEvent | None:
-    """``task-received`` for a protocol-2 message (None if it has no id).
+def received(request: Any, arrived_at: float | None = None) -> TaskEvent:
+    """``task-received`` for a buffered celery ``Request``, stamped with its arrival time.
 
-    ``payload`` is the decoded ``(args, kwargs, embed)`` body; the message's own
-    ``argsrepr``/``kwargsrepr`` headers are never used: the publisher's repr holds the prompt.
+    The message's own ``argsrepr``/``kwargsrepr`` are never used: the publisher's repr
+    holds the whole prompt.
     """
-    task_id = headers.get("id")
-    if not task_id:
-        return None
-    readable = isinstance(payload, list | tuple) and len(payload) >= 2
-    args, kwargs = (payload[0], payload[1]) if readable else ((), None)
-    return TaskEvent(
-        "task-received",
-        {
-            "uuid": task_id,
-            "name": headers.get("task"),
-            "args": f"<{len(args)} args>" if args else "()",  # ours has none; never shown
-            "kwargs": describe_kwargs(kwargs),
-            "root_id": headers.get("root_id"),
-            "parent_id": headers.get("parent_id"),
-            "retries": headers.get("retries") or 0,
-            "eta": headers.get("eta"),
-            "expires": headers.get("expires"),
-        },
-    )
+    eta, expires = request.eta, request.expires
+    fields: dict[str, Any] = {
+        "uuid": request.id,
+        "name": request.name,
+        "args": f"<{len(request.args)} args>" if request.args else "()",  # ours has none
+        "kwargs": describe_kwargs(request.kwargs),
+        "root_id": request.root_id,
+        "parent_id": request.parent_id,
+        "retries": (request.request_dict or {}).get("retries") or 0,
+        "eta": eta.isoformat() if eta else None,
+        "expires": expires.isoformat() if expires else None,
+    }
+    if arrived_at is not None:
+        fields["timestamp"] = arrived_at
+    return TaskEvent("task-received", fields)
 
 
 def started(task_ids: Iterable[str], now: float | None = None) -> list[TaskEvent]:
-    """``task-started`` for each request of a batch that begins now (hostname and pid come with every event)."""
+    """``task-started`` for each request of a batch beginning now (every event carries hostname and pid)."""
     stamp = time.time() if now is None else now
     return [TaskEvent("task-started", {"uuid": t, "timestamp": stamp}) for t in dict.fromkeys(task_ids)]
 
@@ -123,7 +120,8 @@ def finished(
         outcome = by_id.get(task_id)
         fields: dict[str, Any] = {"uuid": task_id, "timestamp": stamp}
         if outcome is not None and outcome.status == FAILED:
-            fields.update(exception=describe_error(outcome.error), traceback="")
+            # runtime too (Celery sends none on failure): how long the retries took shows.
+            fields.update(exception=describe_error(outcome.error), traceback="", runtime=runtime)
             events.append(TaskEvent("task-failed", fields))
         else:
             result = SKIPPED if outcome is None else describe_result(outcome)
@@ -153,8 +151,8 @@ def describe_result(outcome: Outcome) -> str:
 def describe_error(error: Mapping[str, Any] | None) -> str:
     """``code: message`` of a stored error, cut to ``MAX_ERROR_CHARS``.
 
-    The messages are the worker's and the model API's own (status, attempts, reason) and
-    carry no request text; the cut keeps an unexpectedly long one from flooding Flower.
+    The messages are the worker's own (HTTP status, attempts and the model API's reason),
+    not request text; the cut keeps an unexpectedly long one from flooding Flower.
     """
     error = error or {}
     code, message = error.get("code") or "error", error.get("message")
@@ -162,7 +160,28 @@ def describe_error(error: Mapping[str, Any] | None) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def send(dispatcher: Any, events: Iterable[TaskEvent]) -> None:
-    """Send ``events`` with ``dispatcher``; call it only from the thread that owns the dispatcher."""
-    for event in events:
-        dispatcher.send(event.type, **event.fields)
+def publish(app: Any, hostname: str, events: Sequence[TaskEvent]) -> None:
+    """Send ``events`` as one ``task.multi`` message, from any thread.
+
+    Each call builds its own EventDispatcher on a producer taken from the app's pool
+    (thread-safe: a producer is one caller's until it is given back), buffers the events
+    in it and flushes them as one message: one PUBLISH however many events. Celery's
+    shared Lamport clock is locked. Raises what the publish raises: the caller decides.
+    """
+    if not events:
+        return
+    with app.producer_pool.acquire(block=True) as producer:
+        dispatcher = app.events.Dispatcher(
+            producer.connection,
+            hostname=hostname,
+            channel=producer.channel,
+            buffer_while_offline=False,
+            buffer_group=[TASK_GROUP],
+            buffer_limit=len(events) + 1,
+        )
+        try:
+            for event in events:
+                dispatcher.send(event.type, **event.fields)
+            dispatcher.flush(errors=False)
+        finally:
+            dispatcher.close()
