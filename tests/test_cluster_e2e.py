@@ -9,12 +9,14 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.cluster import Cluster
@@ -206,3 +208,34 @@ def test_key_b_cannot_read_key_a_tasks_through_nginx(cluster: RunningCluster) ->
     status, _, denied = http_json("GET", f"{cluster.url}{headers['Location']}", headers={"X-API-Key": other})
     assert status == 404 and denied["error"]["code"] == "not_found"
     assert http_json("GET", f"{cluster.url}{headers['Location']}", headers=cluster.headers)[0] == 200
+
+
+def test_prometheus_counts_requests_across_the_three_replicas(cluster: RunningCluster) -> None:
+    def posts_counted(base: str) -> float:
+        status, _, text = http_json("GET", f"{base}/metrics")
+        assert status == 200
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return sum(
+            s.value
+            for s in families["batchgate_http_requests"].samples
+            if s.labels["method"] == "POST" and s.labels["route"] == "/api/v1/tasks"
+        )
+
+    replicas = [f"http://127.0.0.1:{port}" for port in cluster.settings.api_ports]
+    before = posts_counted(cluster.url)
+    results, _ = burst(cluster.url, cluster.api_key, 30)  # least_conn spreads them over the replicas
+    assert [s for s, _ in results].count(202) == 30
+    # Every replica reports the cluster's count, whichever replica answered each request.
+    assert [posts_counted(base) for base in replicas] == [before + 30] * 3
+
+
+def test_dashboard_and_its_stream_work_through_nginx(cluster: RunningCluster) -> None:
+    status, headers, page = http_json("GET", f"{cluster.url}/dashboard")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and "batchgate" in page
+
+    def first_event() -> bool:
+        with urllib.request.urlopen(f"{cluster.url}/api/v1/metrics/stream", timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            return response.readline() == b"event: metrics\n" and response.readline().startswith(b"data: {")
+
+    wait_until(first_event, 30, "a metrics event through nginx")
