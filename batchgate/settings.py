@@ -95,9 +95,15 @@ class Settings:
     retry_max_s: float = 8.0
 
     # --- Batch consumer (Celery worker) --------------------------------------------------
+    #: adaptive: a request leaves at once while fewer than BATCHGATE_ADAPTIVE_SLOTS batches
+    #: run, else it waits to fill a batch (continuous batching); window: wait
+    #: BATCHGATE_BATCH_WINDOW_MS from the batch's first request.
+    flush_mode: str = "window"
+    #: Adaptive mode: batches that may run before new requests wait to fill a batch.
+    adaptive_slots: int = 2
     #: Flush a batch when it holds this many requests.
     batch_max_size: int = 32
-    #: Flush a batch this long after its first request arrived.
+    #: Window mode: flush a batch this long after its first request arrived.
     batch_window_ms: float = 100.0
     #: Batches processed at once by one worker process (thread pool size).
     worker_concurrency: int = 8
@@ -193,6 +199,8 @@ class Settings:
         """Fail at start-up on combinations that cannot work."""
         if self.strategy not in ("auto", "pack", "concurrent"):
             raise SettingsError(f"BATCHGATE_STRATEGY must be auto, pack or concurrent, not {self.strategy!r}")
+        if self.flush_mode not in ("adaptive", "window"):
+            raise SettingsError(f"BATCHGATE_FLUSH_MODE must be adaptive or window, not {self.flush_mode!r}")
         if self.queue_low_water > self.queue_high_water:
             raise SettingsError("BATCHGATE_QUEUE_LOW_WATER must not exceed BATCHGATE_QUEUE_HIGH_WATER")
         for name in ("batch_max_size", "worker_concurrency", "max_items_per_call", "retry_attempts"):

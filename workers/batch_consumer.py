@@ -1,10 +1,13 @@
-"""celery-batches' Batches with a per-batch deadline instead of a repeating timer.
+"""celery-batches' Batches with our own flush policy instead of a repeating timer.
 
 celery-batches flushes on every ``flush_every``-th message and on a timer that repeats
 every ``flush_interval`` seconds regardless of when the batch began, so a request can wait
-up to a whole interval. Here both limits switch theirs off, and after each message the
-pure policy ``batching.flush_policy.decide`` says flush now or wait until the deadline of
-the batch's first request; a one-shot timer on the consumer's own timer wakes us then.
+up to a whole interval, and it cannot flush "when a slot frees up". Here both of its
+triggers are switched off; after each message, and whenever a batch finishes, the pure
+policy ``batching.flush_policy.decide`` (window or adaptive mode) says flush now or wait
+until a deadline; a one-shot timer on the consumer's own timer wakes us then. Batches in
+flight are counted on the consumer thread: a batch thread reports its end through
+``consumer.call_soon``.
 
 It also sends the task events celery-batches leaves out (``workers.task_events``), so
 Flower shows every buffered request: ``task-received`` when a batch is handed to the pool
@@ -49,11 +52,15 @@ class WindowedBatches(Batches):
         self.arrivals: dict[str, float] = {}
         #: The worker's consumer (set by Strategy): its event dispatcher says if events are on.
         self._consumer: Any = None
+        self._timer: Any = None
+        #: Batches handed to the pool and not yet done (touched on the consumer thread only).
+        self._in_flight = 0
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:
         buffer_message = super().Strategy(task, app, consumer)
         timer = consumer.timer
         self._consumer = consumer
+        self._timer = timer
 
         def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> None:
             task_id = message.headers.get("id") if message.headers else None
@@ -71,7 +78,18 @@ class WindowedBatches(Batches):
         """Hand a batch to the pool, after telling Flower its requests were received."""
         if self.task_events_on():
             self._publish_events(lambda: [task_events.received(r, self.arrivals.get(r.id)) for r in requests])
+        self._in_flight += 1
         return super().flush(requests)
+
+    def batch_done(self) -> None:
+        """From a batch thread, when its batch is finished: free its slot on the consumer thread."""
+        if self._consumer is not None:
+            self._consumer.call_soon(self._release_slot)
+
+    def _release_slot(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        if self._timer is not None:
+            self._evaluate(self._timer, time.monotonic())
 
     def task_events_on(self) -> bool:
         """Whether the worker sends task events now (``-E``, or switched on later by Flower)."""
@@ -118,7 +136,7 @@ class WindowedBatches(Batches):
             log.exception("could not send task events")
 
     def _evaluate(self, timer: Any, now: float) -> None:
-        decision = decide(self._buffer.qsize(), self._first_arrival, now, self.flush_limits)
+        decision = decide(self._buffer.qsize(), self._first_arrival, now, self.flush_limits, self._in_flight)
         if isinstance(decision, FlushNow):
             self._cancel_deadline()
             self._first_arrival = None

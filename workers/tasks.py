@@ -27,7 +27,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     settings = runtime.settings
 
     class InferBatches(WindowedBatches):
-        flush_limits = FlushLimits(max_size=settings.batch_max_size, window_s=settings.batch_window_ms / 1000)
+        flush_limits = FlushLimits(
+            max_size=settings.batch_max_size,
+            window_s=settings.batch_window_ms / 1000,
+            max_in_flight=settings.adaptive_slots if settings.flush_mode == "adaptive" else None,
+        )
 
     @app.task(name=INFER_TASK, base=InferBatches, bind=True, acks_late=True, ignore_result=True)
     def infer(self: InferBatches, requests: list[Any]) -> None:
@@ -37,16 +41,24 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             for r in requests
         ]
         ids = [d.task_id for d in deliveries]
-        self.emit_started(ids)  # task events for Flower: celery-batches sends none itself
-        began = time.monotonic()
         try:
-            outcomes = process_batch(
-                deliveries, runtime.store, runtime.run_engine, settings.model, runtime.cache, runtime.metrics
-            )
-        except Exception as exc:
-            self.emit_crashed(ids, exc)
-            raise
-        self.emit_finished(ids, outcomes, time.monotonic() - began)
+            self.emit_started(ids)  # task events for Flower: celery-batches sends none itself
+            began = time.monotonic()
+            try:
+                outcomes = process_batch(
+                    deliveries,
+                    runtime.store,
+                    runtime.run_engine,
+                    settings.model,
+                    runtime.cache,
+                    runtime.metrics,
+                )
+            except Exception as exc:
+                self.emit_crashed(ids, exc)
+                raise
+            self.emit_finished(ids, outcomes, time.monotonic() - began)
+        finally:
+            self.batch_done()  # frees the batch slot: adaptive flushing may send the next batch now
 
     @app.task(name=WARM_CACHE_TASK, ignore_result=True)
     def warm_cache(
