@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps dashboard run test lint format docs apikey warm-cache clean
+.PHONY: help install system-deps test-deps dashboard run test lint format docs apikey warm-cache clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -43,7 +43,10 @@ $(DASHBOARD)/dist/index.html: $(DASHBOARD)/package-lock.json $(DASHBOARD)/build.
 run: install ## run the whole stack in the foreground (nginx :8080); Ctrl-C stops it
 	$(BIN)/python -m batchgate.cluster run
 
-test: install ## run the test suite
+test-deps: ## apt-get install Chromium (the dashboard's browser test) if missing
+	@[ -x /usr/bin/chromium ] || { echo "installing chromium with apt-get"; $(APT_INSTALL) chromium; }
+
+test: install test-deps ## run the test suite
 	$(BIN)/pytest
 
 lint: install ## ruff (lint and format check) and mypy
