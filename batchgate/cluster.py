@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
+from batchgate import procfs
 from batchgate.nginx_config import local_layout, render_nginx
 from batchgate.programs import (
     FLOWER_USER,
@@ -180,7 +181,7 @@ class Cluster:
             return
         # Programs are group leaders (supervisor calls setpgrp): their groups hold every
         # process to wait for. Ask supervisord, and look for its children in case it cannot answer.
-        groups = {pgrp for _, ppid, pgrp in _processes() if ppid == proc.pid}
+        groups = {p.pgrp for p in procfs.read_processes() if p.ppid == proc.pid}
         with contextlib.suppress(OSError, xmlrpc.client.Error):
             groups |= {info["pid"] for info in self._rpc("getAllProcessInfo") if info["pid"]}
         deadline = time.monotonic() + timeout
@@ -389,24 +390,7 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
 
 def _alive_in_groups(pgids: set[int]) -> set[int]:
     """Which of ``pgids`` still have a live member."""
-    return {pgrp for _, _, pgrp in _processes() if pgrp in pgids} if pgids else set()
-
-
-def _processes() -> list[tuple[int, int, int]]:
-    """(pid, parent pid, process group) of every live (non-zombie) process, from ``/proc``."""
-    result = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name (which may hold spaces and parentheses): state, ppid, pgrp.
-        state, ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
-        if state != "Z":
-            result.append((int(entry.name), int(ppid), int(pgrp)))
-    return result
+    return {p.pgrp for p in procfs.read_processes() if p.pgrp in pgids} if pgids else set()
 
 
 if __name__ == "__main__":
