@@ -1,0 +1,420 @@
+"""``make loadtest``: run the stepped Locust suite and write a report folder.
+
+Targets ``LOADTEST_HOST`` (with ``LOADTEST_API_KEY``) when set; otherwise the local stack at
+``BATCHGATE_NGINX_PORT``, which it starts (and stops again) when nothing answers there. The
+stack it starts gets a premium demo key whose rate limit is raised out of the way, so the
+test measures the stack rather than the limiter. Locust runs headless in a subprocess (it
+monkey-patches its whole process with gevent); its CPU time is measured from outside.
+
+Writes ``loadtest/reports/<timestamp>/``: Locust's CSVs and log, the shape's ``steps.json``
+and ``steps.csv``, ``report.json`` and ``plot.png``; prints a short summary. Exits non-zero
+only if the run itself failed (the stack would not start, Locust crashed or wrote no steps),
+never because requests failed: that is what is being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from batchgate import procfs
+from batchgate.apikeys import new_key
+from batchgate.cluster import Cluster, ClusterError
+from batchgate.settings import Settings, SettingsError
+from loadtest.inflection import analyse
+from loadtest.report import LOCUST_CPU_WARNING, build_report, generator_verdict, plot, summary, write_json
+from loadtest.settings import LoadSettings, LoadSettingsError
+
+REPO = Path(__file__).resolve().parent.parent
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+#: Premium-tier rate and burst given to the stack this driver starts (unless set in the environment).
+RATE_OUT_OF_THE_WAY = "1000000"
+#: The stack this driver starts must be ready (replicas up, a worker consuming) within this.
+READY_TIMEOUT_S = 120.0
+#: ... and have published its first metrics snapshot within this (beat runs every 2 s).
+METRICS_TIMEOUT_S = 30.0
+#: Locust gets the planned duration plus this before it is stopped as hung.
+LOCUST_GRACE_S = 90.0
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+#: A step during which processes outside this test used more than this share of the machine
+#: (all cores) ran on a contended machine: its numbers understate the stack.
+CONTENDED_PERCENT = 20.0
+
+
+class RunFailed(RuntimeError):
+    """The load test could not be run (not: requests failed during it)."""
+
+
+@dataclass
+class Target:
+    """Where the load goes, with which key, and the stack this driver started (if any)."""
+
+    host: str
+    api_key: str
+    cluster: Cluster | None = None
+    stack: Settings | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Read the settings once, run, report; 0 unless the run itself failed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.run", description="stepped load test of batchgate (LOADTEST_* settings)"
+    )
+    parser.parse_args(argv)
+    env = dict(os.environ if environ is None else environ)
+    try:
+        load = LoadSettings.from_env(env)
+        stack = Settings.from_env(env)
+    except (LoadSettingsError, SettingsError) as exc:
+        print(f"loadtest: bad setting: {exc}", file=sys.stderr)
+        return 2
+    folder = Path(load.reports_dir) / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if not folder.is_absolute():
+        folder = REPO / folder
+    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        report = run(load, stack, env, folder)
+    except RunFailed as exc:
+        print(f"loadtest: run failed: {exc}\nloadtest: see {folder}", file=sys.stderr)
+        return 1
+    print(summary(report), flush=True)
+    return 0 if report["run"]["ok"] else 1
+
+
+def run(load: LoadSettings, stack: Settings, env: Mapping[str, str], folder: Path) -> dict[str, Any]:
+    """Bring up (or find) the target, run Locust, analyse and write the report."""
+    with contextlib.ExitStack() as cleanup:
+        target = find_or_start_target(load, stack, env, cleanup)
+        print(f"loadtest: {len(load.steps)} steps x {load.step_s:g} s against {target.host}", flush=True)
+        with CpuWatch() as watch:
+            locust = run_locust(load, target, env, folder)
+        simulator = simulator_config(target, stack)
+    steps_doc = _read_steps(folder / "steps.json")
+    steps = steps_doc.get("steps", [])
+    for step in steps:
+        if step.get("started_at") and step.get("ended_at"):
+            step.update(watch.during(step["started_at"], step["ended_at"]))
+    analysis = analyse(steps)
+    complete = bool(steps_doc.get("complete")) and len(steps) == len(load.steps)
+    cpu_warning = bool(steps_doc.get("generator", {}).get("cpu_warning")) or locust["cpu_warning_logged"]
+    generator = generator_verdict(steps, cpu_warning, locust["cpu_percent"])
+    generator["metrics_samples"] = steps_doc.get("generator", {}).get("metrics_samples")
+    generator["metrics_errors"] = steps_doc.get("generator", {}).get("metrics_errors")
+    generator["machine"] = contention(steps)
+    started = target.cluster is not None
+    files = {"folder": str(folder), "report": str(folder / "report.json"), "plot": str(folder / "plot.png")}
+    files.update({"steps_json": str(folder / "steps.json"), "steps_csv": str(folder / "steps.csv")})
+    files.update({p.name: str(p) for p in sorted(folder.glob("locust*"))})
+    report = build_report(
+        steps=steps,
+        analysis=analysis,
+        target={
+            "host": target.host,
+            "stack_started_here": started,
+            "description": f"{len(load.steps)} steps x {load.step_s:g} s against {target.host}"
+            + (" (stack started for this run)" if started else ""),
+            "notes": target.notes,
+        },
+        settings={
+            "loadtest": load.public(),
+            "stack": _public_settings(target.stack) if target.stack else None,
+            "simulator": simulator,
+        },
+        generator=generator,
+        run={
+            "ok": locust["exit_code"] == 0 and complete,
+            "complete": complete,
+            "locust_exit_code": locust["exit_code"],
+            "wall_s": locust["wall_s"],
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        files=files,
+    )
+    write_json(folder / "report.json", report)
+    title = f"batchgate load characterisation — {folder.name}"
+    plot(steps, analysis, folder / "plot.png", title=title)
+    return report
+
+
+def find_or_start_target(
+    load: LoadSettings, stack: Settings, env: Mapping[str, str], cleanup: contextlib.ExitStack
+) -> Target:
+    """``LOADTEST_HOST``; or the local stack if it answers; or a stack started here."""
+    if load.host:
+        host = load.host.rstrip("/")
+        if _status(f"{host}/health") == 0:
+            raise RunFailed(f"nothing answers at LOADTEST_HOST={host}")
+        key = load.api_key or env.get("BATCHGATE_DEMO_API_KEY", "")
+        notes = ["LOADTEST_HOST: an existing stack; its rate limits apply (429s are counted as rejections)"]
+        return Target(host, key, notes=notes)
+    host = f"http://127.0.0.1:{stack.nginx_port}"
+    if _status(f"{host}/health") != 0:
+        key = load.api_key or env.get("BATCHGATE_DEMO_API_KEY", "")
+        if not key and stack.auth_enabled:
+            raise RunFailed(
+                f"a stack already answers at {host}; set LOADTEST_API_KEY to one of its keys "
+                "(make run prints its demo key), or stop it to let make loadtest start its own"
+            )
+        notes = [f"a stack already running at {host} was used; its rate limits apply"]
+        return Target(host, key, notes=notes)
+    return start_stack(load, env, cleanup)
+
+
+def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.ExitStack) -> Target:
+    """Start the local stack with a premium demo key whose rate limit is out of the way."""
+    child = dict(env)
+    notes = []
+    if not child.get("BATCHGATE_DEMO_API_KEY"):
+        child["BATCHGATE_DEMO_API_KEY"] = new_key()
+    for name in ("BATCHGATE_TIER_PREMIUM_RATE", "BATCHGATE_TIER_PREMIUM_BURST"):
+        if not child.get(name):
+            child[name] = RATE_OUT_OF_THE_WAY
+    try:
+        settings = Settings.from_env(child)
+    except SettingsError as exc:
+        raise RunFailed(f"bad setting: {exc}") from None
+    notes.append(
+        f"stack started for this run; the demo key's premium tier raised to {settings.tier_premium_rate:,.0f}/s, "
+        f"burst {settings.tier_premium_burst:,} (BATCHGATE_TIER_PREMIUM_RATE/_BURST) so that rate limiting "
+        "stays out of the measurement"
+    )
+    cluster = Cluster(settings, Path(settings.run_dir), child)
+    print(f"loadtest: starting the local stack (logs in {cluster.logs_dir})", flush=True)
+    try:
+        cluster.start()
+    except ClusterError as exc:
+        raise RunFailed(f"could not start the stack: {exc}") from None
+    cleanup.callback(_stop, cluster)
+    try:
+        cluster.wait_ready(READY_TIMEOUT_S)
+    except (ClusterError, TimeoutError) as exc:
+        raise RunFailed(f"the stack did not become ready: {exc}") from None
+    host = cluster.urls()["api"]
+    deadline = time.monotonic() + METRICS_TIMEOUT_S
+    while _status(f"{host}/api/v1/metrics") != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    key = load.api_key or settings.demo_api_key
+    return Target(host, key, cluster=cluster, stack=settings, notes=notes)
+
+
+def run_locust(load: LoadSettings, target: Target, env: Mapping[str, str], folder: Path) -> dict[str, Any]:
+    """Locust headless in a subprocess with the step shape; its exit code, wall and CPU time."""
+    child_env = {**env, **load.to_env()}
+    child_env.update(
+        LOADTEST_HOST=target.host, LOADTEST_API_KEY=target.api_key, LOADTEST_OUTPUT_DIR=str(folder)
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        target.host,
+        "--csv",
+        str(folder / "locust"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--logfile",
+        str(folder / "locust.log"),
+    ]
+    timeout = load.duration_s + LOCUST_GRACE_S
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    with (folder / "locust.out").open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=child_env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RunFailed(f"Locust did not finish within {timeout:g} s") from None
+        except BaseException:  # Ctrl-C: do not leave the generator running
+            proc.kill()
+            proc.wait()
+            raise
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    logged = "\n".join(
+        p.read_text(errors="replace") for p in (folder / "locust.log", folder / "locust.out") if p.exists()
+    )
+    return {
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        "cpu_percent": 100 * cpu_s / wall if wall > 0 else None,
+        "cpu_warning_logged": LOCUST_CPU_WARNING in logged,
+    }
+
+
+class CpuWatch:
+    """Once a second, split the machine's CPU into this test's processes and everything else.
+
+    "Ours" is every descendant of this driver: Locust, and the stack when it was started here
+    (supervisord and its programs). "Others" is the machine's busy time minus ours: other
+    users of a shared machine, plus a Redis or stack that was already running.
+    """
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        #: (wall time, ours %, others %, others' % by command name), one per interval.
+        self.samples: list[tuple[float, float, float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._cpus = os.cpu_count() or 1
+
+    def __enter__(self) -> CpuWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        previous_busy, previous = procfs.machine_ticks()[0], _processes()
+        while not self._stop.wait(self.interval_s):
+            busy, current = procfs.machine_ticks()[0], _processes()
+            ours = _descendants(current, os.getpid())
+            capacity = self.interval_s * self._tick * self._cpus / 100  # ticks per percent of the machine
+            mine = 0
+            named: dict[str, float] = {}
+            for pid, (_, ticks, name) in current.items():
+                used = ticks - previous[pid][1] if pid in previous else ticks
+                if pid in ours:
+                    mine += used
+                elif used > 0:
+                    named[name] = named.get(name, 0.0) + used / capacity
+            others = max(0.0, busy - previous_busy - mine) / capacity
+            self.samples.append((time.time(), round(mine / capacity, 1), round(others, 1), named))
+            previous_busy, previous = busy, current
+
+    def during(self, start: float, end: float) -> dict[str, Any]:
+        """Mean CPU (percent of the whole machine) of ours and others between two wall times,
+        and the three other programs that used most."""
+        window = [s for s in self.samples if start < s[0] <= end]
+        if not window:
+            return {"test_cpu_percent": None, "other_cpu_percent": None, "other_top": []}
+        by_name: dict[str, float] = {}
+        for sample in window:
+            for name, pct in sample[3].items():
+                by_name[name] = by_name.get(name, 0.0) + pct / len(window)
+        top = sorted(by_name.items(), key=lambda item: -item[1])[:3]
+        return {
+            "test_cpu_percent": round(sum(s[1] for s in window) / len(window), 1),
+            "other_cpu_percent": round(sum(s[2] for s in window) / len(window), 1),
+            "other_top": [{"name": name, "cpu_percent": round(pct, 1)} for name, pct in top if pct >= 0.5],
+        }
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """Every live process: (parent pid, CPU ticks of all its threads, command name)."""
+    return {p.pid: (p.ppid, p.ticks, p.comm) for p in procfs.read_processes()}
+
+
+def _descendants(processes: Mapping[int, tuple[int, int, str]], root: int) -> set[int]:
+    """``root`` and every process below it."""
+    ours = set()
+    for pid in processes:
+        node = pid
+        while node > 1 and node != root:
+            node = processes[node][0] if node in processes else 0
+        if node == root:
+            ours.add(pid)
+    return ours
+
+
+def contention(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which steps ran while something outside the test used a fair share of the machine."""
+    others = [s.get("other_cpu_percent") for s in steps]
+    contended = [s["index"] for s in steps if (s.get("other_cpu_percent") or 0) > CONTENDED_PERCENT]
+    return {
+        "other_cpu_percent_max": max((o for o in others if o is not None), default=None),
+        "contended_steps": contended,
+        "contenders": sorted(
+            {top["name"] for s in steps if s["index"] in contended for top in s.get("other_top", [])}
+        ),
+        "note": (
+            f"processes outside this test used more than {CONTENDED_PERCENT:g} % of the machine during "
+            "the contended steps: their throughput and latency understate the stack"
+            if contended
+            else "no other process used a fair share of the machine during the steps"
+        ),
+    }
+
+
+def simulator_config(target: Target, stack: Settings) -> dict[str, Any] | None:
+    """The simulator's cost model (``GET /_sim/config``), if a simulator is reachable."""
+    if target.cluster is not None:
+        url = target.cluster.urls().get("simulator")
+    elif stack.uses_simulator:
+        url = stack.simulator_url or stack.embedded_simulator_url
+    else:
+        url = None
+    if not url:
+        return None
+    try:
+        with _OPENER.open(f"{url.rstrip('/')}/_sim/config", timeout=2.0) as response:
+            return {"url": url, **json.load(response)}
+    except (OSError, ValueError):
+        return None
+
+
+def _read_steps(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RunFailed(f"Locust wrote no step table ({path.name}); see locust.log and locust.out")
+    document: dict[str, Any] = json.loads(path.read_text())
+    if not document.get("steps"):
+        raise RunFailed("the step table is empty; see locust.log and locust.out")
+    return document
+
+
+def _public_settings(settings: Settings) -> dict[str, Any]:
+    """The stack's settings for the report, without secrets."""
+    data = dataclasses.asdict(settings)
+    for secret in ("demo_api_key", "gemini_api_key", "flower_auth"):
+        data[secret] = "(set)" if data.get(secret) else ""
+    return data
+
+
+def _status(url: str) -> int:
+    """HTTP status of a GET, 0 when nothing answered."""
+    try:
+        with _OPENER.open(url, timeout=2.0) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return 0
+
+
+def _stop(cluster: Cluster) -> None:
+    print("loadtest: stopping the stack it started", flush=True)
+    cluster.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
