@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps dashboard run test lint format docs apikey warm-cache clean
+.PHONY: help install system-deps test-deps dashboard run test lint format docs apikey warm-cache loadtest bench scaletest clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -64,6 +64,15 @@ apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premiu
 warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) into the response cache at RATE/s (default 5)
 	@test -n "$(FILE)" || { echo "usage: make warm-cache FILE=queries.jsonl [RATE=5]"; exit 2; }
 	$(BIN)/python -m workers.warm_cli "$(FILE)" --rate $(or $(RATE),5)
+
+loadtest: install ## stepped Locust load test (LOADTEST_* settings); writes loadtest/reports/<timestamp>/
+	$(BIN)/python -m loadtest.run
+
+bench: install ## benchmark batching on/off, efficiency, overhead, CPU (~4 min; BENCH_* settings); JSON to loadtest/reports/
+	$(BIN)/python -m loadtest.bench
+
+scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the same load (~2 min; SCALETEST_* settings)
+	$(BIN)/python -m loadtest.scaletest
 
 docs: install ## refresh the README's settings table from batchgate/settings.py
 	$(BIN)/python -m batchgate.settings_doc README.md

@@ -1,0 +1,179 @@
+"""A throw-away local stack for a benchmark phase: its own ports, Redis, run folder and key.
+
+Everything is started and stopped through ``batchgate.cluster.Cluster`` (supervisor), as
+``make run`` does; the benchmark talks to it over HTTP only. ``BenchCluster`` adds worker
+programs (``worker-2`` …) for the scale-out test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from batchgate.apikeys import new_key
+from batchgate.cluster import Cluster, _write
+from batchgate.settings import Settings
+from batchgate.supervisor_config import render_supervisord
+
+#: Limits raised out of the benchmark's way: it measures the pipeline, not the edge policy.
+EDGE_OUT_OF_THE_WAY = {
+    "BATCHGATE_TIER_PREMIUM_RATE": "1000000",
+    "BATCHGATE_TIER_PREMIUM_BURST": "1000000",
+    "BATCHGATE_QUEUE_HIGH_WATER": "1000000",
+    "BATCHGATE_QUEUE_LOW_WATER": "900000",
+}
+#: Settings the benchmark owns (ports, Redis, folders, key): never taken from the caller's shell.
+INFRASTRUCTURE = frozenset(
+    {
+        "BATCHGATE_REDIS_URL",
+        "BATCHGATE_KEY_PREFIX",
+        "BATCHGATE_QUEUE",
+        "BATCHGATE_API_PORTS",
+        "BATCHGATE_NGINX_PORT",
+        "BATCHGATE_FLOWER_PORT",
+        "BATCHGATE_FLOWER_AUTH",
+        "BATCHGATE_SIM_HOST",
+        "BATCHGATE_SIM_PORT",
+        "BATCHGATE_SIMULATOR_URL",
+        "BATCHGATE_START_SIMULATOR",
+        "BATCHGATE_RUN_DIR",
+        "BATCHGATE_DEMO_API_KEY",
+    }
+)
+#: Stack processes counted as the stack's own CPU (the issue's list); the rest are reported apart.
+STACK_GROUPS = ("nginx", "api", "redis", "worker", "beat")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def caller_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """``BATCHGATE_*`` settings from the caller's environment, minus the infrastructure ones.
+
+    So ``BATCHGATE_FLUSH_MODE=window make bench`` benchmarks window mode.
+    """
+    return {k: v for k, v in environ.items() if k.startswith("BATCHGATE_") and k not in INFRASTRUCTURE}
+
+
+def stack_env(
+    run_dir: Path,
+    *,
+    api_replicas: int = 3,
+    settings: Mapping[str, str] | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a fresh stack: free ports, its own Redis, a premium demo key.
+
+    ``settings`` (``BATCHGATE_*``) win over the edge defaults; ``base`` (default ``os.environ``)
+    gives everything else, without its ``BATCHGATE_*`` and ``GEMINI_API_KEY``.
+    """
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith("BATCHGATE_") and k != "GEMINI_API_KEY"}
+    env.update(EDGE_OUT_OF_THE_WAY)
+    env.update(settings or {})
+    env.update(
+        {
+            # A port nothing answers on: the Cluster starts a Redis of its own (counted as ours).
+            "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "BATCHGATE_API_PORTS": ",".join(str(free_port()) for _ in range(api_replicas)),
+            "BATCHGATE_NGINX_PORT": str(free_port()),
+            "BATCHGATE_FLOWER_PORT": str(free_port()),
+            "BATCHGATE_SIM_PORT": str(free_port()),
+            "BATCHGATE_RUN_DIR": str(run_dir),
+            "BATCHGATE_DEMO_API_KEY": new_key(),
+            "BATCHGATE_FLOWER_AUTH": f"bench:{new_key()}",
+        }
+    )
+    return env
+
+
+class BenchCluster(Cluster):
+    """A Cluster with ``worker_processes`` batch workers (``worker``, ``worker-2``, …)."""
+
+    def __init__(
+        self, settings: Settings, run_dir: Path, env: Mapping[str, str], worker_processes: int = 1
+    ) -> None:
+        super().__init__(settings, run_dir, env)
+        self.worker_processes = worker_processes
+
+    def render(self, *, start_redis: bool | None = None) -> list[Path]:
+        """Render as the Cluster does, then add the extra worker programs to supervisord.conf."""
+        paths = super().render(start_redis=start_redis)
+        if self.worker_processes > 1:
+            worker = next(p for p in self._programs if p.name == "worker")
+            extra = [
+                dataclasses.replace(worker, name=f"worker-{i}", argv=_renamed(worker.argv, i))
+                for i in range(2, self.worker_processes + 1)
+            ]
+            self._programs += extra
+            _write(self.conf_path, render_supervisord(self._programs, self.run_dir, self._control_password))
+        return paths
+
+
+def _renamed(argv: tuple[str, ...], index: int) -> tuple[str, ...]:
+    """The worker command with a node name of its own (``-n batch2@%h``)."""
+    out = list(argv)
+    if "-n" in out:
+        at = out.index("-n") + 1
+        name, _, host = out[at].partition("@")
+        out[at] = f"{name}{index}@{host}"
+    return tuple(out)
+
+
+class Stack:
+    """One running stack: where it answers, its key, and the pids of its programs."""
+
+    def __init__(
+        self, run_dir: Path, env: Mapping[str, str], *, worker_processes: int = 1, ready_timeout: float = 90.0
+    ) -> None:
+        self.run_dir = run_dir
+        self.env = dict(env)
+        self.settings = Settings.from_env(self.env)
+        self.cluster = BenchCluster(self.settings, run_dir, self.env, worker_processes)
+        self.url = f"http://127.0.0.1:{self.settings.nginx_port}"
+        self.sim_url = self.settings.embedded_simulator_url
+        self.api_key = self.settings.demo_api_key
+        self._ready_timeout = ready_timeout
+
+    def start(self) -> Stack:
+        """Start every program and wait until ``/ready`` answers through nginx."""
+        self.cluster.start()
+        try:
+            self.cluster.wait_ready(self._ready_timeout)
+        except BaseException:
+            self.cluster.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every program (Redis last) and wait until they are gone."""
+        self.cluster.stop()
+
+    def stop_in_background(self) -> threading.Thread:
+        """Stop in a thread, so the next stack can start meanwhile; join it before measuring."""
+        thread = threading.Thread(target=self.cluster.stop, name=f"stop {self.run_dir.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def process_groups(self) -> dict[str, list[int]]:
+        """Process-group ids per kind of process: ``api`` (every replica), ``worker`` (every
+        worker process), ``nginx``, ``redis``, ``beat``, ``flower``, ``simulator``, and
+        ``supervisord`` (its own pid only)."""
+        groups: dict[str, list[int]] = {}
+        for name, state in self.cluster.states().items():
+            if state != "RUNNING":
+                continue
+            kind = "api" if name.startswith("api-") else "worker" if name.startswith("worker") else name
+            groups.setdefault(kind, []).append(self.cluster.pid(name))
+        pidfile = self.run_dir / "supervisord.pid"
+        if pidfile.exists():
+            groups["supervisord"] = [int(pidfile.read_text().strip())]
+        return groups
