@@ -428,7 +428,7 @@ def test_compose_file_validates_against_the_compose_spec() -> None:
 def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     compose = YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "simulator", "api", "worker", "beat", "flower", "nginx"}
+    assert set(services) == {"redis", "simulator", "api", "worker", "beat", "flower", "nginx", "locust"}
     defaults = Settings.from_env({})
     in_container = Settings.from_env({"BATCHGATE_API_HOST": "0.0.0.0"})
     assert services["api"]["command"] == list(api_argv(in_container, COMPOSE_API_PORT))
@@ -439,6 +439,13 @@ def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     assert services["simulator"]["command"] == ["python", "-m", "batching.simulator"]
     for name in ("simulator", "api", "worker", "beat", "flower", "nginx"):
         assert services[name]["environment"]["BATCHGATE_REDIS_URL"] == "redis://redis:6379/0"
+
+    # The load test: the official image, the repo's locustfile, only on request.
+    locust = services["locust"]
+    assert locust["image"].startswith("locustio/locust:")
+    assert locust["profiles"] == ["loadtest"]
+    assert "./loadtest:/mnt/batchgate/loadtest:ro" in locust["volumes"]
+    assert locust["command"][:2] == ["-f", "/mnt/batchgate/loadtest/locustfile.py"]
 
     dockerfile = (REPO / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M))
@@ -453,4 +460,4 @@ def test_makefile_lists_the_project_targets() -> None:
     result = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     listed = set(re.findall(r"^  (\S+)", result.stdout, re.M))
-    assert {"install", "run", "test", "lint", "format", "clean"} <= listed
+    assert {"install", "run", "test", "lint", "format", "clean", "loadtest", "bench", "scaletest"} <= listed
