@@ -9,7 +9,9 @@ from flask import current_app
 
 from api.done_notifier import DoneNotifier
 from api.metrics_feed import MetricsFeed
+from api.prometheus import http_counter_key
 from api.publisher import Publisher
+from api.request_counter import RequestCounter
 from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
 from batchgate.idempotency import IdempotencyStore
@@ -35,6 +37,7 @@ class Services:
     idempotency: IdempotencyStore
     metrics: InferenceMetricsCollector
     metrics_feed: MetricsFeed
+    http_requests: RequestCounter
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -65,6 +68,7 @@ class Services:
             idempotency=IdempotencyStore(client, prefix, settings.idempotency_ttl_s),
             metrics=InferenceMetricsCollector(client, prefix),
             metrics_feed=MetricsFeed(client, metrics_channel(prefix), metrics_latest_key(prefix)),
+            http_requests=RequestCounter(client, http_counter_key(prefix)),
         )
 
 

@@ -225,8 +225,13 @@ def test_prometheus_counts_requests_across_the_three_replicas(cluster: RunningCl
     before = posts_counted(cluster.url)
     results, _ = burst(cluster.url, cluster.api_key, 30)  # least_conn spreads them over the replicas
     assert [s for s, _ in results].count(202) == 30
-    # Every replica reports the cluster's count, whichever replica answered each request.
-    assert [posts_counted(base) for base in replicas] == [before + 30] * 3
+    # Every replica reports the cluster's count, whichever replica answered each request
+    # (replicas add their counts to Redis once a second).
+    wait_until(
+        lambda: [posts_counted(base) for base in replicas] == [before + 30] * 3,
+        5,
+        "every replica to report the 30 submissions",
+    )
 
 
 def test_dashboard_and_its_stream_work_through_nginx(cluster: RunningCluster) -> None:
