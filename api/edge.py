@@ -13,6 +13,7 @@ from flask import Response, g, request
 from api.errors import ApiError
 from api.services import Services
 from batchgate.admission import Decision
+from batchgate.apikeys import hash_key
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,29 @@ def authenticate(svc: Services) -> Caller:
     return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst)
 
 
+def authenticate_and_admit(svc: Services) -> tuple[Caller, Decision]:
+    """``authenticate`` then ``admit`` in one Redis round trip (the script reads the key's tier)."""
+    settings = svc.settings
+    key = request.headers.get("X-API-Key", "").strip()
+    if not settings.auth_enabled or not key:
+        caller = authenticate(svc)  # anonymous, or the 401 for a missing key
+        return caller, admit(svc, caller)
+    key_hash = hash_key(key)
+    bucket = f"key:{key_hash}"
+    decision = svc.admission.admit_key(svc.apikeys.record_key(key_hash), bucket, settings.tier_limits())
+    if decision.reason == "unknown_key":
+        raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
+    caller = Caller(key_hash, bucket, decision.rate, decision.limit)
+    return caller, _enforce(caller, decision)
+
+
 def admit(svc: Services, caller: Caller) -> Decision:
     """Spend a token of the caller's bucket; 429 over the rate, 503 over the queue's high water."""
-    decision = svc.admission.admit(caller.bucket, caller.rate, caller.burst)
+    return _enforce(caller, svc.admission.admit(caller.bucket, caller.rate, caller.burst))
+
+
+def _enforce(caller: Caller, decision: Decision) -> Decision:
+    """Set the rate-limit headers and refuse (429/503) what the decision refused."""
     g.rate_headers = {
         "X-RateLimit-Limit": str(decision.limit),
         "X-RateLimit-Remaining": str(decision.remaining),

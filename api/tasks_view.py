@@ -10,10 +10,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.edge import Caller, add_rate_headers, admit, authenticate
+from api.edge import Caller, add_rate_headers, authenticate, authenticate_and_admit
 from api.errors import ApiError
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
+from batchgate.admission import Decision
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.taskstore import TERMINAL
@@ -26,7 +27,7 @@ bp.after_request(add_rate_headers)
 def submit() -> Response:
     """Enqueue a task: 202 with its id and where to poll (200 when answered from the cache)."""
     svc = services()
-    task_id, record = _submit(svc, authenticate(svc))
+    task_id, record = _submit(svc, *authenticate_and_admit(svc))
     return _respond(task_id, record, accepted_status=202)
 
 
@@ -45,9 +46,8 @@ def show(task_id: str) -> Response:
 def submit_and_wait() -> Response:
     """Enqueue and wait (bounded): 200 with the finished task, else 202 with its Location."""
     svc = services()
-    caller = authenticate(svc)
     wait_s = _wait_arg(svc, default=svc.settings.default_sync_wait_s)
-    task_id, record = _submit(svc, caller)
+    task_id, record = _submit(svc, *authenticate_and_admit(svc))
     if record.get("status") not in TERMINAL:
         record = _wait(svc, task_id, wait_s) or record
     return _respond(task_id, record, accepted_status=202)
@@ -63,10 +63,9 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
     return response
 
 
-def _submit(svc: Services, caller: Caller) -> tuple[str, dict[str, Any]]:
-    """Admit, validate, then answer from the idempotency record or the cache, or enqueue."""
+def _submit(svc: Services, caller: Caller, decision: Decision) -> tuple[str, dict[str, Any]]:
+    """Validate the admitted request, then answer from the idempotency record or the cache, or enqueue."""
     started = time.perf_counter()
-    decision = admit(svc, caller)
     task = _parse_body(svc)
     message = task.to_message()
     message.setdefault("model", svc.settings.model)
@@ -153,9 +152,9 @@ def _wait_arg(svc: Services, default: float) -> float:
 
 
 def _wait(svc: Services, task_id: str, wait_s: float) -> dict[str, Any] | None:
-    record = svc.store.get(task_id)
-    if record is None or record.get("status") in TERMINAL or wait_s <= 0:
-        return record
+    """The task's record, once finished or after ``wait_s``; the notifier reads it once before
+    waiting (after registering, so no finish is missed) and again on each wake-up."""
+    record: dict[str, Any] | None = None
 
     def is_done() -> bool:
         nonlocal record

@@ -2,14 +2,18 @@
 
 Both live in Redis so that every API replica enforces the same limits. One Lua script reads
 the queue's depth (``LLEN``, O(1)), applies the high/low-water hysteresis, then refills and
-spends the caller's bucket. Time is passed in (``now``), so tests drive it explicitly.
+spends the caller's bucket. For a keyed caller the same script first reads the key's tier
+from its stored hash (``admit_key``), so a submission costs one round trip for
+authentication and admission together. Time is passed in (``now``), so tests drive it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -21,6 +25,27 @@ local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local high = tonumber(ARGV[4])
 local low = tonumber(ARGV[5])
+
+-- A keyed caller: its tier (from the stored key) picks the rate and burst among the
+-- (tier, rate, burst) triples from ARGV[7]; an unknown key is refused and spends nothing.
+local tier = ''
+if KEYS[6] then
+  tier = redis.call('HGET', KEYS[6], 'tier')
+  if not tier then
+    if redis.call('EXISTS', KEYS[6]) == 0 then
+      return {0, 'unknown_key', 0, 0, 0, 0, '', 0, '0'}
+    end
+    tier = 'free'
+  end
+  local i = 7
+  while ARGV[i] do
+    if ARGV[i] == tier then
+      rate = tonumber(ARGV[i + 1])
+      burst = tonumber(ARGV[i + 2])
+    end
+    i = i + 3
+  end
+end
 
 local depth = redis.call('LLEN', KEYS[2])
 local refusing = redis.call('EXISTS', KEYS[3]) == 1
@@ -58,7 +83,7 @@ end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(ts))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 local reset_ms = math.ceil((burst - tokens) * 1000 / rate)
-return {allowed, reason, math.floor(tokens), retry_ms, depth, reset_ms}
+return {allowed, reason, math.floor(tokens), retry_ms, depth, reset_ms, tier, burst, tostring(rate)}
 """
 
 
@@ -67,7 +92,7 @@ class Decision:
     """The outcome of one admission, with what the response headers must say."""
 
     allowed: bool
-    #: ``ok``, ``rate_limited`` or ``backpressure``.
+    #: ``ok``, ``rate_limited``, ``backpressure`` or (``admit_key`` only) ``unknown_key``.
     reason: str
     limit: int
     remaining: int
@@ -76,6 +101,10 @@ class Decision:
     #: Whole seconds until the bucket is full again.
     reset_s: int
     queue_depth: int
+    #: The keyed caller's tier (``admit_key``), else empty.
+    tier: str = ""
+    #: Refill rate of the bucket used, tokens per second.
+    rate: float = 0.0
 
 
 class Admission:
@@ -97,6 +126,28 @@ class Admission:
 
     def admit(self, identity: str, rate: float, burst: int, now: float | None = None) -> Decision:
         """Spend one token of ``identity``'s bucket unless the queue is over its high-water mark."""
+        return self._run(identity, [repr(float(rate)), burst], [], now)
+
+    def admit_key(
+        self,
+        key_record: str,
+        identity: str,
+        tier_limits: Mapping[str, tuple[float, int]],
+        now: float | None = None,
+    ) -> Decision:
+        """Like ``admit`` for the API key stored at ``key_record``, at its tier's rate and burst.
+
+        An unknown (or revoked) key gives reason ``unknown_key`` and spends nothing.
+        """
+        triples = [
+            str(v) for tier, (rate, burst) in tier_limits.items() for v in (tier, repr(float(rate)), burst)
+        ]
+        rate, burst = min(tier_limits.values())  # a tier the settings do not know: the lowest
+        return self._run(identity, [repr(float(rate)), burst], triples, now, key_record)
+
+    def _run(
+        self, identity: str, limits: list[Any], triples: list[str], now: float | None, key_record: str = ""
+    ) -> Decision:
         now_s = time.time() if now is None else now
         keys = [
             f"{self._prefix}:bucket:{identity}",
@@ -105,19 +156,28 @@ class Admission:
             self.counters_key,
             self._metrics.counters_key(slot_of(now_s)),
         ]
-        allowed, reason, remaining, retry_ms, depth, reset_ms = self._script(
-            keys=keys, args=[repr(now_s * 1000), repr(float(rate)), burst, self._high, self._low, SLOT_TTL_S]
+        if key_record:
+            keys.append(key_record)
+        reply = self._script(
+            keys=keys, args=[repr(now_s * 1000), *limits, self._high, self._low, SLOT_TTL_S, *triples]
         )
-        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+        allowed, reason, remaining, retry_ms, depth, reset_ms, tier, burst, rate = reply
+        reason = _text(reason)
         retry_after = math.ceil(int(retry_ms) / 1000) if reason == "rate_limited" else 0
         if reason == "backpressure":
             retry_after = self.backpressure_retry_after_s
         return Decision(
             allowed=bool(allowed),
             reason=reason,
-            limit=burst,
+            limit=int(burst),
             remaining=int(remaining),
             retry_after_s=retry_after,
             reset_s=math.ceil(int(reset_ms) / 1000),
             queue_depth=int(depth),
+            tier=_text(tier),
+            rate=float(_text(rate)),
         )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

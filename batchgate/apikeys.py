@@ -49,7 +49,8 @@ class ApiKeyStore:
         self._redis = client
         self._prefix = prefix
 
-    def _key(self, key_hash: str) -> str:
+    def record_key(self, key_hash: str) -> str:
+        """The Redis hash holding the key with this hash (read by the admission script too)."""
         return f"{self._prefix}:apikey:{key_hash}"
 
     @property
@@ -64,7 +65,7 @@ class ApiKeyStore:
         key_hash = hash_key(key)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
-            self._key(key_hash), mapping={"tier": tier, "label": label, "created_at": repr(time.time())}
+            self.record_key(key_hash), mapping={"tier": tier, "label": label, "created_at": repr(time.time())}
         )
         pipe.sadd(self._index, key_hash)
         pipe.execute()
@@ -73,7 +74,7 @@ class ApiKeyStore:
     def lookup(self, key: str) -> ApiKey | None:
         """The stored key for ``key``, or None if unknown or revoked."""
         key_hash = hash_key(key)
-        fields = _texts(self._redis.hgetall(self._key(key_hash)))
+        fields = _texts(self._redis.hgetall(self.record_key(key_hash)))
         return _parse(key_hash, fields) if fields else None
 
     def list(self) -> list[ApiKey]:
@@ -81,7 +82,7 @@ class ApiKeyStore:
         hashes = sorted(_text(h) for h in self._redis.smembers(self._index))
         pipe = self._redis.pipeline(transaction=False)
         for key_hash in hashes:
-            pipe.hgetall(self._key(key_hash))
+            pipe.hgetall(self.record_key(key_hash))
         found = [_parse(h, _texts(f)) for h, f in zip(hashes, pipe.execute(), strict=True) if f]
         return sorted(found, key=lambda k: k.created_at)
 
@@ -96,11 +97,11 @@ class ApiKeyStore:
         if len(candidates) != 1:
             raise ApiKeyError(f"{len(candidates)} keys match {reference!r}")
         key_hash = candidates.pop()
-        fields = _texts(self._redis.hgetall(self._key(key_hash)))
+        fields = _texts(self._redis.hgetall(self.record_key(key_hash)))
         if not fields:
             raise ApiKeyError("no such key")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(self._key(key_hash))
+        pipe.delete(self.record_key(key_hash))
         pipe.srem(self._index, key_hash)
         pipe.execute()
         return _parse(key_hash, fields)

@@ -7,6 +7,7 @@ import secrets
 import redis
 
 from batchgate.admission import Admission
+from batchgate.apikeys import ApiKeyStore, hash_key
 
 
 def make(client: redis.Redis, high: int = 1000, low: int = 500) -> tuple[Admission, str]:
@@ -62,3 +63,34 @@ def test_backpressure_has_hysteresis_and_spends_no_tokens(redis_client: redis.Re
     assert again.allowed and again.remaining == 98  # only the two admitted requests spent tokens
     counters = redis_client.hgetall(admission.counters_key)
     assert counters["rejected_backpressure"] == "2"
+
+
+def test_a_keyed_caller_is_looked_up_and_admitted_at_its_tier_in_one_script(
+    redis_client: redis.Redis,
+) -> None:
+    admission, _ = make(redis_client)
+    keys = ApiKeyStore(redis_client, f"t{secrets.token_hex(4)}")
+    limits = {"free": (1.0, 2), "basic": (10.0, 5), "premium": (100.0, 9)}
+    free, premium = hash_key(keys.create("free")), hash_key(keys.create("premium"))
+
+    free_decisions = [
+        admission.admit_key(keys.record_key(free), f"key:{free}", limits, now=1.0) for _ in range(3)
+    ]
+    assert [d.allowed for d in free_decisions] == [True, True, False]
+    assert free_decisions[0].tier == "free" and free_decisions[0].limit == 2 and free_decisions[0].rate == 1.0
+    assert free_decisions[2].reason == "rate_limited" and free_decisions[2].retry_after_s == 1
+
+    first = admission.admit_key(keys.record_key(premium), f"key:{premium}", limits, now=1.0)
+    assert (first.allowed, first.tier, first.limit, first.remaining) == (True, "premium", 9, 8)
+
+
+def test_an_unknown_or_revoked_key_is_refused_and_spends_nothing(redis_client: redis.Redis) -> None:
+    admission, _ = make(redis_client)
+    keys = ApiKeyStore(redis_client, f"t{secrets.token_hex(4)}")
+    limits = {"free": (1.0, 2)}
+    key = keys.create("free")
+    keys.revoke(key)
+    refused = admission.admit_key(keys.record_key(hash_key(key)), "key:x", limits, now=1.0)
+    assert refused.reason == "unknown_key" and not refused.allowed
+    assert redis_client.exists(f"{keys.record_key(hash_key(key))}") == 0
+    assert not redis_client.keys("*:bucket:key:x")
