@@ -77,6 +77,12 @@ def test_200_concurrent_tasks_are_batched_and_each_gets_its_own_answer(stack: St
     assert stats["calls"] <= 25, stats
     sizes = [b["timings"]["batch_size"] for b in run.bodies if b]
     assert max(sizes) > 1
+    # Every message acknowledged (a batch's acks go together: workers.bulk_ack).
+    client = redis.Redis.from_url(stack.redis_url)
+    wait_until(
+        lambda: client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0, 10, "every message acked"
+    )
+    client.close()
 
 
 def test_faults_are_absorbed_dropped_items_retried_and_failed_calls_backed_off(stack: Stack) -> None:

@@ -12,7 +12,8 @@ flight are counted on the consumer thread: a batch thread reports its end throug
 It also sends the task events celery-batches leaves out (``workers.task_events``), so
 Flower shows every buffered request: ``task-received`` when a batch is handed to the pool
 (stamped with each request's arrival), ``task-started`` and ``task-succeeded``/
-``task-failed`` from the batch task; each as one message per batch.
+``task-failed`` from the batch task; each as one message per batch. And it acknowledges a
+batch's messages together (``workers.bulk_ack``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from celery_batches import Batches
+from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 
 from batchgate.taskstore import Outcome
 from batching.flush_policy import FlushLimits, FlushNow, WaitUntil, decide
 from workers import task_events
+from workers.bulk_ack import acknowledge_all
 from workers.task_events import TaskEvent
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,17 @@ class WindowedBatches(Batches):
         if self.task_events_on():
             self._publish_events(lambda: [task_events.received(r, self.arrivals.get(r.id)) for r in requests])
         self._in_flight += 1
-        return super().flush(requests)
+        requests = list(requests)
+        # As celery-batches' own flush, but a batch's late acknowledgements go in one round
+        # trip (workers.bulk_ack). Our task acknowledges late; early ones are kept for safety.
+        early = [r for r in requests if not r.task.acks_late]
+        late = [r for r in requests if r.task.acks_late]
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, ([SimpleRequest.from_request(r) for r in requests],), 0, None),
+            accept_callback=lambda pid, accepted_at: acknowledge_all(early),
+            callback=lambda result: acknowledge_all(late),
+        )
 
     def batch_done(self) -> None:
         """From a batch thread, when its batch is finished: free its slot on the consumer thread."""
