@@ -75,6 +75,9 @@ class Settings:
     gemini_timeout_s: float = 60.0
     #: Gemini calls in flight at once per worker process.
     max_concurrent_calls: int = 16
+    #: Gemini calls each worker process may start per minute: your RPM quota divided by the
+    #: worker processes (0 = unpaced). Calls beyond it wait their turn instead of meeting 429s.
+    model_rpm: int = 0
 
     # --- Packing (BatchInferenceEngine) -------------------------------------------------
     #: auto (pack while output budgets fit, else fan out), pack or concurrent.

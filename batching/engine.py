@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from batching.call_pacer import CallPacer
 from batching.model_client import ModelClient
 from batching.packed_prompt import ANSWER_SCHEMA, parse_answers, render_items
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
@@ -44,6 +45,7 @@ class BatchInferenceEngine:
         retry: RetryPolicy,
         max_concurrent_calls: int,
         *,
+        pacer: CallPacer | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -52,6 +54,7 @@ class BatchInferenceEngine:
         self._limits = limits
         self._retry = retry
         self._slots = asyncio.Semaphore(max_concurrent_calls)
+        self._pacer = pacer or CallPacer(0)
         self._sleep = sleep
         self._jitter = jitter
         self._clock = clock
@@ -154,10 +157,14 @@ class BatchInferenceEngine:
         )
 
     async def _call(self, call: ModelCall, started: float) -> _CallOutcome:
-        """Make one call, retrying 429/5xx/timeouts with backoff, within the concurrency slots."""
+        """Make one call, retrying 429/5xx/timeouts with backoff, within the concurrency slots
+        and at the pace of the RPM quota (every attempt takes a turn)."""
         attempt = 0
         while True:
             attempt += 1
+            turn_in = self._pacer.reserve(self._clock())
+            if turn_in > 0:
+                await self._sleep(turn_in)
             async with self._slots:
                 sent = self._clock()
                 try:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from batching.call_pacer import CallPacer
 from batching.engine import BatchInferenceEngine
 from batching.packed_prompt import parse_items
 from batching.packing import PackingLimits
@@ -150,3 +151,23 @@ def test_duplicate_ids_are_rejected() -> None:
     gemini, sleeps = ScriptedGemini(), []
     with pytest.raises(ValueError):
         run(make_engine(gemini, sleeps), batch(2) + batch(1))
+
+
+def test_calls_wait_for_their_turn_under_an_rpm_quota() -> None:
+    gemini, sleeps = ScriptedGemini(), []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    engine = BatchInferenceEngine(
+        gemini,
+        PackingLimits(),
+        RetryPolicy(attempts=3, base_s=0.1, max_s=1.0),
+        max_concurrent_calls=4,
+        pacer=CallPacer(60),  # one call per second, burst one
+        sleep=fake_sleep,
+        clock=lambda: 50.0,  # frozen: every call asks for its turn at the same moment
+    )
+    results = run(engine, batch(4, strategy="concurrent"))
+    assert all(r.ok for r in results) and len(gemini.calls) == 4
+    assert sorted(sleeps) == pytest.approx([1.0, 2.0, 3.0])  # the first goes at once

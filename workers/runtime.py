@@ -12,6 +12,7 @@ from batchgate.response_cache import ResponseCache
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.background_loop import BackgroundLoop
+from batching.call_pacer import CallPacer
 from batching.engine import BatchInferenceEngine
 from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
@@ -73,4 +74,6 @@ class WorkerRuntime:
             default_strategy=s.strategy,
         )
         retry = RetryPolicy(attempts=s.retry_attempts, base_s=s.retry_base_s, max_s=s.retry_max_s)
-        return BatchInferenceEngine(client, limits, retry, s.max_concurrent_calls)
+        return BatchInferenceEngine(
+            client, limits, retry, s.max_concurrent_calls, pacer=CallPacer(s.model_rpm)
+        )
