@@ -7,13 +7,14 @@ replicas enforce one limit, not three.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Response, g, request
 
 from api.errors import ApiError
 from api.services import Services
 from batchgate.admission import Decision
-from batchgate.apikeys import hash_key
+from batchgate.apikeys import ApiKey, hash_key
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,39 @@ class Caller:
 
 def authenticate(svc: Services) -> Caller:
     """The caller named by ``X-API-Key``; 401 without a valid key (unless auth is off)."""
+    caller, key = _anonymous_or_key(svc)
+    return caller if caller is not None else _caller(svc, svc.apikeys.lookup(key))
+
+
+def authenticate_and_read(svc: Services, task_id: str) -> tuple[Caller, dict[str, Any] | None]:
+    """``authenticate`` and the task's record, read together in one Redis round trip."""
+    caller, key = _anonymous_or_key(svc)
+    if caller is not None:
+        return caller, svc.store.get(task_id)
+    key_hash = hash_key(key)
+    pipe = svc.redis.pipeline(transaction=False)
+    pipe.hgetall(svc.apikeys.record_key(key_hash))
+    pipe.hgetall(svc.store.key(task_id))
+    raw_key, raw_record = pipe.execute()
+    return _caller(svc, svc.apikeys.parse(key_hash, raw_key)), svc.store.decode(raw_record)
+
+
+def _anonymous_or_key(svc: Services) -> tuple[Caller | None, str]:
+    """The anonymous caller when auth is off, else the key sent (401 when none is)."""
     settings = svc.settings
     if not settings.auth_enabled:
         address = request.headers.get("X-Real-IP") or request.remote_addr or "unknown"
-        return Caller(None, f"ip:{address}", settings.anonymous_rate, settings.anonymous_burst)
+        return Caller(None, f"ip:{address}", settings.anonymous_rate, settings.anonymous_burst), ""
     key = request.headers.get("X-API-Key", "").strip()
     if not key:
         raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
-    found = svc.apikeys.lookup(key)
+    return None, key
+
+
+def _caller(svc: Services, found: ApiKey | None) -> Caller:
     if found is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
-    rate, burst = settings.tier_limits()[found.tier]
+    rate, burst = svc.settings.tier_limits()[found.tier]
     return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst)
 
 

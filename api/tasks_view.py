@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.edge import Caller, add_rate_headers, authenticate, authenticate_and_admit
+from api.edge import Caller, add_rate_headers, authenticate_and_admit, authenticate_and_read
 from api.errors import ApiError
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
@@ -33,11 +33,27 @@ def submit() -> Response:
 
 @bp.get("/tasks/<task_id>")
 def show(task_id: str) -> Response:
-    """A task's status and result; ``?wait=S`` long-polls until it is finished."""
+    """A task's status and result; ``?wait=S`` long-polls until it is finished.
+
+    The first read fetches the caller's key and the record together (one round trip); a
+    long-poll re-reads only the record when woken.
+    """
     svc = services()
-    caller = authenticate(svc)
-    record = _wait(svc, task_id, _wait_arg(svc, default=0.0))
-    if record is None or record.get("owner") != caller.owner:
+    wait_s = _wait_arg(svc, default=0.0)
+    caller: Caller | None = None
+    record: dict[str, Any] | None = None
+
+    def is_done() -> bool:
+        nonlocal caller, record
+        if caller is None:
+            caller, record = authenticate_and_read(svc, task_id)
+        else:
+            record = svc.store.get(task_id)
+        # Someone else's task, or none: nothing to wait for (answered 404 below).
+        return record is None or record.get("owner") != caller.owner or record.get("status") in TERMINAL
+
+    svc.notifier.wait(task_id, wait_s, is_done)
+    if caller is None or record is None or record.get("owner") != caller.owner:
         raise ApiError(404, "not_found", f"no task {task_id!r}")
     return jsonify(task_body(task_id, record))
 

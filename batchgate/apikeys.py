@@ -74,7 +74,12 @@ class ApiKeyStore:
     def lookup(self, key: str) -> ApiKey | None:
         """The stored key for ``key``, or None if unknown or revoked."""
         key_hash = hash_key(key)
-        fields = _texts(self._redis.hgetall(self.record_key(key_hash)))
+        return self.parse(key_hash, self._redis.hgetall(self.record_key(key_hash)))
+
+    @staticmethod
+    def parse(key_hash: str, raw: Any) -> ApiKey | None:
+        """The key from its raw hash (``HGETALL`` of ``record_key``), or None if there is none."""
+        fields = _texts(raw)
         return _parse(key_hash, fields) if fields else None
 
     def list(self) -> list[ApiKey]:

@@ -113,7 +113,11 @@ class TaskStore:
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         """The record as a dict with JSON fields decoded, or None if unknown or expired."""
-        raw = self._redis.hgetall(self.key(task_id))
+        return self.decode(self._redis.hgetall(self.key(task_id)))
+
+    @staticmethod
+    def decode(raw: dict[Any, Any] | None) -> dict[str, Any] | None:
+        """A record from its raw hash (``HGETALL`` of ``key``, read in someone's pipeline)."""
         return _decode(raw) if raw else None
 
     def statuses(self, task_ids: list[str]) -> list[str | None]:
