@@ -266,7 +266,9 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     overhead = report["overhead_ms"]
     assert overhead["p50"] is not None and 0 < overhead["p50"] <= overhead["p99"] < 1000, report["overhead"]
     assert 0 < report["cpu_ms_per_request"] < 100
-    assert {p["phase"] for p in report["phases"]} == {"batched-1", "unbatched-1"}
+    assert {p["phase"] for p in report["phases"]} == {"batched-1", "unbatched-1", "adaptive"}
+    flush = report["adaptive_flush"]
+    assert flush["overhead_p50_ms"]["adaptive"] > 0 and flush["saturation_rps"]["adaptive"] > 0, flush
     assert report["cost_model"]["overhead_ms"] == 300.0 and report["cost_model"]["max_concurrent"] == 8
     saved = list((tmp_path / "reports").glob("bench-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["efficiency"] == report["efficiency"]
