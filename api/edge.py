@@ -65,25 +65,28 @@ def _caller(svc: Services, found: ApiKey | None) -> Caller:
     return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst)
 
 
-def authenticate_and_admit(svc: Services) -> tuple[Caller, Decision]:
-    """``authenticate`` then ``admit`` in one Redis round trip (the script reads the key's tier)."""
+def authenticate_and_admit(svc: Services, read: str | None = None) -> tuple[Caller, Decision]:
+    """``authenticate`` then ``admit`` in one Redis round trip (the script reads the key's tier);
+    ``read``: a string key fetched in that round trip too (``Decision.read_value``)."""
     settings = svc.settings
     key = request.headers.get("X-API-Key", "").strip()
     if not settings.auth_enabled or not key:
         caller = authenticate(svc)  # anonymous, or the 401 for a missing key
-        return caller, admit(svc, caller)
+        return caller, admit(svc, caller, read)
     key_hash = hash_key(key)
     bucket = f"key:{key_hash}"
-    decision = svc.admission.admit_key(svc.apikeys.record_key(key_hash), bucket, settings.tier_limits())
+    decision = svc.admission.admit_key(
+        svc.apikeys.record_key(key_hash), bucket, settings.tier_limits(), read=read
+    )
     if decision.reason == "unknown_key":
         raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
     caller = Caller(key_hash, bucket, decision.rate, decision.limit)
     return caller, _enforce(caller, decision)
 
 
-def admit(svc: Services, caller: Caller) -> Decision:
+def admit(svc: Services, caller: Caller, read: str | None = None) -> Decision:
     """Spend a token of the caller's bucket; 429 over the rate, 503 over the queue's high water."""
-    return _enforce(caller, svc.admission.admit(caller.bucket, caller.rate, caller.burst))
+    return _enforce(caller, svc.admission.admit(caller.bucket, caller.rate, caller.burst, read=read))
 
 
 def _enforce(caller: Caller, decision: Decision) -> Decision:

@@ -10,11 +10,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.edge import Caller, add_rate_headers, authenticate_and_admit, authenticate_and_read
+from api.edge import Caller, add_rate_headers, authenticate, authenticate_and_admit, authenticate_and_read
 from api.errors import ApiError
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
-from batchgate.admission import Decision
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.taskstore import TERMINAL
@@ -27,7 +26,7 @@ bp.after_request(add_rate_headers)
 def submit() -> Response:
     """Enqueue a task: 202 with its id and where to poll (200 when answered from the cache)."""
     svc = services()
-    task_id, record = _submit(svc, *authenticate_and_admit(svc))
+    task_id, record = _submit(svc)
     return _respond(task_id, record, accepted_status=202)
 
 
@@ -63,7 +62,7 @@ def submit_and_wait() -> Response:
     """Enqueue and wait (bounded): 200 with the finished task, else 202 with its Location."""
     svc = services()
     wait_s = _wait_arg(svc, default=svc.settings.default_sync_wait_s)
-    task_id, record = _submit(svc, *authenticate_and_admit(svc))
+    task_id, record = _submit(svc)
     if record.get("status") not in TERMINAL:
         record = _wait(svc, task_id, wait_s) or record
     return _respond(task_id, record, accepted_status=202)
@@ -79,12 +78,17 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
     return response
 
 
-def _submit(svc: Services, caller: Caller, decision: Decision) -> tuple[str, dict[str, Any]]:
-    """Validate the admitted request, then answer from the idempotency record or the cache, or enqueue."""
+def _submit(svc: Services) -> tuple[str, dict[str, Any]]:
+    """Validate, authenticate and admit, then answer from the idempotency record or the cache,
+    or enqueue. The key lookup, the admission and the cache lookup share one round trip."""
     started = time.perf_counter()
+    if svc.settings.auth_enabled and not request.headers.get("X-API-Key", "").strip():
+        authenticate(svc)  # the 401 comes before any complaint about the body
     task = _parse_body(svc)
     message = task.to_message()
     message.setdefault("model", svc.settings.model)
+    key = _cache_key_for(svc, task, message)
+    caller, decision = authenticate_and_admit(svc, read=svc.cache.record_key(key) if key else None)
     owner = caller.owner or ""
     task_id = secrets.token_hex(16)
 
@@ -104,9 +108,8 @@ def _submit(svc: Services, caller: Caller, decision: Decision) -> tuple[str, dic
                 return claim.task_id, original
 
     submitted_at = time.time()
-    key = _cache_key_for(svc, task, message)
     if key is not None:
-        cached = svc.cache.get(key)
+        cached = svc.cache.decode(decision.read_value)
         if cached is not None:
             svc.store.create_cached(task_id, message, submitted_at, caller.owner, cached)
             elapsed_ms = (time.perf_counter() - started) * 1000

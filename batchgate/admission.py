@@ -105,12 +105,15 @@ class Decision:
     tier: str = ""
     #: Refill rate of the bucket used, tokens per second.
     rate: float = 0.0
+    #: The value of the key asked for with ``read`` (fetched in the same round trip).
+    read_value: str | None = None
 
 
 class Admission:
     """Decides whether a caller may submit now."""
 
     def __init__(self, client: redis.Redis, prefix: str, queue: str, high_water: int, low_water: int) -> None:
+        self._client = client
         self._script = client.register_script(_ADMIT)
         self._prefix = prefix
         self._metrics = InferenceMetricsCollector(client, prefix)
@@ -124,9 +127,12 @@ class Admission:
         """The metrics' total counters, where rejections are counted too."""
         return self._metrics.counters_key(TOTAL)
 
-    def admit(self, identity: str, rate: float, burst: int, now: float | None = None) -> Decision:
-        """Spend one token of ``identity``'s bucket unless the queue is over its high-water mark."""
-        return self._run(identity, [repr(float(rate)), burst], [], now)
+    def admit(
+        self, identity: str, rate: float, burst: int, now: float | None = None, read: str | None = None
+    ) -> Decision:
+        """Spend one token of ``identity``'s bucket unless the queue is over its high-water mark
+        (``read``: as for ``admit_key``)."""
+        return self._run(identity, [repr(float(rate)), burst], [], now, read=read)
 
     def admit_key(
         self,
@@ -134,19 +140,28 @@ class Admission:
         identity: str,
         tier_limits: Mapping[str, tuple[float, int]],
         now: float | None = None,
+        read: str | None = None,
     ) -> Decision:
         """Like ``admit`` for the API key stored at ``key_record``, at its tier's rate and burst.
 
-        An unknown (or revoked) key gives reason ``unknown_key`` and spends nothing.
+        An unknown (or revoked) key gives reason ``unknown_key`` and spends nothing. ``read``:
+        a string key to ``GET`` in the same round trip (``Decision.read_value``), e.g. the
+        response cache's entry, so a submission needs no extra round trip to look it up.
         """
         triples = [
             str(v) for tier, (rate, burst) in tier_limits.items() for v in (tier, repr(float(rate)), burst)
         ]
         rate, burst = min(tier_limits.values())  # a tier the settings do not know: the lowest
-        return self._run(identity, [repr(float(rate)), burst], triples, now, key_record)
+        return self._run(identity, [repr(float(rate)), burst], triples, now, key_record, read)
 
     def _run(
-        self, identity: str, limits: list[Any], triples: list[str], now: float | None, key_record: str = ""
+        self,
+        identity: str,
+        limits: list[Any],
+        triples: list[str],
+        now: float | None,
+        key_record: str = "",
+        read: str | None = None,
     ) -> Decision:
         now_s = time.time() if now is None else now
         keys = [
@@ -158,9 +173,16 @@ class Admission:
         ]
         if key_record:
             keys.append(key_record)
-        reply = self._script(
-            keys=keys, args=[repr(now_s * 1000), *limits, self._high, self._low, SLOT_TTL_S, *triples]
-        )
+        args = [repr(now_s * 1000), *limits, self._high, self._low, SLOT_TTL_S, *triples]
+        read_value = None
+        if read is None:
+            reply = self._script(keys=keys, args=args)
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            self._script(keys=keys, args=args, client=pipe)
+            pipe.get(read)
+            reply, raw = pipe.execute()
+            read_value = None if raw is None else _text(raw)
         allowed, reason, remaining, retry_ms, depth, reset_ms, tier, burst, rate = reply
         reason = _text(reason)
         retry_after = math.ceil(int(retry_ms) / 1000) if reason == "rate_limited" else 0
@@ -176,6 +198,7 @@ class Admission:
             queue_depth=int(depth),
             tier=_text(tier),
             rate=float(_text(rate)),
+            read_value=read_value,
         )
 
 

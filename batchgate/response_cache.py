@@ -51,11 +51,16 @@ class ResponseCache:
         self._prefix = prefix
         self._ttl_s = ttl_s
 
-    def _key(self, key: str) -> str:
+    def record_key(self, key: str) -> str:
+        """The Redis string holding the entry for ``key`` (read by the admission's pipeline too)."""
         return f"{self._prefix}:cache:{key}"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        raw = self._redis.get(self._key(key))
+        return self.decode(self._redis.get(self.record_key(key)))
+
+    @staticmethod
+    def decode(raw: str | bytes | None) -> dict[str, Any] | None:
+        """An entry from its raw value (``GET`` of ``record_key``), or None."""
         return json.loads(raw) if raw else None
 
     def put_many(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
@@ -65,6 +70,8 @@ class ResponseCache:
         pipe = self._redis.pipeline(transaction=False)
         for key, result in entries:
             pipe.set(
-                self._key(key), json.dumps(result, separators=(",", ":"), ensure_ascii=False), ex=self._ttl_s
+                self.record_key(key),
+                json.dumps(result, separators=(",", ":"), ensure_ascii=False),
+                ex=self._ttl_s,
             )
         pipe.execute()

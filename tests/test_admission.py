@@ -94,3 +94,12 @@ def test_an_unknown_or_revoked_key_is_refused_and_spends_nothing(redis_client: r
     assert refused.reason == "unknown_key" and not refused.allowed
     assert redis_client.exists(f"{keys.record_key(hash_key(key))}") == 0
     assert not redis_client.keys("*:bucket:key:x")
+
+
+def test_a_key_can_be_read_in_the_same_round_trip(redis_client: redis.Redis) -> None:
+    admission, _ = make(redis_client)
+    redis_client.set("adm-test:cache:entry", '{"text": "cached"}')
+    decision = admission.admit("k", rate=1.0, burst=5, now=1.0, read="adm-test:cache:entry")
+    assert decision.allowed and decision.read_value == '{"text": "cached"}'
+    assert admission.admit("k", rate=1.0, burst=5, now=1.0, read="adm-test:absent").read_value is None
+    assert admission.admit("k", rate=1.0, burst=5, now=1.0).read_value is None
