@@ -220,7 +220,7 @@ def test_nginx_conf_proxies_to_every_replica(cluster: Cluster) -> None:
     assert upstream is not None
     servers = re.findall(r"^\s*server (\S+) max_fails=\d+ fail_timeout=\d+s;", upstream.group(1), re.M)
     assert servers == ["127.0.0.1:9301", "127.0.0.1:9302", "127.0.0.1:9303"]
-    assert "least_conn;" in upstream.group(1) and "keepalive 64;" in upstream.group(1)
+    assert "least_conn;" in upstream.group(1) and "keepalive 512;" in upstream.group(1)
     directives = [line.split("#")[0].strip() for line in text.splitlines()]
     assert "listen 127.0.0.1:9380 backlog=4096;" in directives
     assert "client_max_body_size 2048;" in directives
