@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps dashboard run test lint format docs apikey warm-cache loadtest bench scaletest clean
+.PHONY: help install system-deps test-deps dashboard run test lint format docs apikey warm-cache loadtest bench scaletest baseline clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -70,6 +70,9 @@ loadtest: install ## stepped Locust load test (LOADTEST_* settings); writes load
 
 bench: install ## benchmark batching on/off, efficiency, overhead, CPU (~4 min; BENCH_* settings); JSON to loadtest/reports/
 	$(BIN)/python -m loadtest.bench
+
+baseline: install ## capture a PerformanceBaseline under steady healthy load and activate it (ARGS="--from-live --seconds 300" for live metrics)
+	$(BIN)/python -m baseline.capture_cli $(ARGS)
 
 scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the same load (~2 min; SCALETEST_* settings)
 	$(BIN)/python -m loadtest.scaletest

@@ -15,11 +15,16 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from batchgate.baseline_store import BaselineStore
 from batchgate.histogram import count_at_most, representative
 from batchgate.metrics_store import STAGES, TOTAL, InferenceMetricsCollector
 
 #: Histogram bucket bounds (seconds) exposed to Prometheus, cut from the fine buckets.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+#: ``batchgate_drift_status`` per drift status (anything else, or no signal: -1).
+DRIFT_STATUS_VALUES = {"ok": 0, "warn": 1, "drift": 2}
 
 
 def http_counter_key(prefix: str) -> str:
@@ -35,6 +40,7 @@ class RedisTotals(Collector):
         self._prefix = prefix
         self._queue = queue
         self._metrics = InferenceMetricsCollector(client, prefix)
+        self._baselines = BaselineStore(client, prefix)
 
     def collect(self) -> Iterator[Metric]:
         totals = self._metrics.read([TOTAL])[TOTAL]
@@ -90,3 +96,13 @@ class RedisTotals(Collector):
         depth = GaugeMetricFamily("batchgate_queue_depth", "Requests waiting in the queue.")
         depth.add_metric([], int(self._redis.llen(self._queue)))
         yield depth
+
+        drift = self._baselines.last_drift()
+        drift_status = str(drift.get("status")) if drift else ""
+        gauge = GaugeMetricFamily(
+            "batchgate_drift_status",
+            "Latency drift against the active baseline: 0 ok, 1 warn, 2 drift, "
+            "-1 insufficient data or no baseline.",
+        )
+        gauge.add_metric([], DRIFT_STATUS_VALUES.get(drift_status, -1))
+        yield gauge

@@ -14,6 +14,7 @@ from api.publisher import Publisher
 from api.request_counter import RequestCounter
 from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
+from batchgate.baseline_store import BaselineStore
 from batchgate.idempotency import IdempotencyStore
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
@@ -38,6 +39,7 @@ class Services:
     metrics: InferenceMetricsCollector
     metrics_feed: MetricsFeed
     http_requests: RequestCounter
+    baselines: BaselineStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -69,6 +71,7 @@ class Services:
             metrics=InferenceMetricsCollector(client, prefix),
             metrics_feed=MetricsFeed(client, metrics_channel(prefix), metrics_latest_key(prefix)),
             http_requests=RequestCounter(client, http_counter_key(prefix)),
+            baselines=BaselineStore(client, prefix),
         )
 
 

@@ -173,6 +173,24 @@ class Settings:
     #: Longest context accepted, in characters of its JSON (422 beyond).
     max_context_chars: int = 100_000
 
+    # --- PerformanceBaseline and LatencyDriftSignal ----------------------------------------
+    #: Live window compared with the baseline on every metrics run (whole 10 s slots).
+    drift_window_s: int = 60
+    #: Requests a stage needs in the live window (and the baseline) to be judged.
+    drift_min_samples: int = 200
+    #: Significance level of the binned two-sample Kolmogorov-Smirnov test.
+    drift_ks_alpha: float = 0.001
+    #: Live p95 / baseline p95 from which a stage whose distribution differs is ``warn``.
+    drift_warn_ratio: float = 1.10
+    #: Live p95 / baseline p95 from which a stage whose distribution differs is ``drift``.
+    drift_ratio: float = 1.20
+    #: Consecutive drifted evaluations before the signal says ``drift``.
+    drift_enter_after: int = 2
+    #: Consecutive ok evaluations before a drifted signal says ``ok`` again.
+    drift_exit_after: int = 2
+    #: Folder of baseline captures and their ``latest.json`` pointer (make baseline).
+    baseline_dir: str = "baseline/snapshots"
+
     # --- Local cluster (make run) ---------------------------------------------------------
     #: nginx listens here (HTTP).
     nginx_port: int = 8080
@@ -213,6 +231,15 @@ class Settings:
                 raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
         if not self.api_ports:
             raise SettingsError("BATCHGATE_API_PORTS must name at least one port")
+        if self.drift_window_s < 10 or self.drift_window_s % 10:
+            raise SettingsError("BATCHGATE_DRIFT_WINDOW_S must be a multiple of 10 (the metrics slot)")
+        if not 1.0 <= self.drift_warn_ratio <= self.drift_ratio:
+            raise SettingsError("need 1 <= BATCHGATE_DRIFT_WARN_RATIO <= BATCHGATE_DRIFT_RATIO")
+        if not 0.0 < self.drift_ks_alpha < 1.0:
+            raise SettingsError("BATCHGATE_DRIFT_KS_ALPHA must be between 0 and 1")
+        for name in ("drift_min_samples", "drift_enter_after", "drift_exit_after"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
 
     @property
     def uses_simulator(self) -> bool:

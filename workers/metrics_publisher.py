@@ -1,21 +1,31 @@
-"""The metrics task's work: read the slots, build the snapshot, publish it.
+"""The metrics task's work: read the slots, build the snapshot, judge drift, publish it.
 
 Completed slots never change again, so each process keeps the ones it has read and only
 fetches the last two slots per run; a run then costs two small Redis round trips plus the
 merge of at most 91 slots' histograms in Python (its cost is measured and published).
+When a baseline is active, every run evaluates the LatencyDriftSignal on the last
+``drift_window_s`` against it, continuing the hysteresis of the previous result stored in
+Redis (whichever worker ran it), and publishes the result inside the snapshot.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
 
 import redis
 
+from baseline.drift import DriftResult, LatencyDriftSignal
+from baseline.model import BaselineError
+from batchgate.baseline_store import BaselineStore
+from batchgate.histogram import merge
 from batchgate.metrics_snapshot import build_snapshot, slots_needed
-from batchgate.metrics_store import InferenceMetricsCollector, SlotData, slot_of
+from batchgate.metrics_store import SLOT_S, STAGES, InferenceMetricsCollector, SlotData, slot_of
+
+log = logging.getLogger(__name__)
 
 
 def latest_key(prefix: str) -> str:
@@ -31,11 +41,22 @@ def channel(prefix: str) -> str:
 class MetricsPublisher:
     """Builds and publishes snapshots; safe to call from several pool threads."""
 
-    def __init__(self, client: redis.Redis, prefix: str, queue: str, batch_max_size: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        queue: str,
+        batch_max_size: int,
+        drift: LatencyDriftSignal | None = None,
+        drift_window_s: int = 60,
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._queue = queue
         self._batch_max_size = batch_max_size
+        self._drift = drift or LatencyDriftSignal()
+        self._drift_window_s = drift_window_s
+        self._baselines = BaselineStore(client, prefix)
         self._collector = InferenceMetricsCollector(client, prefix)
         self._final: dict[int, SlotData] = {}
         self._lock = threading.Lock()
@@ -48,6 +69,7 @@ class MetricsPublisher:
         with self._lock:
             slots = self._slots(now)
         snapshot = build_snapshot(slots, now, depth, self._batch_max_size)
+        snapshot["drift"] = self._judge_drift(slots, now)
         snapshot["cost_ms"] = {
             "wall": round((time.perf_counter() - started) * 1000, 3),
             "cpu": round((time.thread_time() - cpu_started) * 1000, 3),
@@ -58,6 +80,35 @@ class MetricsPublisher:
         pipe.publish(channel(self._prefix), payload)
         pipe.execute()
         return snapshot
+
+    def _judge_drift(self, slots: dict[int, SlotData], now: float) -> dict[str, Any] | None:
+        """The drift signal for the live window (None without an active baseline); stored."""
+        try:
+            baseline = self._baselines.active()
+        except BaselineError as exc:
+            log.error("the active baseline cannot be used: %s", exc)
+            return None
+        if baseline is None:
+            return None
+        previous: DriftResult | None = None
+        stored = self._baselines.last_drift()
+        if stored is not None and stored.get("baseline_created_at") == baseline.created_at:
+            try:
+                previous = DriftResult.from_dict(stored)
+            except (ValueError, KeyError, TypeError):
+                previous = None
+        current = slot_of(now)
+        window = range(current - self._drift_window_s // SLOT_S, current + 1)
+        live = {stage: merge(slots[s].histograms[stage] for s in window if s in slots) for stage in STAGES}
+        result = self._drift.evaluate(baseline.histograms(), live, now, previous)
+        payload = {
+            **result.to_dict(),
+            "baseline_created_at": baseline.created_at,
+            "baseline_fingerprint": baseline.settings_fingerprint,
+            "window_s": self._drift_window_s,
+        }
+        self._baselines.save_drift(payload)
+        return payload
 
     def _slots(self, now: float) -> dict[int, SlotData]:
         needed = slots_needed(now)

@@ -7,6 +7,7 @@ from functools import cached_property
 
 import redis
 
+from baseline.drift import DriftThresholds, LatencyDriftSignal
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.settings import Settings
@@ -41,7 +42,22 @@ class WorkerRuntime:
     @cached_property
     def metrics_publisher(self) -> MetricsPublisher:
         s = self.settings
-        return MetricsPublisher(self.redis, s.key_prefix, s.queue, s.batch_max_size)
+        thresholds = DriftThresholds(
+            min_samples=s.drift_min_samples,
+            ks_alpha=s.drift_ks_alpha,
+            warn_ratio=s.drift_warn_ratio,
+            drift_ratio=s.drift_ratio,
+            enter_after=s.drift_enter_after,
+            exit_after=s.drift_exit_after,
+        )
+        return MetricsPublisher(
+            self.redis,
+            s.key_prefix,
+            s.queue,
+            s.batch_max_size,
+            drift=LatencyDriftSignal(thresholds),
+            drift_window_s=s.drift_window_s,
+        )
 
     @cached_property
     def cache(self) -> ResponseCache:

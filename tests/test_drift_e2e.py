@@ -1,0 +1,156 @@
+"""Drift end to end: a baseline captured at healthy load, then the model slowed by 50 %.
+
+Real Redis, simulator, worker, beat and API. The live window is one 10-second slot here
+(``BATCHGATE_DRIFT_WINDOW_S=10``) so the test takes about a minute and a half.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from baseline.capture import CaptureError
+from baseline.capture_cli import from_live
+from baseline.model import schema
+from batchgate.baseline_store import BaselineStore
+from batchgate.settings import Settings
+from tests.conftest import Stack, create_key, stack_env
+from tests.harness import http_json, running, start_api, start_beat, start_simulator, start_worker, wait_until
+
+WINDOW_S = 10
+ENTER_AFTER = 2
+#: The metrics task runs every 2 s.
+METRICS_INTERVAL_S = 2.0
+OVERHEAD_MS = 200
+
+
+@pytest.fixture(scope="module")
+def drift_stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
+    env = stack_env(
+        redis_url,
+        BATCHGATE_SIM_OVERHEAD_MS=str(OVERHEAD_MS),
+        BATCHGATE_DRIFT_WINDOW_S=str(WINDOW_S),
+        BATCHGATE_DRIFT_MIN_SAMPLES="40",
+        BATCHGATE_DRIFT_ENTER_AFTER=str(ENTER_AFTER),
+        BATCHGATE_DRIFT_EXIT_AFTER="2",
+    )
+    api_key = create_key(env, "premium")
+    sim, sim_url = start_simulator(logs_dir, env)
+    env["BATCHGATE_SIMULATOR_URL"] = sim_url
+    worker = start_worker(logs_dir, env, name="drift-worker")
+    beat = start_beat(logs_dir, env, name="drift-beat")
+    api, api_url = start_api(logs_dir, env, name="drift-api")
+    with running(sim, worker, beat, api):
+        wait_until(lambda: http_json("GET", f"{api_url}/ready")[0] == 200, 30, "a consuming worker")
+        yield Stack(api_url, sim_url, redis_url, env, worker, logs_dir, api_key)
+
+
+class SteadyLoad:
+    """A few clients submitting and waiting in a loop until stopped (real HTTP)."""
+
+    def __init__(self, stack: Stack, clients: int = 6) -> None:
+        self._stack = stack
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)
+        ]
+        self.failures = 0
+
+    def _client(self, n: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            status, _, body = http_json(
+                "POST",
+                f"{self._stack.api}/api/v1/task?wait=20",
+                {"prompt": f"steady client {n} request {i}", "cache": False},
+                timeout=30,
+                headers=self._stack.headers,
+            )
+            if status != 200 or body.get("status") != "succeeded":
+                self.failures += 1
+
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(35)
+
+
+def drift(stack: Stack) -> dict | None:
+    status, _, body = http_json("GET", f"{stack.api}/api/v1/drift")
+    return body if status == 200 else None
+
+
+def drift_gauge(stack: Stack) -> float:
+    text = http_json("GET", f"{stack.api}/metrics")[2]
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return families["batchgate_drift_status"].samples[0].value
+
+
+def test_slowing_the_model_turns_the_signal_to_drift_and_restoring_it_back(drift_stack: Stack) -> None:
+    stack = drift_stack
+    settings = Settings.from_env(stack.env)
+    assert http_json("GET", f"{stack.api}/api/v1/baseline")[0] == 404
+    assert drift_gauge(stack) == -1  # no baseline: no signal
+
+    with SteadyLoad(stack) as load:
+
+        def captured() -> object:
+            try:
+                return from_live(settings, 2 * WINDOW_S)
+            except CaptureError:
+                return None
+
+        baseline = wait_until(captured, 60, "a baseline of two whole healthy slots", interval=1.0)
+        BaselineStore(redis.Redis.from_url(stack.redis_url), settings.key_prefix).activate(baseline)
+        status, _, served = http_json("GET", f"{stack.api}/api/v1/baseline")
+        assert status == 200 and served["created_at"] == baseline.created_at
+        jsonschema.validate(served, schema())
+
+        wait_until(lambda: (drift(stack) or {}).get("status") == "ok", 30, "ok at healthy load", interval=0.5)
+        assert drift_gauge(stack) == 0
+
+        seen: list[str] = []
+
+        def reaches(wanted: str) -> dict | None:
+            """The signal once its status is ``wanted``; every status change is noted in ``seen``."""
+            result = drift(stack)
+            if result and (not seen or seen[-1] != result["status"]):
+                seen.append(result["status"])
+            return result if result and result["status"] == wanted else None
+
+        stack.sim_config(overhead_ms=OVERHEAD_MS * 1.5)
+        slowed_at = time.monotonic()
+        result = wait_until(
+            lambda: reaches("drift"), 2 * WINDOW_S + 20, "drift after the slowdown", interval=0.5
+        )
+        took = time.monotonic() - slowed_at
+        print(f"drift {took:.1f} s after the slowdown; statuses seen: {seen}")
+        assert took <= 2 * WINDOW_S + ENTER_AFTER * METRICS_INTERVAL_S + 4, (took, seen)
+        assert "model" in result["drifted_stages"], result
+        assert result["consecutive"] >= ENTER_AFTER and "warn" in seen, seen  # entered through warn
+        model = next(s for s in result["stages"] if s["stage"] == "model")
+        assert model["p95_ratio"] >= 1.2 and model["ks_statistic"] > model["ks_critical"]
+        assert drift_gauge(stack) == 2
+
+        stack.sim_config(overhead_ms=OVERHEAD_MS)
+        seen.clear()
+        restored_at = time.monotonic()
+        back = wait_until(lambda: reaches("ok"), 4 * WINDOW_S, "ok again after the restore", interval=0.5)
+        print(f"ok {time.monotonic() - restored_at:.1f} s after the restore; statuses seen: {seen}")
+        assert back["consecutive"] >= 2  # left drift only after exit_after ok evaluations
+        assert seen[0] == "drift" and "ok" not in seen[:-1], seen  # no flapping on the way back
+    assert load.failures == 0
+    assert drift_gauge(stack) == 0
