@@ -2,7 +2,8 @@
 
 Default: a steady, healthy load — ``--clients`` closed-loop clients that submit and
 long-poll, well below the inflection point ``make loadtest`` finds — for ``--warmup`` then
-``--seconds``; the baseline is built from the metrics' slots of the measured part. The
+``--seconds``; the baseline is built from the metrics' whole 10-second slots inside the
+measured part. The
 target is found as ``make loadtest`` finds it (``LOADTEST_HOST``/``LOADTEST_API_KEY``, else
 the local stack, started here and stopped again if none answers).
 ``--from-live --seconds N``: no load; the last N seconds of a running cluster's metrics.
@@ -22,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +60,28 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (SettingsError, LoadSettingsError) as exc:
         print(f"baseline: bad setting: {exc}", file=sys.stderr)
         return 2
+    folder = Path(settings.baseline_dir)
+    folder = folder if folder.is_absolute() else REPO / folder
+    saved: list[Path] = []
+
+    def keep(baseline: PerformanceBaseline, stack: Settings) -> None:
+        """Write the capture and activate it, while the stack (and its Redis) still runs."""
+        saved.append(write_snapshot(baseline, folder))
+        if not args.no_activate:
+            BaselineStore(redis.Redis.from_url(stack.redis_url), stack.key_prefix).activate(baseline)
+
     try:
-        baseline = (
-            from_live(settings, args.seconds, args.notes)
-            if args.from_live
-            else under_load(settings, load, env, args.clients, args.warmup, args.seconds, args.notes)
-        )
+        if args.from_live:
+            baseline = from_live(settings, args.seconds, args.notes)
+            keep(baseline, settings)
+        else:
+            baseline = under_load(
+                settings, load, env, args.clients, args.warmup, args.seconds, args.notes, keep
+            )
     except (CaptureError, RunFailed, redis.RedisError) as exc:
         print(f"baseline: capture failed: {exc}", file=sys.stderr)
         return 1
-    folder = Path(settings.baseline_dir)
-    path = write_snapshot(baseline, folder if folder.is_absolute() else REPO / folder)
-    if not args.no_activate:
-        BaselineStore(redis.Redis.from_url(settings.redis_url), settings.key_prefix).activate(baseline)
+    path = saved[0]
     e2e = baseline.stages["end_to_end"].percentiles_ms
     print(
         f"baseline: {path} ({baseline.sample_count} requests over {baseline.load['window_s']:g} s, "
@@ -97,8 +107,10 @@ def under_load(
     warmup_s: float,
     seconds: float,
     notes: str = "",
+    keep: Callable[[PerformanceBaseline, Settings], None] | None = None,
 ) -> PerformanceBaseline:
-    """Drive a steady healthy load, then capture its measured part."""
+    """Drive a steady healthy load, then capture its measured part (``keep`` runs before a
+    stack started here is stopped)."""
     with contextlib.ExitStack() as cleanup:
         target = find_or_start_target(load, settings, env, cleanup)
         stack = target.stack or settings
@@ -113,7 +125,10 @@ def under_load(
             "completed": len(run.completions),
             "target": target.host,
         }
-        return _capture(stack, start, end, described, notes)
+        baseline = _capture(stack, start, end, described, notes)
+        if keep is not None:
+            keep(baseline, stack)
+        return baseline
 
 
 async def _drive(

@@ -6,6 +6,7 @@ Real Redis, simulator, worker, beat and API. The live window is one 10-second sl
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from baseline import capture_cli
 from baseline.capture import CaptureError
 from baseline.capture_cli import from_live
 from baseline.model import schema
@@ -154,3 +156,27 @@ def test_slowing_the_model_turns_the_signal_to_drift_and_restoring_it_back(drift
         assert seen[0] == "drift" and "ok" not in seen[:-1], seen  # no flapping on the way back
     assert load.failures == 0
     assert drift_gauge(stack) == 0
+
+
+def test_make_baseline_captures_under_a_steady_load_and_activates_it(
+    drift_stack: Stack, tmp_path: Path
+) -> None:
+    stack = drift_stack
+    env = {
+        **stack.env,
+        "LOADTEST_HOST": stack.api,
+        "LOADTEST_API_KEY": stack.api_key,
+        "BATCHGATE_BASELINE_DIR": str(tmp_path),
+    }
+    assert (
+        capture_cli.main(["--clients", "4", "--warmup", "1", "--seconds", "20", "--notes", "e2e"], env) == 0
+    )
+    [written] = [p for p in tmp_path.glob("*.json") if p.name != "latest.json"]
+    assert (tmp_path / "latest.json").resolve() == written.resolve()
+    data = json.loads(written.read_text())
+    jsonschema.validate(data, schema())
+    assert data["load"]["source"] == "make baseline" and data["load"]["clients"] == 4
+    assert data["load"]["window_s"] in (10.0, 20.0) and data["sample_count"] >= 40
+    assert data["notes"] == "e2e" and data["settings"]["batch_max_size"] == 32
+    status, _, active = http_json("GET", f"{stack.api}/api/v1/baseline")
+    assert status == 200 and active["created_at"] == data["created_at"]
