@@ -32,6 +32,9 @@ class RequestCounter:
         self._interval_s = interval_s
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
+        #: Held across a whole flush, so a flush asked for while another is in flight (the
+        #: /metrics view's) returns only once those counts are in Redis.
+        self._flushing = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -46,19 +49,20 @@ class RequestCounter:
 
     def flush(self) -> None:
         """Add the pending counts to Redis now (one round trip); on failure keep them."""
-        with self._lock:
-            pending, self._pending = self._pending, Counter()
-        if not pending:
-            return
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for field, count in pending.items():
-                pipe.hincrby(self._key, field, count)
-            pipe.execute()
-        except redis.RedisError:
+        with self._flushing:
             with self._lock:
-                self._pending.update(pending)
-            raise
+                pending, self._pending = self._pending, Counter()
+            if not pending:
+                return
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for field, count in pending.items():
+                    pipe.hincrby(self._key, field, count)
+                pipe.execute()
+            except redis.RedisError:
+                with self._lock:
+                    self._pending.update(pending)
+                raise
 
     def close(self) -> None:
         """Stop the flusher and flush what is left (at process exit)."""
