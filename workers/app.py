@@ -8,7 +8,6 @@ from kombu import Queue
 from batchgate.settings import Settings
 
 INFER_TASK = "batchgate.infer"
-SAMPLE_QUEUE_DEPTH_TASK = "batchgate.sample_queue_depth"
 WARM_CACHE_TASK = "batchgate.warm_cache"
 PUBLISH_METRICS_TASK = "batchgate.publish_metrics"
 #: How often beat asks for a metrics snapshot.
@@ -39,7 +38,6 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         task_queues=[Queue(settings.queue), Queue(housekeeping_queue(settings))],
         task_routes={
-            SAMPLE_QUEUE_DEPTH_TASK: {"queue": housekeeping_queue(settings)},
             WARM_CACHE_TASK: {"queue": housekeeping_queue(settings)},
             PUBLISH_METRICS_TASK: {"queue": housekeeping_queue(settings)},
         },
@@ -51,11 +49,6 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
         enable_utc=True,
         beat_schedule={
-            "sample-queue-depth": {
-                "task": SAMPLE_QUEUE_DEPTH_TASK,
-                "schedule": 1.0,
-                "options": {"expires": 5},
-            },
             "publish-metrics": {
                 "task": PUBLISH_METRICS_TASK,
                 "schedule": METRICS_INTERVAL_S,

@@ -6,20 +6,14 @@ import json
 import time
 from typing import Any
 
-import redis
 from celery import Celery
 
 from batching.flush_policy import FlushLimits
-from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, SAMPLE_QUEUE_DEPTH_TASK, WARM_CACHE_TASK
+from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, WARM_CACHE_TASK
 from workers.batch_consumer import WindowedBatches
 from workers.batch_job import Delivery, process_batch
 from workers.cache_warming import report_dict, warm
 from workers.runtime import WorkerRuntime
-
-
-def queue_depth_key(prefix: str) -> str:
-    """Latest sampled depth of the inference queue (JSON: depth and sample time)."""
-    return f"{prefix}:queue_depth"
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
@@ -74,11 +68,3 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     def publish_metrics() -> dict[str, float]:
         """Compute and publish the metrics snapshot (beat, every few seconds); returns its cost."""
         return dict(runtime.metrics_publisher.publish()["cost_ms"])
-
-    @app.task(name=SAMPLE_QUEUE_DEPTH_TASK, ignore_result=True)
-    def sample_queue_depth() -> int:
-        """Publish the inference queue's depth so the API can read it with one GET."""
-        client: redis.Redis = runtime.redis
-        depth = int(client.llen(settings.queue))
-        client.set(queue_depth_key(settings.key_prefix), f'{{"depth":{depth},"at":{time.time():.3f}}}', ex=30)
-        return depth
