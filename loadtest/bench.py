@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -319,8 +320,29 @@ def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def calibration_ms(repeats: int = 5) -> float:
+    """CPU milliseconds of a fixed pure-Python workload (JSON round trips and hashing of a
+    task-sized body), best of ``repeats``: the machine's speed right now.
+
+    CPU time per request is only comparable between runs at similar calibration: on a
+    shared machine the same code measured up to 30 % apart an hour apart.
+    """
+    body = {"prompt": "Summarise step 42 of the deployment log in one sentence.", "model": "m", "n": 1}
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        for i in range(20_000):
+            body["n"] = i
+            text = json.dumps(body)
+            hashlib.sha256(text.encode()).hexdigest()
+            json.loads(text)
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
+
+
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Run every phase and return the summary (see the module docstring)."""
+    calibration = calibration_ms()
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     phases: list[dict[str, Any]] = []
@@ -395,6 +417,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             for thread in stopping:
                 thread.join()
     report = summarise(phases, overhead, idle, settings_used, sim_config, config, time.monotonic() - started)
+    report["machine"] = {
+        "cpus": os.cpu_count(),
+        "calibration_ms_before": calibration,
+        "calibration_ms_after": calibration_ms(),
+        "note": "CPU ms of a fixed Python workload; compare cpu_ms_per_request only between runs "
+        "with similar calibration",
+    }
     if config.adaptive:
         report["adaptive_flush"] = compare_flush_modes(report, adaptive_overhead)
     return report

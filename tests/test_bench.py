@@ -267,6 +267,7 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     assert overhead["p50"] is not None and 0 < overhead["p50"] <= overhead["p99"] < 1000, report["overhead"]
     assert 0 < report["cpu_ms_per_request"] < 100
     assert {p["phase"] for p in report["phases"]} == {"batched-1", "unbatched-1", "adaptive"}
+    assert report["machine"]["calibration_ms_before"] > 0 and report["machine"]["calibration_ms_after"] > 0
     flush = report["adaptive_flush"]
     assert flush["overhead_p50_ms"]["adaptive"] > 0 and flush["saturation_rps"]["adaptive"] > 0, flush
     assert report["cost_model"]["overhead_ms"] == 300.0 and report["cost_model"]["max_concurrent"] == 8
