@@ -452,6 +452,10 @@ def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     for name in ("simulator", "api", "worker", "beat", "flower", "nginx"):
         assert services[name]["build"]["target"] in targets
     assert "FROM python:3.11-slim AS app" in dockerfile
+    # The dashboard is built in a Node stage and copied in: no Node in the app image.
+    assert re.search(r"^FROM node:\S+ AS dashboard$", dockerfile, re.M)
+    assert "RUN npm ci --no-audit --no-fund --ignore-scripts && npm run build" in dockerfile
+    assert "COPY --from=dashboard /dashboard/dist/ api/dashboard/dist/" in dockerfile
     users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
     assert users[-1] != "root"
 
