@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+
 import redis
 
 from api.request_counter import RequestCounter
@@ -46,3 +48,4 @@ def test_a_failed_flush_keeps_its_counts_for_the_next() -> None:
     else:
         raise AssertionError("flushing to a closed port must fail")
     assert counter._pending == {"POST /api/v1/tasks 202": 1}
+    atexit.unregister(counter.close)  # its Redis never existed: no last flush at exit
