@@ -25,22 +25,33 @@ RECHECK_S = 5.0
 class DoneNotifier:
     """Registry of waiters keyed by task id, fed by a pub/sub listener started on first use."""
 
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: redis.Redis, channel: str, progress_channel: str | None = None) -> None:
         self._redis = client
         self._channel = channel
+        #: Where workers announce tasks that started running (for task event streams).
+        self._progress_channel = progress_channel
         self._waiters: dict[str, set[threading.Event]] = {}
+        #: Waiters that also want to wake when their task starts running.
+        self._progress_waiters: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._subscribed = threading.Event()
 
-    def wait(self, task_id: str, timeout_s: float, is_done: Callable[[], bool]) -> bool:
-        """Wait up to ``timeout_s`` for ``task_id`` to finish; ``is_done`` re-checks the store."""
+    def wait(
+        self, task_id: str, timeout_s: float, is_done: Callable[[], bool], progress: bool = False
+    ) -> bool:
+        """Wait up to ``timeout_s`` for ``task_id`` to finish; ``is_done`` re-checks the store.
+
+        ``progress``: wake (and re-check) when the task starts running too.
+        """
         if timeout_s <= 0:
             return is_done()
         self._ensure_listener()
         event = threading.Event()
         with self._lock:
             self._waiters.setdefault(task_id, set()).add(event)
+            if progress:
+                self._progress_waiters.setdefault(task_id, set()).add(event)
         try:
             if is_done():  # finished before we registered: no message will come
                 return True
@@ -55,11 +66,12 @@ class DoneNotifier:
                 event.clear()
         finally:
             with self._lock:
-                waiting = self._waiters.get(task_id)
-                if waiting is not None:
-                    waiting.discard(event)
-                    if not waiting:
-                        del self._waiters[task_id]
+                for registry in (self._waiters, self._progress_waiters):
+                    waiting = registry.get(task_id)
+                    if waiting is not None:
+                        waiting.discard(event)
+                        if not waiting:
+                            del registry[task_id]
 
     def _ensure_listener(self) -> None:
         with self._lock:
@@ -73,7 +85,7 @@ class DoneNotifier:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._channel)
+                pubsub.subscribe(*[c for c in (self._channel, self._progress_channel) if c])
                 self._subscribed.set()
                 self._wake_all()  # anything finished while we were not subscribed
                 backoff = 0.1
@@ -82,7 +94,11 @@ class DoneNotifier:
                     if isinstance(data, bytes):
                         data = data.decode()
                     if isinstance(data, str):
-                        self._wake(data.split())
+                        channel = message.get("channel")
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        progress = channel == self._progress_channel
+                        self._wake(data.split(), self._progress_waiters if progress else self._waiters)
             except redis.RedisError as exc:
                 log.warning("done-notifier lost its subscription (%s); resubscribing", exc)
                 self._subscribed.clear()
@@ -92,9 +108,9 @@ class DoneNotifier:
             finally:
                 pubsub.close()
 
-    def _wake(self, task_ids: list[str]) -> None:
+    def _wake(self, task_ids: list[str], registry: dict[str, set[threading.Event]]) -> None:
         with self._lock:
-            events = [e for t in task_ids for e in self._waiters.get(t, ())]
+            events = [e for t in task_ids for e in registry.get(t, ())]
         for event in events:
             event.set()
 

@@ -63,7 +63,7 @@ class Services:
             redis=client,
             store=store,
             publisher=Publisher(create_celery(settings), settings),
-            notifier=DoneNotifier(client, store.done_channel),
+            notifier=DoneNotifier(client, store.done_channel, store.progress_channel),
             apikeys=ApiKeyStore(client, prefix),
             admission=admission,
             cache=ResponseCache(client, prefix, settings.cache_ttl_s),

@@ -3,7 +3,8 @@
 A record is a hash ``<prefix>:task:<id>`` (status, request, submitted_at, result, error,
 timings) that expires ``task_ttl_s`` after submission. Workers finish records with a
 script that writes only once, so a redelivered message can never replace an answer, and
-announce finished ids on ``<prefix>:done`` so long-polls wake without polling Redis.
+announce finished ids on ``<prefix>:done`` (and ids that started running on
+``<prefix>:progress``) so long-polls and event streams wake without polling Redis.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
 
 _MARK_RUNNING = """
+local marked = {}
 for i, key in ipairs(KEYS) do
   if redis.call('HGET', key, 'status') == 'queued' then
     redis.call('HSET', key, 'status', 'running', 'picked_at', ARGV[1], 'batch_size', ARGV[2])
+    table.insert(marked, ARGV[3 + i])
   end
 end
-return 1
+if #marked > 0 then
+  redis.call('PUBLISH', ARGV[3], table.concat(marked, ' '))
+end
+return #marked
 """
 
 _FINISH = """
@@ -61,6 +67,11 @@ class TaskStore:
     @property
     def done_channel(self) -> str:
         return f"{self._prefix}:done"
+
+    @property
+    def progress_channel(self) -> str:
+        """Where ids of tasks that started running are announced (space-separated)."""
+        return f"{self._prefix}:progress"
 
     def key(self, task_id: str) -> str:
         return f"{self._prefix}:task:{task_id}"
@@ -128,9 +139,13 @@ class TaskStore:
         return [_text(s) for s in pipe.execute()]
 
     def mark_running(self, task_ids: list[str], picked_at: float, batch_size: int) -> None:
-        """Move queued records to running (records already finished are left alone)."""
+        """Move queued records to running (records already finished are left alone) and
+        announce those on ``progress_channel``, in one script."""
         if task_ids:
-            self._mark_running(keys=[self.key(t) for t in task_ids], args=[repr(picked_at), batch_size])
+            self._mark_running(
+                keys=[self.key(t) for t in task_ids],
+                args=[repr(picked_at), batch_size, self.progress_channel, *task_ids],
+            )
 
     def finish(self, outcomes: list[Outcome], finished_at: float) -> list[str]:
         """Write outcomes once each, in one pipeline, and announce them; return the ids written."""

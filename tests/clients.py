@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,3 +104,21 @@ def submit_and_collect(
 
     asyncio.run(main())
     return run
+
+
+def read_events(url: str, headers: dict[str, str], timeout: float = 30) -> list[tuple[str, str, dict]]:
+    """(id, event, data) of an SSE stream, read until the server closes it."""
+    events, fields = [], {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if "event" in fields:
+                    events.append((fields["id"], fields["event"], json.loads(fields["data"])))
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+    return events

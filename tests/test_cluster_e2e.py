@@ -22,7 +22,7 @@ from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.cluster import Cluster
 from batchgate.settings import Settings
 from batching.simulator.answers import answer_for
-from tests.clients import ClientRun, submit_and_collect
+from tests.clients import ClientRun, read_events, submit_and_collect
 from tests.conftest import stack_env
 from tests.harness import first_call_fails_seed, free_port, http_json, wait_until
 
@@ -246,3 +246,17 @@ def test_dashboard_and_its_stream_work_through_nginx(cluster: RunningCluster) ->
             return response.readline() == b"event: metrics\n" and response.readline().startswith(b"data: {")
 
     wait_until(first_event, 30, "a metrics event through nginx")
+
+
+def test_task_events_stream_through_nginx_in_order(cluster: RunningCluster) -> None:
+    cluster.sim_config(overhead_ms=600)
+    headers = {"X-API-Key": cluster.api_key}
+    try:
+        _, _, body = http_json(
+            "POST", f"{cluster.url}/api/v1/tasks", {"prompt": "events via nginx"}, headers=headers
+        )
+        events = read_events(f"{cluster.url}/api/v1/tasks/{body['id']}/events", headers)
+    finally:
+        cluster.sim_config(overhead_ms=150)
+    assert [name for _, name, _ in events] == ["queued", "running", "succeeded"]
+    assert "events via nginx" in events[-1][2]["result"]["text"]

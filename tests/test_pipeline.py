@@ -10,8 +10,8 @@ import time
 import redis
 
 from batching.simulator.answers import answer_for
-from tests.clients import submit_and_collect
-from tests.conftest import Stack
+from tests.clients import read_events, submit_and_collect
+from tests.conftest import Stack, create_key
 from tests.harness import first_call_fails_seed, http_json, wait_until
 
 
@@ -187,3 +187,24 @@ def test_the_same_idempotency_key_gives_one_task_and_one_call(stack: Stack) -> N
     status2, second = submit_wait(stack, body, **{"Idempotency-Key": "order-9"})
     assert status == status2 == 200 and first["id"] == second["id"] and first == second
     assert stack.sim_stats()["items"] == items + 1
+
+
+def test_task_events_stream_queued_running_final_and_resume(stack: Stack) -> None:
+    stack.sim_config(overhead_ms=600)
+    try:
+        _, _, body = http_json(
+            "POST", f"{stack.api}/api/v1/tasks", {"prompt": "stream me"}, headers=stack.headers
+        )
+        url = f"{stack.api}/api/v1/tasks/{body['id']}/events"
+        events = read_events(url, stack.headers)
+    finally:
+        stack.sim_config(overhead_ms=30)
+    assert [(i, name) for i, name, _ in events] == [("1", "queued"), ("2", "running"), ("3", "succeeded")]
+    assert events[1][2]["batch_size"] >= 1
+    assert events[2][2]["result"]["text"] == answer_for("stream me")
+    # Resuming after the running event replays only the final one; after it, nothing.
+    resumed = read_events(url, {**stack.headers, "Last-Event-ID": "2"})
+    assert [(i, name) for i, name, _ in resumed] == [("3", "succeeded")]
+    assert read_events(url, {**stack.headers, "Last-Event-ID": "3"}) == []
+    other = create_key(stack.env, "premium")
+    assert http_json("GET", url, headers={"X-API-Key": other})[0] == 404
