@@ -16,7 +16,15 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, services: Services | None = None) -> Flask:
     """Build the Flask app for ``settings`` (services are built here unless given)."""
-    from api import baseline_view, dashboard_view, health_view, metrics_view, task_events_view, tasks_view
+    from api import (
+        baseline_view,
+        dashboard_view,
+        gemini_view,
+        health_view,
+        metrics_view,
+        task_events_view,
+        tasks_view,
+    )
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -29,6 +37,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(dashboard_view.bp)
     app.register_blueprint(baseline_view.bp)
     app.register_blueprint(task_events_view.bp)
+    app.register_blueprint(gemini_view.bp)
     app.after_request(metrics_view.count_http_request)
     _ensure_demo_key(app.extensions["batchgate"])
     return app

@@ -27,6 +27,19 @@ class Caller:
     burst: int
 
 
+def api_key_sent() -> str:
+    """The key of the request: ``X-API-Key``, or as the Gemini SDK sends it
+    (``x-goog-api-key``, ``?key=``) for the drop-in endpoints; empty if none."""
+    for value in (
+        request.headers.get("X-API-Key"),
+        request.headers.get("x-goog-api-key"),
+        request.args.get("key"),
+    ):
+        if value and value.strip():
+            return value.strip()
+    return ""
+
+
 def authenticate(svc: Services) -> Caller:
     """The caller named by ``X-API-Key``; 401 without a valid key (unless auth is off)."""
     caller, key = _anonymous_or_key(svc)
@@ -52,7 +65,7 @@ def _anonymous_or_key(svc: Services) -> tuple[Caller | None, str]:
     if not settings.auth_enabled:
         address = request.headers.get("X-Real-IP") or request.remote_addr or "unknown"
         return Caller(None, f"ip:{address}", settings.anonymous_rate, settings.anonymous_burst), ""
-    key = request.headers.get("X-API-Key", "").strip()
+    key = api_key_sent()
     if not key:
         raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
     return None, key
@@ -69,7 +82,7 @@ def authenticate_and_admit(svc: Services, read: str | None = None) -> tuple[Call
     """``authenticate`` then ``admit`` in one Redis round trip (the script reads the key's tier);
     ``read``: a string key fetched in that round trip too (``Decision.read_value``)."""
     settings = svc.settings
-    key = request.headers.get("X-API-Key", "").strip()
+    key = api_key_sent()
     if not settings.auth_enabled or not key:
         caller = authenticate(svc)  # anonymous, or the 401 for a missing key
         return caller, admit(svc, caller, read)

@@ -10,7 +10,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.edge import Caller, add_rate_headers, authenticate, authenticate_and_admit, authenticate_and_read
+from api.edge import (
+    Caller,
+    add_rate_headers,
+    api_key_sent,
+    authenticate,
+    authenticate_and_admit,
+    authenticate_and_read,
+)
 from api.errors import ApiError
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
@@ -61,11 +68,17 @@ def show(task_id: str) -> Response:
 def submit_and_wait() -> Response:
     """Enqueue and wait (bounded): 200 with the finished task, else 202 with its Location."""
     svc = services()
-    wait_s = _wait_arg(svc, default=svc.settings.default_sync_wait_s)
-    task_id, record = _submit(svc)
+    task_id, record = submit_and_wait_for(svc, None, _wait_arg(svc, default=svc.settings.default_sync_wait_s))
+    return _respond(task_id, record, accepted_status=202)
+
+
+def submit_and_wait_for(svc: Services, task: TaskRequest | None, wait_s: float) -> tuple[str, dict[str, Any]]:
+    """Submit ``task`` (None: the request's JSON body) with the full edge policy and wait up
+    to ``wait_s`` for it; the record as it then stands. Also the drop-in endpoints' core."""
+    task_id, record = _submit(svc, task)
     if record.get("status") not in TERMINAL:
         record = _wait(svc, task_id, wait_s) or record
-    return _respond(task_id, record, accepted_status=202)
+    return task_id, record
 
 
 def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Response:
@@ -78,13 +91,13 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
     return response
 
 
-def _submit(svc: Services) -> tuple[str, dict[str, Any]]:
+def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[str, Any]]:
     """Validate, authenticate and admit, then answer from the idempotency record or the cache,
     or enqueue. The key lookup, the admission and the cache lookup share one round trip."""
     started = time.perf_counter()
-    if svc.settings.auth_enabled and not request.headers.get("X-API-Key", "").strip():
+    if svc.settings.auth_enabled and not api_key_sent():
         authenticate(svc)  # the 401 comes before any complaint about the body
-    task = _parse_body(svc)
+    task = task or _parse_body(svc)
     message = task.to_message()
     message.setdefault("model", svc.settings.model)
     key = _cache_key_for(svc, task, message)

@@ -16,6 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+from google import genai
+from google.genai import types as genai_types
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchgate.apikeys import ApiKeyStore, new_key
@@ -260,3 +262,25 @@ def test_task_events_stream_through_nginx_in_order(cluster: RunningCluster) -> N
         cluster.sim_config(overhead_ms=150)
     assert [name for _, name, _ in events] == ["queued", "running", "succeeded"]
     assert "events via nginx" in events[-1][2]["result"]["text"]
+
+
+def test_the_google_genai_sdk_through_nginx_is_batched(cluster: RunningCluster) -> None:
+    cluster.sim_reset()
+    sdk = genai.Client(api_key=cluster.api_key, http_options=genai_types.HttpOptions(base_url=cluster.url))
+
+    async def all_of_them() -> list[genai_types.GenerateContentResponse]:
+        try:
+            return await asyncio.gather(
+                *(
+                    sdk.aio.models.generate_content(model="gemini-2.5-flash", contents=f"via nginx {i}")
+                    for i in range(50)
+                )
+            )
+        finally:
+            await sdk.aio.aclose()
+
+    replies = asyncio.run(all_of_them())
+    sdk.close()
+    assert all(f"via nginx {i}" in r.text for i, r in enumerate(replies))
+    stats = cluster.sim_stats()
+    assert stats["items"] == 50 and stats["calls"] <= 50 // 8, stats
