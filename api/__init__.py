@@ -22,6 +22,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
         gemini_view,
         health_view,
         metrics_view,
+        openai_view,
         task_events_view,
         tasks_view,
     )
@@ -38,6 +39,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(baseline_view.bp)
     app.register_blueprint(task_events_view.bp)
     app.register_blueprint(gemini_view.bp)
+    app.register_blueprint(openai_view.bp)
     app.after_request(metrics_view.count_http_request)
     _ensure_demo_key(app.extensions["batchgate"])
     return app

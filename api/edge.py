@@ -28,12 +28,16 @@ class Caller:
 
 
 def api_key_sent() -> str:
-    """The key of the request: ``X-API-Key``, or as the Gemini SDK sends it
-    (``x-goog-api-key``, ``?key=``) for the drop-in endpoints; empty if none."""
+    """The key of the request: ``X-API-Key``, or as the Gemini SDK (``x-goog-api-key``,
+    ``?key=``) or the OpenAI SDK (``Authorization: Bearer``) send it, for the drop-in
+    endpoints; empty if none."""
+    authorization = request.headers.get("Authorization", "")
+    bearer = authorization[7:] if authorization[:7].lower() == "bearer " else ""
     for value in (
         request.headers.get("X-API-Key"),
         request.headers.get("x-goog-api-key"),
         request.args.get("key"),
+        bearer,
     ):
         if value and value.strip():
             return value.strip()

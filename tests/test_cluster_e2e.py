@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import openai
 import pytest
 import redis
 from google import genai
@@ -282,5 +283,26 @@ def test_the_google_genai_sdk_through_nginx_is_batched(cluster: RunningCluster) 
     replies = asyncio.run(all_of_them())
     sdk.close()
     assert all(f"via nginx {i}" in r.text for i, r in enumerate(replies))
+    stats = cluster.sim_stats()
+    assert stats["items"] == 50 and stats["calls"] <= 50 // 8, stats
+
+
+def test_the_openai_sdk_through_nginx_is_batched(cluster: RunningCluster) -> None:
+    cluster.sim_reset()
+
+    async def all_of_them() -> list:
+        async with openai.AsyncOpenAI(api_key=cluster.api_key, base_url=f"{cluster.url}/v1") as client:
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model="gemini-2.5-flash",
+                        messages=[{"role": "user", "content": f"openai via nginx {i}"}],
+                    )
+                    for i in range(50)
+                )
+            )
+
+    replies = asyncio.run(all_of_them())
+    assert all(f"openai via nginx {i}" in r.choices[0].message.content for i, r in enumerate(replies))
     stats = cluster.sim_stats()
     assert stats["items"] == 50 and stats["calls"] <= 50 // 8, stats

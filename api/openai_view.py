@@ -1,0 +1,189 @@
+"""An OpenAI-compatible ``POST /v1/chat/completions``, so the unmodified openai SDK is a client.
+
+The key travels as ``Authorization: Bearer <batchgate key>``. Messages become a batchgate
+task (same edge policy and batching as ``POST /api/v1/task``): system and developer
+messages are the system text, the last user message is the prompt, earlier turns travel as
+context (``{"conversation": [...]}``) until sessions land. ``stream: true`` is answered as
+OpenAI's SSE chunks ending in ``data: [DONE]``; the answer arrives whole (a batched call
+returns whole answers), in one content chunk. Errors come back in OpenAI's error shape.
+Options batchgate cannot honour (``n`` > 1, tools, JSON mode, logprobs) are refused with
+400 rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+from pydantic import ValidationError
+
+from api.edge import add_rate_headers
+from api.errors import ApiError
+from api.schemas import Generation, TaskRequest, parse_task_request
+from api.services import services
+from api.tasks_view import submit_and_wait_for
+from batchgate.taskstore import SUCCEEDED, TERMINAL
+
+bp = Blueprint("openai", __name__)
+bp.after_request(add_rate_headers)
+
+#: Request fields → our Generation fields.
+GENERATION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "stop": "stop_sequences",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+#: Accepted and without effect here.
+IGNORED_FIELDS = {"user", "stream_options", "metadata", "store"}
+ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions() -> Response:
+    """Answer a chat completion from a batched task (JSON, or SSE chunks with ``stream``)."""
+    svc = services()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    task = to_task(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    task_id, record = submit_and_wait_for(svc, task, svc.settings.default_sync_wait_s)
+    status = record.get("status")
+    if status not in TERMINAL:
+        raise ApiError(504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id}")
+    if status != SUCCEEDED:
+        error = record.get("error") or {}
+        raise ApiError(500, str(error.get("code", "failed")), str(error.get("message", "the task failed")))
+    model = str(task.model)
+    result = record["result"]
+    if body.get("stream") is True:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(_chunks(task_id, model, result), mimetype="text/event-stream", headers=headers)
+    return jsonify(to_completion(task_id, model, result))
+
+
+def to_task(body: dict[str, Any], max_prompt_chars: int, max_context_chars: int) -> TaskRequest:
+    """The task for a chat completion request (400 for what cannot be expressed)."""
+    allowed = {"model", "messages", "stream", "n", *GENERATION_FIELDS, *IGNORED_FIELDS}
+    unknown = set(body) - allowed
+    if unknown:
+        raise ApiError(
+            400, "unsupported_parameter", f"not supported by batchgate: {', '.join(sorted(unknown))}"
+        )
+    if body.get("n", 1) != 1:
+        raise ApiError(400, "unsupported_parameter", "n: batchgate answers one choice")
+    if not isinstance(body.get("model"), str):
+        raise ApiError(400, "invalid_request", "model: required, a string")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "invalid_request", "messages: a non-empty list is required")
+    turns = [_message(m) for m in messages]
+    system = [text for role, text in turns if role in ("system", "developer")]
+    dialogue = [(role, text) for role, text in turns if role not in ("system", "developer")]
+    if not dialogue or dialogue[-1][0] != "user":
+        raise ApiError(400, "invalid_request", "messages: the last message must come from the user")
+    fields: dict[str, Any] = {"prompt": dialogue[-1][1], "model": body["model"]}
+    if system:
+        fields["system"] = "\n\n".join(system)
+    if len(dialogue) > 1:
+        fields["context"] = {"conversation": [{"role": r, "text": t} for r, t in dialogue[:-1]]}
+    settings = {GENERATION_FIELDS[k]: v for k, v in body.items() if k in GENERATION_FIELDS and v is not None}
+    if isinstance(settings.get("stop_sequences"), str):
+        settings["stop_sequences"] = [settings["stop_sequences"]]
+    if settings:
+        try:
+            fields["generation"] = Generation.model_validate(settings).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ApiError(400, "invalid_request", f"{first['loc'][0]}: {first['msg']}") from None
+    try:
+        return parse_task_request(fields, max_prompt_chars, max_context_chars)
+    except ApiError as exc:
+        raise ApiError(400, exc.code, exc.message) from None
+
+
+def to_completion(task_id: str, model: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` object for a task's result."""
+    return {
+        "id": f"chatcmpl-{task_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.get("text", "")},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(result),
+    }
+
+
+def _chunks(task_id: str, model: str, result: dict[str, Any]) -> Iterator[str]:
+    """``chat.completion.chunk`` events: the role, the whole answer, the finish, ``[DONE]``."""
+    base = {
+        "id": f"chatcmpl-{task_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+    }
+    deltas: list[tuple[dict[str, Any], str | None]] = [
+        ({"role": "assistant", "content": ""}, None),
+        ({"content": result.get("text", "")}, None),
+        ({}, "stop"),
+    ]
+    for delta, finish in deltas:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _usage(result: dict[str, Any]) -> dict[str, int]:
+    usage = result.get("usage") or {}
+    prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _message(message: Any) -> tuple[str, str]:
+    """(role, text) of a message; only text content is supported."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise ApiError(400, "invalid_request", "each message needs a role")
+    content = message.get("content")
+    if isinstance(content, str):
+        return message["role"], content
+    if isinstance(content, list) and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+        for part in content
+    ):
+        return message["role"], "".join(part["text"] for part in content)
+    raise ApiError(400, "unsupported_content", "only text message content is supported by batchgate")
+
+
+@bp.errorhandler(ApiError)
+def _openai_error(exc: ApiError) -> Response:
+    """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = ERROR_TYPES.get(exc.status, "server_error" if exc.status >= 500 else "invalid_request_error")
+    response = jsonify({"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}})
+    response.status_code = exc.status
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+@bp.errorhandler(redis.RedisError)
+def _unavailable(exc: redis.RedisError) -> Response:
+    return _openai_error(ApiError(503, "redis_unavailable", "the task store is unavailable; retry later"))
