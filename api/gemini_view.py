@@ -1,6 +1,7 @@
 """A Gemini-compatible ``generateContent``, so the unmodified google-genai SDK is a client.
 
-``POST /v1beta/models/<model>:generateContent`` (and ``/v1/...``, the SDK's default), key
+``POST /v1beta/models/<model>:generateContent`` (and ``/v1/...``, the SDK's default, and
+``:streamGenerateContent?alt=sse``), key
 in ``x-goog-api-key``: the request becomes a batchgate task (same admission, cache,
 idempotency and batching as ``POST /api/v1/task``), answered synchronously in Gemini's
 response shape, errors in Gemini's error shape. The last user turn is the prompt; earlier
@@ -11,6 +12,7 @@ than silently dropped.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -58,6 +60,24 @@ GEMINI_STATUS = {
 @bp.post("/v1/models/<model>:generateContent")
 def generate_content(model: str) -> Response:
     """Answer one generateContent call from a batched task."""
+    return jsonify(to_response(_answer(model), model))
+
+
+@bp.post("/v1beta/models/<model>:streamGenerateContent")
+@bp.post("/v1/models/<model>:streamGenerateContent")
+def stream_generate_content(model: str) -> Response:
+    """``?alt=sse``: the answer as Server-Sent Events, one chunk (batched calls return whole
+    answers); without ``alt=sse``, a JSON array of that one chunk, as Gemini does."""
+    chunk = to_response(_answer(model), model)
+    if request.args.get("alt") == "sse":
+        payload = f"data: {json.dumps(chunk, separators=(',', ':'))}\r\n\r\n"
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(payload, mimetype="text/event-stream", headers=headers)
+    return jsonify([chunk])
+
+
+def _answer(model: str) -> dict[str, Any]:
+    """Submit the request's GenerateContentRequest as a task and wait for its result."""
     svc = services()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -72,7 +92,7 @@ def generate_content(model: str) -> Response:
     if status != SUCCEEDED:
         error = record.get("error") or {}
         raise ApiError(500, str(error.get("code", "failed")), str(error.get("message", "the task failed")))
-    return jsonify(to_response(record["result"], model))
+    return record["result"]  # type: ignore[no-any-return]
 
 
 def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context_chars: int) -> TaskRequest:

@@ -85,3 +85,12 @@ def test_errors_come_back_in_geminis_shape(stack: Stack) -> None:
         headers=stack.headers,
     )
     assert status == 400 and body["error"]["status"] == "INVALID_ARGUMENT" and body["error"]["code"] == 400
+
+
+def test_streaming_through_the_sdk(stack: Stack) -> None:
+    with contextlib.closing(client(stack)) as sdk:
+        chunks = list(
+            sdk.models.generate_content_stream(model="gemini-2.5-flash", contents="stream this one")
+        )
+    assert "".join(c.text or "" for c in chunks) == answer_for("stream this one")
+    assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
