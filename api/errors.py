@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
@@ -33,12 +34,25 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
+def json_response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    """``body`` as JSON with ``status`` and extra ``headers``."""
+    response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def redis_unavailable(exc: redis.RedisError) -> ApiError:
+    """The 503 for Redis being down (logged once here)."""
+    log.warning("Redis unavailable: %s", exc)
+    return ApiError(
+        503, "redis_unavailable", "the task store is unavailable; retry later", {"Retry-After": "1"}
+    )
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -61,10 +75,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis_error(exc: redis.RedisError) -> Response:
-        log.warning("Redis unavailable: %s", exc)
-        return error_response(
-            503, "redis_unavailable", "the task store is unavailable; retry later", {"Retry-After": "1"}
-        )
+        return _api_error(redis_unavailable(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
+from api.dropin import finished_result, register_error_shape, request_object
 from api.edge import add_rate_headers
 from api.errors import ApiError
 from api.schemas import Generation, TaskRequest, parse_task_request
 from api.services import services
-from api.tasks_view import submit_and_wait_for
-from batchgate.taskstore import SUCCEEDED, TERMINAL
 
 bp = Blueprint("gemini", __name__)
 bp.after_request(add_rate_headers)
@@ -77,22 +75,10 @@ def stream_generate_content(model: str) -> Response:
 
 
 def _answer(model: str) -> dict[str, Any]:
-    """Submit the request's GenerateContentRequest as a task and wait for its result."""
+    """Submit the request's GenerateContentRequest as a task; its result."""
     svc = services()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
-    task = to_task(body, model, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
-    task_id, record = submit_and_wait_for(svc, task, svc.settings.default_sync_wait_s)
-    status = record.get("status")
-    if status not in TERMINAL:
-        raise ApiError(
-            504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id} for it"
-        )
-    if status != SUCCEEDED:
-        error = record.get("error") or {}
-        raise ApiError(500, str(error.get("code", "failed")), str(error.get("message", "the task failed")))
-    return record["result"]  # type: ignore[no-any-return]
+    task = to_task(request_object(), model, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    return finished_result(svc, task)[1]
 
 
 def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context_chars: int) -> TaskRequest:
@@ -173,24 +159,10 @@ def _turn(content: Any, default_role: str = "user") -> tuple[str, str]:
     return str(content.get("role") or default_role), "".join(texts)
 
 
-@bp.errorhandler(ApiError)
-def _gemini_error(exc: ApiError) -> Response:
-    """Errors in Gemini's shape: ``{"error": {"code", "message", "status"}}``."""
-    response = jsonify(
-        {
-            "error": {
-                "code": exc.status,
-                "message": exc.message,
-                "status": GEMINI_STATUS.get(exc.status, "UNKNOWN"),
-            }
-        }
-    )
-    response.status_code = exc.status
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value
-    return response
+def _gemini_error(exc: ApiError) -> dict[str, Any]:
+    """Gemini's error shape: ``{"error": {"code", "message", "status"}}``."""
+    status = GEMINI_STATUS.get(exc.status, "UNKNOWN")
+    return {"error": {"code": exc.status, "message": exc.message, "status": status}}
 
 
-@bp.errorhandler(redis.RedisError)
-def _unavailable(exc: redis.RedisError) -> Response:
-    return _gemini_error(ApiError(503, "redis_unavailable", "the task store is unavailable; retry later"))
+register_error_shape(bp, _gemini_error)

@@ -17,16 +17,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 
+from api.dropin import finished_result, register_error_shape, request_object
 from api.edge import add_rate_headers
 from api.errors import ApiError
 from api.schemas import Generation, TaskRequest, parse_task_request
 from api.services import services
-from api.tasks_view import submit_and_wait_for
-from batchgate.taskstore import SUCCEEDED, TERMINAL
 
 bp = Blueprint("openai", __name__)
 bp.after_request(add_rate_headers)
@@ -56,19 +54,10 @@ ERROR_TYPES = {
 def chat_completions() -> Response:
     """Answer a chat completion from a batched task (JSON, or SSE chunks with ``stream``)."""
     svc = services()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    body = request_object()
     task = to_task(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
-    task_id, record = submit_and_wait_for(svc, task, svc.settings.default_sync_wait_s)
-    status = record.get("status")
-    if status not in TERMINAL:
-        raise ApiError(504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id}")
-    if status != SUCCEEDED:
-        error = record.get("error") or {}
-        raise ApiError(500, str(error.get("code", "failed")), str(error.get("message", "the task failed")))
+    task_id, result = finished_result(svc, task)
     model = str(task.model)
-    result = record["result"]
     if body.get("stream") is True:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return Response(_chunks(task_id, model, result), mimetype="text/event-stream", headers=headers)
@@ -173,17 +162,10 @@ def _message(message: Any) -> tuple[str, str]:
     raise ApiError(400, "unsupported_content", "only text message content is supported by batchgate")
 
 
-@bp.errorhandler(ApiError)
-def _openai_error(exc: ApiError) -> Response:
-    """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+def _openai_error(exc: ApiError) -> dict[str, Any]:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
     kind = ERROR_TYPES.get(exc.status, "server_error" if exc.status >= 500 else "invalid_request_error")
-    response = jsonify({"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}})
-    response.status_code = exc.status
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value
-    return response
+    return {"error": {"message": exc.message, "type": kind, "param": None, "code": exc.code}}
 
 
-@bp.errorhandler(redis.RedisError)
-def _unavailable(exc: redis.RedisError) -> Response:
-    return _openai_error(ApiError(503, "redis_unavailable", "the task store is unavailable; retry later"))
+register_error_shape(bp, _openai_error)

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import openai
+from google import genai
+from google.genai import types
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 
@@ -122,3 +125,38 @@ def read_events(url: str, headers: dict[str, str], timeout: float = 30) -> list[
                 name, _, value = line.partition(": ")
                 fields[name] = value
     return events
+
+
+def gemini_sdk_replies(base_url: str, api_key: str, prompts: list[str]) -> list[Any]:
+    """One concurrent ``generate_content`` per prompt with the unmodified google-genai SDK."""
+    sdk = genai.Client(api_key=api_key, http_options=types.HttpOptions(base_url=base_url))
+
+    async def all_of_them() -> list[Any]:
+        try:
+            return await asyncio.gather(
+                *(sdk.aio.models.generate_content(model="gemini-2.5-flash", contents=p) for p in prompts)
+            )
+        finally:
+            await sdk.aio.aclose()  # on the loop that opened its session
+
+    try:
+        return asyncio.run(all_of_them())
+    finally:
+        sdk.close()
+
+
+def openai_sdk_replies(base_url: str, api_key: str, prompts: list[str]) -> list[Any]:
+    """One concurrent chat completion per prompt with the unmodified openai SDK."""
+
+    async def all_of_them() -> list[Any]:
+        async with openai.AsyncOpenAI(api_key=api_key, base_url=f"{base_url}/v1") as client:
+            return await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model="gemini-2.5-flash", messages=[{"role": "user", "content": p}]
+                    )
+                    for p in prompts
+                )
+            )
+
+    return asyncio.run(all_of_them())

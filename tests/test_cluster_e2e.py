@@ -14,18 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import openai
 import pytest
 import redis
-from google import genai
-from google.genai import types as genai_types
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.cluster import Cluster
 from batchgate.settings import Settings
 from batching.simulator.answers import answer_for
-from tests.clients import ClientRun, read_events, submit_and_collect
+from tests.clients import ClientRun, gemini_sdk_replies, openai_sdk_replies, read_events, submit_and_collect
 from tests.conftest import stack_env
 from tests.harness import first_call_fails_seed, free_port, http_json, wait_until
 
@@ -267,21 +264,7 @@ def test_task_events_stream_through_nginx_in_order(cluster: RunningCluster) -> N
 
 def test_the_google_genai_sdk_through_nginx_is_batched(cluster: RunningCluster) -> None:
     cluster.sim_reset()
-    sdk = genai.Client(api_key=cluster.api_key, http_options=genai_types.HttpOptions(base_url=cluster.url))
-
-    async def all_of_them() -> list[genai_types.GenerateContentResponse]:
-        try:
-            return await asyncio.gather(
-                *(
-                    sdk.aio.models.generate_content(model="gemini-2.5-flash", contents=f"via nginx {i}")
-                    for i in range(50)
-                )
-            )
-        finally:
-            await sdk.aio.aclose()
-
-    replies = asyncio.run(all_of_them())
-    sdk.close()
+    replies = gemini_sdk_replies(cluster.url, cluster.api_key, [f"via nginx {i}" for i in range(50)])
     assert all(f"via nginx {i}" in r.text for i, r in enumerate(replies))
     stats = cluster.sim_stats()
     assert stats["items"] == 50 and stats["calls"] <= 50 // 8, stats
@@ -289,20 +272,7 @@ def test_the_google_genai_sdk_through_nginx_is_batched(cluster: RunningCluster) 
 
 def test_the_openai_sdk_through_nginx_is_batched(cluster: RunningCluster) -> None:
     cluster.sim_reset()
-
-    async def all_of_them() -> list:
-        async with openai.AsyncOpenAI(api_key=cluster.api_key, base_url=f"{cluster.url}/v1") as client:
-            return await asyncio.gather(
-                *(
-                    client.chat.completions.create(
-                        model="gemini-2.5-flash",
-                        messages=[{"role": "user", "content": f"openai via nginx {i}"}],
-                    )
-                    for i in range(50)
-                )
-            )
-
-    replies = asyncio.run(all_of_them())
+    replies = openai_sdk_replies(cluster.url, cluster.api_key, [f"openai via nginx {i}" for i in range(50)])
     assert all(f"openai via nginx {i}" in r.choices[0].message.content for i, r in enumerate(replies))
     stats = cluster.sim_stats()
     assert stats["items"] == 50 and stats["calls"] <= 50 // 8, stats

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import pytest
@@ -10,6 +9,7 @@ from google import genai
 from google.genai import errors, types
 
 from batching.simulator.answers import answer_for
+from tests.clients import gemini_sdk_replies
 from tests.conftest import Stack
 from tests.harness import http_json
 
@@ -25,21 +25,7 @@ def client(stack: Stack, key: str | None = None, api_version: str | None = None)
 
 def test_fifty_concurrent_sdk_calls_succeed_and_are_batched(stack: Stack) -> None:
     stack.sim_reset()
-    sdk = client(stack)
-
-    async def ask(i: int) -> types.GenerateContentResponse:
-        return await sdk.aio.models.generate_content(
-            model="gemini-2.5-flash", contents=f"drop-in question {i}"
-        )
-
-    async def all_of_them() -> list[types.GenerateContentResponse]:
-        try:
-            return await asyncio.gather(*(ask(i) for i in range(50)))
-        finally:
-            await sdk.aio.aclose()  # on the loop that opened its session
-
-    replies = asyncio.run(all_of_them())
-    sdk.close()
+    replies = gemini_sdk_replies(stack.api, stack.api_key, [f"drop-in question {i}" for i in range(50)])
     assert [r.text for r in replies] == [answer_for(f"drop-in question {i}") for i in range(50)]
     assert all(r.usage_metadata and r.usage_metadata.total_token_count for r in replies)
     stats = stack.sim_stats()

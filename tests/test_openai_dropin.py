@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import openai
 import pytest
 
 from batching.simulator.answers import answer_for
+from tests.clients import openai_sdk_replies
 from tests.conftest import Stack
 from tests.harness import http_json
 
 
 def test_fifty_concurrent_chat_completions_succeed_and_are_batched(stack: Stack) -> None:
     stack.sim_reset()
-
-    async def all_of_them() -> list:
-        async with openai.AsyncOpenAI(api_key=stack.api_key, base_url=f"{stack.api}/v1") as client:
-            return await asyncio.gather(
-                *(
-                    client.chat.completions.create(
-                        model="gemini-2.5-flash",
-                        messages=[{"role": "user", "content": f"openai question {i}"}],
-                    )
-                    for i in range(50)
-                )
-            )
-
-    replies = asyncio.run(all_of_them())
+    replies = openai_sdk_replies(stack.api, stack.api_key, [f"openai question {i}" for i in range(50)])
     assert [r.choices[0].message.content for r in replies] == [
         answer_for(f"openai question {i}") for i in range(50)
     ]
