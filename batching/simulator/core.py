@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from batching.simulator.protocol import GenerateRequest
 from batching.simulator.slots import Slots
 from batching.simulator.stats import Stats
 from batching.tokens import estimate_tokens
+
+#: generateContent bodies kept for ``GET /_sim/requests``.
+REQUEST_LOG_SIZE = 1000
 
 
 class CallFailed(Exception):
@@ -58,6 +62,9 @@ class Simulator:
         self.quota = QuotaWindow()
         self.slots = Slots(settings.max_concurrent)
         self.stats = Stats()
+        #: The newest generateContent bodies as received (``GET /_sim/requests``), for tests
+        #: that check what reached the model: settings, system text, prior turns.
+        self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
 
     @property
     def config(self) -> SimulatorSettings:
@@ -75,6 +82,7 @@ class Simulator:
     def reset(self) -> None:
         """Zero the stats, empty the quota window and restart the fault sequence from the seed."""
         self.stats.reset()
+        self.requests.clear()
         self.quota.clear()
         self.faults.reseed(self._config.seed)
 

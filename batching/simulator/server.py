@@ -53,6 +53,7 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/_sim/stats", _stats)
     app.router.add_post("/_sim/reset", _reset)
+    app.router.add_get("/_sim/requests", _requests)
     app.router.add_get("/_sim/config", _get_config)
     app.router.add_post("/_sim/config", _set_config)
     return app
@@ -187,6 +188,8 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
         if method == "countTokens" and isinstance(body, dict) and "generateContentRequest" in body:
             body = body["generateContentRequest"]
         call = parse_generate_request(body)
+        if method != "countTokens":
+            sim.requests.append({"model": model, "method": method, "body": body})
     except BadRequest as exc:
         sim.stats.bad_requests += 1
         return _error(400, "INVALID_ARGUMENT", str(exc))
@@ -238,6 +241,16 @@ async def _health(request: web.Request) -> web.Response:
 async def _stats(request: web.Request) -> web.Response:
     """Report what the simulator did since start or the last reset."""
     return web.json_response(request.app[SIMULATOR_KEY].stats.as_dict())
+
+
+async def _requests(request: web.Request) -> web.Response:
+    """The newest generateContent bodies, oldest first (``?limit=N``, default all kept)."""
+    log = list(request.app[SIMULATOR_KEY].requests)
+    try:
+        limit = int(request.query.get("limit", len(log)))
+    except ValueError:
+        return _error(400, "INVALID_ARGUMENT", "limit must be an integer")
+    return web.json_response({"requests": log[-limit:] if limit > 0 else []})
 
 
 async def _reset(request: web.Request) -> web.Response:
