@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -16,6 +17,9 @@ from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls,
 from batching.retry import RetryPolicy, backoff_delay
 from batching.tokens import estimate_tokens
 from batching.types import InferenceRequest, InferenceResult, ModelCall, ModelCallError, ModelReply
+
+#: Receives a streamed request's text chunks: (request id, attempt number, text).
+DeltaSink = Callable[[str, int, str], None]
 
 #: Extra output tokens granted to a packed call for its JSON framing, per item.
 PACKED_FRAMING_OUTPUT_TOKENS = 24
@@ -59,26 +63,39 @@ class BatchInferenceEngine:
         self._jitter = jitter
         self._clock = clock
 
-    async def run(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
-        """Answer every request; never raises for a model failure."""
+    async def run(
+        self, requests: Sequence[InferenceRequest], on_delta: DeltaSink | None = None
+    ) -> list[InferenceResult]:
+        """Answer every request; never raises for a model failure. Streamed requests report
+        their text chunks to ``on_delta`` as they arrive."""
         ids = [r.id for r in requests]
         if len(set(ids)) != len(ids):
             raise ValueError("request ids in one batch must be unique")
         started = self._clock()
         plans = plan_calls(list(requests), self._limits)
-        answered = await asyncio.gather(*(self._run_plan(plan, started) for plan in plans))
+        answered = await asyncio.gather(*(self._run_plan(plan, started, on_delta) for plan in plans))
         by_id = {result.id: result for results in answered for result in results}
         return [by_id[request_id] for request_id in ids]
 
-    async def _run_plan(self, plan: CallPlan, started: float) -> list[InferenceResult]:
+    async def _run_plan(
+        self, plan: CallPlan, started: float, on_delta: DeltaSink | None
+    ) -> list[InferenceResult]:
         if not plan.packed:
-            return [await self._run_single(plan.requests[0], started)]
+            request = plan.requests[0]
+            on_text = None
+            if request.stream and on_delta is not None:
+                on_text = functools.partial(on_delta, request.id)
+            return [await self._run_single(request, started, on_text=on_text)]
         return await self._run_packed(plan, started)
 
     async def _run_single(
-        self, request: InferenceRequest, started: float, prior_attempts: int = 0
+        self,
+        request: InferenceRequest,
+        started: float,
+        prior_attempts: int = 0,
+        on_text: Callable[[int, str], None] | None = None,
     ) -> InferenceResult:
-        outcome = await self._call(self._single_call(request), started)
+        outcome = await self._call(self._single_call(request), started, on_text)
         attempts = prior_attempts + outcome.attempts
         if outcome.reply is None:
             return self._failure(request, outcome, attempts, items_in_call=1)
@@ -135,7 +152,13 @@ class BatchInferenceEngine:
             parts = (f"Context (JSON):\n{context}", request.prompt)
         generation = dict(request.generation)
         generation["max_output_tokens"] = output_budget(request, self._limits)
-        return ModelCall(model=request.model, parts=parts, system=request.system, generation=generation)
+        return ModelCall(
+            model=request.model,
+            parts=parts,
+            system=request.system,
+            generation=generation,
+            history=request.history,
+        )
 
     def _packed_call(self, plan: CallPlan, local_ids: dict[str, InferenceRequest]) -> ModelCall:
         first = plan.requests[0]
@@ -156,9 +179,12 @@ class BatchInferenceEngine:
             response_schema=ANSWER_SCHEMA,
         )
 
-    async def _call(self, call: ModelCall, started: float) -> _CallOutcome:
+    async def _call(
+        self, call: ModelCall, started: float, on_text: Callable[[int, str], None] | None = None
+    ) -> _CallOutcome:
         """Make one call, retrying 429/5xx/timeouts with backoff, within the concurrency slots
-        and at the pace of the RPM quota (every attempt takes a turn)."""
+        and at the pace of the RPM quota (every attempt takes a turn). With ``on_text`` the
+        call streams, and each chunk is reported with its attempt number."""
         attempt = 0
         while True:
             attempt += 1
@@ -168,7 +194,10 @@ class BatchInferenceEngine:
             async with self._slots:
                 sent = self._clock()
                 try:
-                    reply = await self._client.generate(call)
+                    if on_text is None:
+                        reply = await self._client.generate(call)
+                    else:
+                        reply = await self._client.generate_stream(call, functools.partial(on_text, attempt))
                 except ModelCallError as exc:
                     error = exc
                 except Exception as exc:  # an SDK or transport surprise: give up on this call only

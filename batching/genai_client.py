@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from google import genai
@@ -28,41 +30,67 @@ class GenaiModelClient:
 
     async def generate(self, call: ModelCall) -> ModelReply:
         """Send ``call``; translate every failure into a ``ModelCallError``."""
-        parts = [types.Part(text=text) for text in call.parts]
-        config = _config(call)
-        try:
+        async with _translated_errors():
             response = await self._client.aio.models.generate_content(
-                model=call.model,
-                contents=[types.Content(role="user", parts=parts)],
-                config=config,
+                model=call.model, contents=_contents(call), config=_config(call)
             )
-        except errors.APIError as exc:
-            raise _api_error(exc) from exc
-        except TimeoutError as exc:
-            raise ModelCallError("model_timeout", "Gemini call timed out", retryable=True) from exc
-        except OSError as exc:
-            raise ModelCallError("model_unreachable", f"cannot reach Gemini: {exc}", retryable=True) from exc
-        except Exception as exc:
-            if _is_transport_error(exc):
-                raise ModelCallError(
-                    "model_unreachable", f"{type(exc).__name__}: {exc}", retryable=True
-                ) from exc
-            raise
+        return _reply(_text_of(response), response)
 
-        text = _text_of(response)
-        if text is None:
-            reason = _finish_reason(response)
-            raise ModelCallError("model_empty_answer", f"Gemini returned no text (finish reason {reason})")
-        usage = response.usage_metadata
-        return ModelReply(
-            text=text,
-            input_tokens=(usage.prompt_token_count or 0) if usage else 0,
-            output_tokens=(usage.candidates_token_count or 0) if usage else 0,
-        )
+    async def generate_stream(self, call: ModelCall, on_text: Callable[[str], None]) -> ModelReply:
+        """Send ``call`` as ``streamGenerateContent``, reporting each chunk's text as it arrives."""
+        chunks: list[str] = []
+        last: types.GenerateContentResponse | None = None
+        async with _translated_errors():
+            stream = await self._client.aio.models.generate_content_stream(
+                model=call.model, contents=_contents(call), config=_config(call)
+            )
+            async for chunk in stream:
+                last = chunk
+                text = _text_of(chunk)
+                if text:
+                    chunks.append(text)
+                    on_text(text)
+        return _reply("".join(chunks) if chunks else None, last)
 
     async def aclose(self) -> None:
         """Close the pooled HTTP connections."""
         await self._client.aio.aclose()
+
+
+@asynccontextmanager
+async def _translated_errors() -> AsyncIterator[None]:
+    """Turn the SDK's and the transport's exceptions into ``ModelCallError``."""
+    try:
+        yield
+    except errors.APIError as exc:
+        raise _api_error(exc) from exc
+    except TimeoutError as exc:
+        raise ModelCallError("model_timeout", "Gemini call timed out", retryable=True) from exc
+    except OSError as exc:
+        raise ModelCallError("model_unreachable", f"cannot reach Gemini: {exc}", retryable=True) from exc
+    except Exception as exc:
+        if _is_transport_error(exc):
+            raise ModelCallError("model_unreachable", f"{type(exc).__name__}: {exc}", retryable=True) from exc
+        raise
+
+
+def _contents(call: ModelCall) -> list[types.Content]:
+    """Prior turns, then the user turn."""
+    contents = [types.Content(role=role, parts=[types.Part(text=text)]) for role, text in call.history]
+    contents.append(types.Content(role="user", parts=[types.Part(text=text) for text in call.parts]))
+    return contents
+
+
+def _reply(text: str | None, response: types.GenerateContentResponse | None) -> ModelReply:
+    if text is None:
+        reason = _finish_reason(response) if response is not None else "no response"
+        raise ModelCallError("model_empty_answer", f"Gemini returned no text (finish reason {reason})")
+    usage = response.usage_metadata if response is not None else None
+    return ModelReply(
+        text=text,
+        input_tokens=(usage.prompt_token_count or 0) if usage else 0,
+        output_tokens=(usage.candidates_token_count or 0) if usage else 0,
+    )
 
 
 def _config(call: ModelCall) -> types.GenerateContentConfig:

@@ -50,15 +50,19 @@ def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[
     """Split requests into calls: groups that can share a call, packed first-fit in order.
 
     Requests share a call only with the same model, system text, generation settings and
-    strategy. ``concurrent`` gives every request its own call; ``pack`` fills calls up to
+    strategy; a request with conversation history, or streamed, always has a call of its own.
+    ``concurrent`` gives every request its own call; ``pack`` fills calls up to
     the item and input-token limits; ``auto`` also keeps the items' summed output budgets
     within the per-call output limit, so a long answer is never squeezed into a packed one.
     """
     groups: dict[str, list[InferenceRequest]] = {}
+    plans: list[CallPlan] = []
     for request in requests:
+        if request.history or request.stream:  # turns go as turns; a stream cannot be packed
+            plans.append(CallPlan((request,)))
+            continue
         groups.setdefault(request.group_key(limits.default_strategy), []).append(request)
 
-    plans: list[CallPlan] = []
     for members in groups.values():
         strategy = members[0].strategy or limits.default_strategy
         if strategy == "concurrent":

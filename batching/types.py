@@ -23,6 +23,11 @@ class InferenceRequest:
     generation: dict[str, Any] = field(default_factory=dict)
     #: ``auto``, ``pack`` or ``concurrent``; None = the engine's default.
     strategy: str | None = None
+    #: Prior turns of a conversation as (role, text), role ``user`` or ``model``, oldest
+    #: first; a request with history is sent alone, with its turns as Gemini contents.
+    history: tuple[tuple[str, str], ...] = ()
+    #: Stream the answer: sent alone, its text chunks reported as they arrive.
+    stream: bool = False
 
     def group_key(self, default_strategy: str) -> str:
         """Requests with the same key may share one model call."""
@@ -60,9 +65,11 @@ class ModelCall:
     """One ``generateContent`` call, independent of the SDK."""
 
     model: str
-    #: Text parts of the single user turn; the last one is the prompt itself.
+    #: Text parts of the (last) user turn; the last one is the prompt itself.
     parts: tuple[str, ...]
     system: str | None = None
+    #: Prior turns as (role, text), sent before the user turn.
+    history: tuple[tuple[str, str], ...] = ()
     generation: dict[str, Any] = field(default_factory=dict)
     #: When set, ask for JSON output that follows this (Gemini) schema.
     response_schema: dict[str, Any] | None = None
