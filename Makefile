@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps dashboard run test lint format docs apikey warm-cache loadtest bench scaletest baseline clean
+.PHONY: help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -57,6 +57,9 @@ lint: install ## ruff (lint and format check) and mypy
 format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+migrate: system-deps $(STAMP) ## apply the preferences database's migrations (DATABASE_URL; unset: SQLite in the run folder)
+	$(BIN)/python -m batchgate.database_cli migrate
 
 apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premium; default free)
 	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free)

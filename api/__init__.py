@@ -9,6 +9,7 @@ from flask import Flask
 
 from api.errors import register_error_handlers
 from api.services import Services
+from batchgate.database import DatabaseUnavailable
 from batchgate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
         health_view,
         metrics_view,
         openai_view,
+        preferences_view,
+        sessions_view,
         task_events_view,
         tasks_view,
     )
@@ -40,8 +43,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(task_events_view.bp)
     app.register_blueprint(gemini_view.bp)
     app.register_blueprint(openai_view.bp)
+    app.register_blueprint(sessions_view.bp)
+    app.register_blueprint(preferences_view.bp)
     app.after_request(metrics_view.count_http_request)
     _ensure_demo_key(app.extensions["batchgate"])
+    _migrate_database(app.extensions["batchgate"])
     return app
 
 
@@ -56,3 +62,17 @@ def _ensure_demo_key(svc: Services) -> None:
             svc.apikeys.create("premium", "demo (BATCHGATE_DEMO_API_KEY)", key=key)
     except redis.RedisError as exc:
         log.warning("could not register the demo API key yet: %s", exc)
+
+
+def _migrate_database(svc: Services) -> None:
+    """Bring the preferences schema up to date; if the database cannot be reached, start
+    anyway: the preference endpoints answer 503 and the first use tries again."""
+    try:
+        svc.database.ensure_migrated()
+    except DatabaseUnavailable as exc:
+        log.warning(
+            "preferences database %s unavailable at start (%s); preference endpoints answer 503 "
+            "until it can be reached",
+            svc.database.describe_url(),
+            exc,
+        )

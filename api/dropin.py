@@ -3,7 +3,8 @@ task's result out, and errors in the foreign API's own shape."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -35,6 +36,66 @@ def finished_result(svc: Services, task: TaskRequest) -> tuple[str, dict[str, An
         error = record.get("error") or {}
         raise ApiError(500, str(error.get("code", "failed")), str(error.get("message", "the task failed")))
     return task_id, record["result"]
+
+
+def streamed_task(svc: Services, task: TaskRequest) -> tuple[str, dict[str, Any]]:
+    """Submit ``task`` to be streamed (``stream: true``) with the full edge policy; its id and
+    record at once, so refusals are still plain HTTP errors before any event is sent."""
+    return submit_and_wait_for(svc, task.model_copy(update={"stream": True}), 0.0)
+
+
+def relay(svc: Services, task_id: str, record: dict[str, Any]) -> Iterator[str | dict[str, Any] | ApiError]:
+    """A streamed task as it happens: each chunk of text, then the result (a dict), or an
+    ApiError in its place. Chunks are those of one attempt: if the model call is retried
+    after chunks were relayed, the stream ends with an error rather than repeat itself."""
+    deadline = time.monotonic() + svc.settings.default_sync_wait_s
+    current: dict[str, Any] | None = record
+    deltas: list[dict[str, Any]] = []
+    relayed, attempt, sent_text = 0, None, False
+    while True:
+        if current is None:
+            yield ApiError(500, "expired", f"the task {task_id} expired")
+            return
+        fresh = deltas[relayed:]
+        if attempt is None and fresh:  # start with the newest attempt's chunks
+            attempt = fresh[-1].get("attempt")
+            fresh = [d for d in fresh if d.get("attempt") == attempt]
+        for delta in fresh:
+            if delta.get("attempt") != attempt:
+                where = f"poll /api/v1/tasks/{task_id}"
+                yield ApiError(
+                    502, "stream_interrupted", f"the model stream broke off and is retried; {where}"
+                )
+                return
+            yield str(delta.get("text", ""))
+            sent_text = True
+        relayed = len(deltas)
+        status = current.get("status")
+        if status == SUCCEEDED:
+            result = dict(current.get("result") or {})
+            if sent_text:
+                result["text"] = ""  # already sent, chunk by chunk
+            yield result
+            return
+        if status in TERMINAL:
+            error = current.get("error") or {}
+            yield ApiError(
+                500, str(error.get("code", "failed")), str(error.get("message", "the task failed"))
+            )
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            yield ApiError(
+                504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id}"
+            )
+            return
+
+        def changed(seen: int = len(deltas)) -> bool:
+            nonlocal current, deltas
+            current, deltas = svc.store.get_with_deltas(task_id)
+            return current is None or current.get("status") in TERMINAL or len(deltas) > seen
+
+        svc.notifier.wait(task_id, remaining, changed, progress=True)
 
 
 def register_error_shape(bp: Blueprint, shape: Callable[[ApiError], dict[str, Any]]) -> None:

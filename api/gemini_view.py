@@ -1,11 +1,12 @@
 """A Gemini-compatible ``generateContent``, so the unmodified google-genai SDK is a client.
 
-``POST /v1beta/models/<model>:generateContent`` (and ``/v1/...``, the SDK's default, and
-``:streamGenerateContent?alt=sse``), key
+``POST /v1beta/models/<model>:generateContent`` (and ``/v1/...``, the SDK's default), key
 in ``x-goog-api-key``: the request becomes a batchgate task (same admission, cache,
 idempotency and batching as ``POST /api/v1/task``), answered synchronously in Gemini's
-response shape, errors in Gemini's error shape. The last user turn is the prompt; earlier
-turns travel as context (``{"conversation": [...]}``) until sessions land; generation
+response shape, errors in Gemini's error shape. ``:streamGenerateContent?alt=sse`` streams:
+the task gets a model call of its own and its chunks are relayed as they arrive. The last
+user turn is the prompt; earlier turns travel as context (``{"conversation": [...]}``,
+the client holds the conversation, as with Gemini itself); generation
 settings the task API does not take (e.g. ``responseSchema``) are refused with 400 rather
 than silently dropped.
 """
@@ -13,12 +14,13 @@ than silently dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 from pydantic import ValidationError
 
-from api.dropin import finished_result, register_error_shape, request_object
+from api.dropin import finished_result, register_error_shape, relay, request_object, streamed_task
 from api.edge import add_rate_headers
 from api.errors import ApiError
 from api.schemas import Generation, TaskRequest, parse_task_request
@@ -64,14 +66,27 @@ def generate_content(model: str) -> Response:
 @bp.post("/v1beta/models/<model>:streamGenerateContent")
 @bp.post("/v1/models/<model>:streamGenerateContent")
 def stream_generate_content(model: str) -> Response:
-    """``?alt=sse``: the answer as Server-Sent Events, one chunk (batched calls return whole
-    answers); without ``alt=sse``, a JSON array of that one chunk, as Gemini does."""
-    chunk = to_response(_answer(model), model)
-    if request.args.get("alt") == "sse":
-        payload = f"data: {json.dumps(chunk, separators=(',', ':'))}\r\n\r\n"
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return Response(payload, mimetype="text/event-stream", headers=headers)
-    return jsonify([chunk])
+    """``?alt=sse``: the task is streamed and each chunk the model sends is relayed as an SSE
+    event, the last one with the finish reason and usage; without ``alt=sse``, a JSON array
+    of one chunk with the whole answer."""
+    if request.args.get("alt") != "sse":
+        return jsonify([to_response(_answer(model), model)])
+    svc = services()
+    task = to_task(request_object(), model, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    task_id, record = streamed_task(svc, task)
+
+    def events() -> Iterator[str]:
+        for piece in relay(svc, task_id, record):
+            if isinstance(piece, ApiError):
+                body = _gemini_error(piece)
+            elif isinstance(piece, str):
+                body = _chunk(piece, model)
+            else:
+                body = to_response(piece, model)
+            yield f"data: {json.dumps(body, separators=(',', ':'))}\r\n\r\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(events()), mimetype="text/event-stream", headers=headers)
 
 
 def _answer(model: str) -> dict[str, Any]:
@@ -138,6 +153,14 @@ def to_response(result: dict[str, Any], model: str) -> dict[str, Any]:
             "totalTokenCount": prompt_tokens + output_tokens,
         },
         "modelVersion": result.get("model") or model,
+    }
+
+
+def _chunk(text: str, model: str) -> dict[str, Any]:
+    """A streamed GenerateContentResponse carrying one chunk of text."""
+    return {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
+        "modelVersion": model,
     }
 
 

@@ -3,9 +3,10 @@
 The key travels as ``Authorization: Bearer <batchgate key>``. Messages become a batchgate
 task (same edge policy and batching as ``POST /api/v1/task``): system and developer
 messages are the system text, the last user message is the prompt, earlier turns travel as
-context (``{"conversation": [...]}``) until sessions land. ``stream: true`` is answered as
-OpenAI's SSE chunks ending in ``data: [DONE]``; the answer arrives whole (a batched call
-returns whole answers), in one content chunk. Errors come back in OpenAI's error shape.
+context (``{"conversation": [...]}``: the client holds the conversation, as with OpenAI).
+``stream: true`` is answered as OpenAI's SSE chunks ending in ``data: [DONE]``: the task
+gets a model call of its own and each chunk the model sends is relayed as it arrives.
+Errors come back in OpenAI's error shape.
 Options batchgate cannot honour (``n`` > 1, tools, JSON mode, logprobs) are refused with
 400 rather than silently ignored.
 """
@@ -17,10 +18,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, stream_with_context
 from pydantic import ValidationError
 
-from api.dropin import finished_result, register_error_shape, request_object
+from api.dropin import finished_result, register_error_shape, relay, request_object, streamed_task
 from api.edge import add_rate_headers
 from api.errors import ApiError
 from api.schemas import Generation, TaskRequest, parse_task_request
@@ -56,11 +57,13 @@ def chat_completions() -> Response:
     svc = services()
     body = request_object()
     task = to_task(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
-    task_id, result = finished_result(svc, task)
     model = str(task.model)
     if body.get("stream") is True:
+        task_id, record = streamed_task(svc, task)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return Response(_chunks(task_id, model, result), mimetype="text/event-stream", headers=headers)
+        events = stream_with_context(_chunks(task_id, model, relay(svc, task_id, record)))
+        return Response(events, mimetype="text/event-stream", headers=headers)
+    task_id, result = finished_result(svc, task)
     return jsonify(to_completion(task_id, model, result))
 
 
@@ -122,22 +125,31 @@ def to_completion(task_id: str, model: str, result: dict[str, Any]) -> dict[str,
     }
 
 
-def _chunks(task_id: str, model: str, result: dict[str, Any]) -> Iterator[str]:
-    """``chat.completion.chunk`` events: the role, the whole answer, the finish, ``[DONE]``."""
+def _chunks(task_id: str, model: str, pieces: Iterator[str | dict[str, Any] | ApiError]) -> Iterator[str]:
+    """``chat.completion.chunk`` events: the role, each chunk of the answer as the model sends
+    it, the finish with usage, ``[DONE]``; an error mid-stream as OpenAI's error object."""
     base = {
         "id": f"chatcmpl-{task_id}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
     }
-    deltas: list[tuple[dict[str, Any], str | None]] = [
-        ({"role": "assistant", "content": ""}, None),
-        ({"content": result.get("text", "")}, None),
-        ({}, "stop"),
-    ]
-    for delta, finish in deltas:
-        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-        yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    for piece in pieces:
+        if isinstance(piece, ApiError):
+            yield f"data: {json.dumps(_openai_error(piece), separators=(',', ':'))}\n\n"
+            return
+        if isinstance(piece, str):
+            yield event({"content": piece})
+            continue
+        if piece.get("text"):
+            yield event({"content": piece["text"]})
+        yield event({}, "stop", usage=_usage(piece))
     yield "data: [DONE]\n\n"
 
 

@@ -8,21 +8,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import ApiError
+from batchgate.generation import MODEL_NAME, Generation
 
-
-class Generation(BaseModel):
-    """Gemini generation settings a client may set (snake_case, as the SDK names them)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=1, le=1000)
-    max_output_tokens: int | None = Field(default=None, ge=1, le=65536)
-    stop_sequences: list[str] | None = Field(default=None, max_length=5)
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+#: Client-chosen ids (sessions, users): safe in Redis keys, URLs and logs.
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 
 
 class TaskRequest(BaseModel):
@@ -33,11 +22,18 @@ class TaskRequest(BaseModel):
     prompt: str = Field(min_length=1)
     system: str | None = Field(default=None, max_length=100_000)
     context: dict[str, Any] | None = None
-    model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+    model: str | None = Field(default=None, pattern=MODEL_NAME)
     generation: Generation | None = None
     strategy: Literal["auto", "pack", "concurrent"] | None = None
     #: False: neither read nor write the response cache for this request.
     cache: bool | None = None
+    #: Stream the model's answer: its chunks arrive as ``delta`` events (the task gets a
+    #: model call of its own instead of sharing one).
+    stream: bool | None = None
+    #: A conversation: prior turns are sent with the prompt, and this turn is appended.
+    session_id: str | None = Field(default=None, pattern=IDENTIFIER)
+    #: Whose stored preferences fill in the fields this request leaves out.
+    user_id: str | None = Field(default=None, pattern=IDENTIFIER)
 
     def to_message(self) -> dict[str, Any]:
         """The request as it travels to the worker: only the fields the client set."""

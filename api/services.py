@@ -10,19 +10,22 @@ from flask import current_app
 from api.done_notifier import DoneNotifier
 from api.metrics_feed import MetricsFeed
 from api.prometheus import http_counter_key
-from api.publisher import Publisher
 from api.request_counter import RequestCounter
 from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
 from batchgate.baseline_store import BaselineStore
+from batchgate.database import Database, create_database_engine
 from batchgate.idempotency import IdempotencyStore
 from batchgate.metrics_store import InferenceMetricsCollector
+from batchgate.preferences import PreferenceStore
 from batchgate.response_cache import ResponseCache
+from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from workers.app import create_celery
 from workers.metrics_publisher import channel as metrics_channel
 from workers.metrics_publisher import latest_key as metrics_latest_key
+from workers.publisher import Publisher
 
 
 @dataclass
@@ -40,6 +43,10 @@ class Services:
     metrics_feed: MetricsFeed
     http_requests: RequestCounter
     baselines: BaselineStore
+    sessions: SessionStore
+    #: The preferences database (engine built here; connected and migrated on first use).
+    database: Database
+    preferences: PreferenceStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -52,6 +59,7 @@ class Services:
             health_check_interval=30,
         )
         client = redis.Redis(connection_pool=pool)
+        database = Database(create_database_engine(settings))
         store = TaskStore(client, settings.key_prefix, settings.task_ttl_s)
         prefix = settings.key_prefix
         admission = Admission(
@@ -72,6 +80,9 @@ class Services:
             metrics_feed=MetricsFeed(client, metrics_channel(prefix), metrics_latest_key(prefix)),
             http_requests=RequestCounter(client, http_counter_key(prefix)),
             baselines=BaselineStore(client, prefix),
+            sessions=SessionStore(client, prefix, settings.session_ttl_s, settings.session_max_turns),
+            database=database,
+            preferences=PreferenceStore(database.engine),
         )
 
 

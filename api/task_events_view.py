@@ -1,19 +1,22 @@
-"""A task's progress as Server-Sent Events: ``queued``, ``running``, then ``succeeded``/``failed``.
+"""A task's progress as Server-Sent Events: ``queued``, ``running``, ``delta``..., then
+``succeeded``/``failed``.
 
-Events are derived from the task record in Redis, so any replica serves any stream and a
-reconnecting client resumes where it left off: each event has a fixed id (1 queued,
-2 running, 3 final), and ``Last-Event-ID`` (or ``?last_event_id=``) skips those already
-seen. The stream wakes on the workers' announcements (tasks starting to run, tasks
-finishing: ``DoneNotifier``), never by polling, sends a comment every ``KEEPALIVE_S`` while
-idle, and closes after the final event (or after ``MAX_STREAM_S``; reconnect to go on).
-The model's answer is not streamed token by token: batched calls return whole answers.
+Events are derived from the task record and its streamed chunks in Redis, so any replica
+serves any stream and a reconnecting client resumes where it left off: event ids are
+1 queued, 2 running, 3... one per ``delta`` (a chunk of a task submitted with
+``"stream": true``), and the final event comes last (id 3 when nothing was streamed);
+``Last-Event-ID`` (or ``?last_event_id=``) skips those already seen. The stream wakes on the
+workers' announcements (tasks starting, chunks, finishes: ``DoneNotifier``), never by
+polling, sends a comment every ``KEEPALIVE_S`` while idle, and closes after the final event
+(or after ``MAX_STREAM_S``; reconnect to go on). A batched (unstreamed) task has no deltas:
+its call returns whole answers.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -29,20 +32,24 @@ bp = Blueprint("task_events", __name__, url_prefix="/api/v1")
 KEEPALIVE_S = 15.0
 #: A stream closes after this long even if the task is not finished; the client reconnects.
 MAX_STREAM_S = 600.0
-QUEUED_ID, RUNNING_ID, FINAL_ID = 1, 2, 3
+QUEUED_ID, RUNNING_ID, FIRST_DELTA_ID = 1, 2, 3
 
 
-def events_of(task_id: str, record: dict[str, Any]) -> list[tuple[int, str, dict[str, Any]]]:
-    """The events a record has reached, in order: (id, name, data)."""
+def events_of(
+    task_id: str, record: dict[str, Any], deltas: Sequence[dict[str, Any]] = ()
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """The events a record (and its chunks, all of them) has reached, in order: (id, name, data)."""
     events: list[tuple[int, str, dict[str, Any]]] = []
     if not record.get("cached"):
         events.append((QUEUED_ID, "queued", {"id": task_id, "submitted_at": record.get("submitted_at")}))
     if record.get("picked_at") is not None:
         running = {"id": task_id, "batch_size": record.get("batch_size"), "picked_at": record["picked_at"]}
         events.append((RUNNING_ID, "running", running))
+    for index, delta in enumerate(deltas):
+        events.append((FIRST_DELTA_ID + index, "delta", {"id": task_id, **delta}))
     status = record.get("status")
     if status in TERMINAL:
-        events.append((FINAL_ID, str(status), task_body(task_id, record)))
+        events.append((FIRST_DELTA_ID + len(deltas), str(status), task_body(task_id, record)))
     return events
 
 
@@ -58,7 +65,7 @@ def task_events(task_id: str) -> Response:
         last_seen = int(raw)
     except ValueError:
         raise ApiError(
-            400, "invalid_last_event_id", "Last-Event-ID must be an event id (1, 2 or 3)"
+            400, "invalid_last_event_id", "Last-Event-ID must be an event id (an integer)"
         ) from None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     stream = _stream(svc, task_id, record, last_seen)
@@ -67,14 +74,14 @@ def task_events(task_id: str) -> Response:
 
 def _stream(svc: Services, task_id: str, record: dict[str, Any], last_seen: int) -> Iterator[str]:
     deadline = time.monotonic() + MAX_STREAM_S
-    current: dict[str, Any] | None = record
+    current: dict[str, Any] | None
+    current, deltas = svc.store.get_with_deltas(task_id) if record.get("picked_at") else (record, [])
     while True:
         if current is None:  # expired while we watched
-            yield _event(
-                FINAL_ID, "failed", {"id": task_id, "status": "failed", "error": {"code": "expired"}}
-            )
+            expired = {"id": task_id, "status": "failed", "error": {"code": "expired"}}
+            yield _event(max(last_seen + 1, FIRST_DELTA_ID), "failed", expired)
             return
-        for event_id, name, data in events_of(task_id, current):
+        for event_id, name, data in events_of(task_id, current, deltas):
             if event_id > last_seen:
                 yield _event(event_id, name, data)
                 last_seen = event_id
@@ -82,10 +89,12 @@ def _stream(svc: Services, task_id: str, record: dict[str, Any], last_seen: int)
             return
 
         def changed(seen: int = last_seen) -> bool:
-            """Re-read the record: has it reached an event beyond ``seen`` (or expired)?"""
-            nonlocal current
-            current = svc.store.get(task_id)
-            return current is None or max((e[0] for e in events_of(task_id, current)), default=0) > seen
+            """Re-read the record and chunks: is there an event beyond ``seen`` (or expired)?"""
+            nonlocal current, deltas
+            current, deltas = svc.store.get_with_deltas(task_id)
+            if current is None:
+                return True
+            return max((e[0] for e in events_of(task_id, current, deltas)), default=0) > seen
 
         if not svc.notifier.wait(
             task_id, min(KEEPALIVE_S, deadline - time.monotonic()), changed, progress=True

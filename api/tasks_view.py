@@ -21,6 +21,7 @@ from api.edge import (
 from api.errors import ApiError
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
+from api.user_preferences import with_preferences
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.taskstore import TERMINAL
@@ -97,7 +98,8 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     started = time.perf_counter()
     if svc.settings.auth_enabled and not api_key_sent():
         authenticate(svc)  # the 401 comes before any complaint about the body
-    task = task or _parse_body(svc)
+    sent = task or _parse_body(svc)
+    task = with_preferences(svc, sent)
     message = task.to_message()
     message.setdefault("model", svc.settings.model)
     key = _cache_key_for(svc, task, message)
@@ -109,7 +111,8 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     if idempotency_key:
         if len(idempotency_key) > 255:
             raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
-        body_hash = hashlib.sha256(json.dumps(task.model_dump(), sort_keys=True).encode()).hexdigest()
+        # The body as sent: a retry is the same request even if the user's preferences changed.
+        body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
         claim = svc.idempotency.claim(owner, idempotency_key, body_hash, task_id)
         if claim.conflict:
             raise ApiError(
@@ -121,6 +124,11 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
                 return claim.task_id, original
 
     submitted_at = time.time()
+    if task.session_id:
+        seq = svc.sessions.claim_turn(task.session_id, owner, submitted_at)
+        if seq is None:
+            raise ApiError(409, "session_conflict", f"session {task.session_id!r} belongs to another API key")
+        message["session_seq"] = seq
     if key is not None:
         cached = svc.cache.decode(decision.read_value)
         if cached is not None:
@@ -160,8 +168,8 @@ def _parse_body(svc: Services) -> TaskRequest:
 def _cache_key_for(svc: Services, task: TaskRequest, message: dict[str, Any]) -> str | None:
     """The response-cache key, or None when this request must bypass the cache."""
     settings = svc.settings
-    if not settings.cache_enabled or task.cache is False:
-        return None
+    if not settings.cache_enabled or task.cache is False or task.session_id:
+        return None  # a conversation's answer depends on its history
     context_text = json.dumps(task.context, ensure_ascii=False) if task.context else ""
     if is_time_sensitive((task.prompt, task.system or "", context_text), settings.bypass_words):
         return None

@@ -101,11 +101,13 @@ def programs(settings: Settings, run_dir: Path, *, start_redis: bool) -> list[Pr
 
 
 def redis_argv(settings: Settings, run_dir: Path) -> tuple[str, ...]:
-    """A throw-away Redis: loopback only, nothing persisted."""
+    """Redis on loopback only: throw-away by default, or with an append-only file in the run
+    folder (``BATCHGATE_REDIS_APPENDONLY``; fsync every second, and in full on shutdown)."""
     exe = binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
     port = str(redis_port(settings))
-    no_persistence = ("--save", "", "--appendonly", "no")
-    return (exe, "--bind", "127.0.0.1", "--port", port, *no_persistence, "--dir", str(run_dir))
+    aof = "yes" if settings.redis_appendonly else "no"
+    persistence = ("--save", "", "--appendonly", aof, "--appendfsync", "everysec")
+    return (exe, "--bind", "127.0.0.1", "--port", port, *persistence, "--dir", str(run_dir))
 
 
 def api_argv(settings: Settings, port: int, gunicorn: str = "gunicorn") -> tuple[str, ...]:

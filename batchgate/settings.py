@@ -56,14 +56,26 @@ class Settings:
     # --- Redis and queues -------------------------------------------------------
     #: Redis for the broker, task records and notifications.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: ``make run``'s own Redis (started when none answers at redis_url) keeps an append-only
+    #: file in the run folder, so a restart loses nothing (``make chaos`` turns it on).
+    redis_appendonly: bool = False
     #: Prefix of every Redis key batchgate writes (several stacks can share a Redis).
     key_prefix: str = "bg"
     #: Celery queue the API publishes inference requests to.
     queue: str = "batchgate"
     #: How long a task record (request, status, result) lives after submission.
     task_ttl_s: int = 86400
-    #: A message taken by a worker that died is redelivered after this long.
+    #: A message taken by a worker that died is redelivered after this long; must cover the
+    #: longest batch (window + Gemini timeout and backoff per attempt + session order wait).
     visibility_timeout_s: int = 600
+    #: A task still queued or running this long after submission (or its last recovery) is
+    #: re-enqueued by the orphan sweeper; must exceed the visibility timeout, so that the
+    #: broker's own redelivery goes first.
+    orphan_after_s: int = 900
+    #: Re-enqueues of one task before the sweeper fails it (``lost_in_transit``).
+    orphan_max_recoveries: int = 3
+    #: How often beat runs the orphan sweeper.
+    orphan_sweep_interval_s: float = 15.0
 
     # --- Model ----------------------------------------------------------------------
     #: Default Gemini model when a request names none.
@@ -173,6 +185,20 @@ class Settings:
     #: Longest context accepted, in characters of its JSON (422 beyond).
     max_context_chars: int = 100_000
 
+    # --- Conversations and user preferences ------------------------------------------------
+    #: A conversation's history expires this long after its last use.
+    session_ttl_s: int = 3600
+    #: Prior turns sent with a session's task, in estimated tokens (oldest dropped first).
+    session_history_tokens: int = 8000
+    #: Turns kept per session in Redis (a user turn and an answer are two).
+    session_max_turns: int = 200
+    #: How long a session's task waits for its predecessor (on another worker) to land.
+    session_order_wait_s: float = 30.0
+    #: Preferences database (SQLAlchemy URL); empty = ``DATABASE_URL``, else SQLite in the run folder.
+    database_url: str = ""
+    #: Connections each process keeps to the preferences database.
+    database_pool_size: int = 5
+
     # --- PerformanceBaseline and LatencyDriftSignal ----------------------------------------
     #: Live window compared with the baseline on every metrics run (whole 10 s slots).
     drift_window_s: int = 60
@@ -215,6 +241,8 @@ class Settings:
         simulator = _load(SimulatorSettings, env, "BATCHGATE_SIM_")
         settings = _load(cls, env, "BATCHGATE_", simulator=simulator)
         settings = dataclasses.replace(settings, gemini_api_key=env.get("GEMINI_API_KEY", ""))
+        if not settings.database_url and env.get("DATABASE_URL"):
+            settings = dataclasses.replace(settings, database_url=env["DATABASE_URL"])
         settings.validate()
         return settings
 
@@ -237,9 +265,25 @@ class Settings:
             raise SettingsError("need 1 <= BATCHGATE_DRIFT_WARN_RATIO <= BATCHGATE_DRIFT_RATIO")
         if not 0.0 < self.drift_ks_alpha < 1.0:
             raise SettingsError("BATCHGATE_DRIFT_KS_ALPHA must be between 0 and 1")
+        if self.visibility_timeout_s < self.longest_batch_s:
+            raise SettingsError(
+                f"BATCHGATE_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) is shorter than the longest "
+                f"batch ({self.longest_batch_s:.0f} s): a slow batch would be delivered twice"
+            )
+        if self.orphan_after_s <= self.visibility_timeout_s:
+            raise SettingsError("BATCHGATE_ORPHAN_AFTER_S must exceed BATCHGATE_VISIBILITY_TIMEOUT_S")
         for name in ("drift_min_samples", "drift_enter_after", "drift_exit_after"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
+
+    @property
+    def longest_batch_s(self) -> float:
+        """The longest a batch may legitimately hold its messages: the flush window, every
+        attempt of a call timing out with the longest backoff between, and a conversation
+        turn waiting for its predecessor."""
+        attempts = self.retry_attempts
+        calls = attempts * self.gemini_timeout_s + (attempts - 1) * self.retry_max_s
+        return self.batch_window_ms / 1000 + calls + self.session_order_wait_s
 
     @property
     def uses_simulator(self) -> bool:

@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 
+from batchgate.sessions import Landing
+
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
 
@@ -32,13 +34,31 @@ end
 return #marked
 """
 
+# KEYS[2] is the in-flight index the task leaves. KEYS[3], KEYS[4] (a session's hash and
+# turn list) are given for a session's task: its turns land with the answer, once, and only
+# in order (an older turn that lands after a newer one, having been waited for in vain, is
+# answered but not appended).
 _FINISH = """
+redis.call('ZREM', KEYS[2], ARGV[6])
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'succeeded' or status == 'failed' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result', ARGV[2], 'error', ARGV[3],
            'timings', ARGV[4], 'finished_at', ARGV[5])
+if #KEYS == 4 then
+  local seq = tonumber(ARGV[7])
+  local applied = tonumber(redis.call('HGET', KEYS[3], 'applied') or '0')
+  if seq > applied then
+    for i = 10, #ARGV do
+      redis.call('RPUSH', KEYS[4], ARGV[i])
+    end
+    redis.call('LTRIM', KEYS[4], -tonumber(ARGV[9]), -1)
+    redis.call('HSET', KEYS[3], 'applied', seq)
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+  redis.call('EXPIRE', KEYS[4], ARGV[8])
+end
 return 1
 """
 
@@ -52,6 +72,8 @@ class Outcome:
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     timings: dict[str, Any]
+    #: For a session's task: the turns to land with it.
+    landing: Landing | None = None
 
 
 class TaskStore:
@@ -76,11 +98,18 @@ class TaskStore:
     def key(self, task_id: str) -> str:
         return f"{self._prefix}:task:{task_id}"
 
+    @property
+    def inflight_key(self) -> str:
+        """Sorted set of unfinished task ids, scored by submission (or last recovery) time:
+        what the orphan sweeper scans."""
+        return f"{self._prefix}:inflight"
+
     def create(
         self, task_id: str, request: dict[str, Any], submitted_at: float, owner: str | None = None
     ) -> None:
-        """Write a new queued record (before the message is published, so a fast worker finds it)."""
-        self._write_new(task_id, {"status": QUEUED}, request, submitted_at, owner)
+        """Write a new queued record (before the message is published, so a fast worker finds
+        it) and enter it in the in-flight index."""
+        self._write_new(task_id, {"status": QUEUED}, request, submitted_at, owner, inflight=True)
 
     def create_cached(
         self,
@@ -106,6 +135,7 @@ class TaskStore:
         request: dict[str, Any],
         submitted_at: float,
         owner: str | None,
+        inflight: bool = False,
     ) -> None:
         key = self.key(task_id)
         fields = {
@@ -117,10 +147,59 @@ class TaskStore:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
         pipe.expire(key, self._ttl_s)
+        if inflight:
+            pipe.zadd(self.inflight_key, {task_id: submitted_at})
         pipe.execute()
 
     def delete(self, task_id: str) -> None:
-        self._redis.delete(self.key(task_id))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(self.key(task_id), self.deltas_key(task_id))
+        pipe.zrem(self.inflight_key, task_id)
+        pipe.execute()
+
+    def overdue(self, older_than: float, limit: int = 500) -> list[tuple[str, dict[str, Any] | None]]:
+        """In-flight tasks entered (or last recovered) before ``older_than``, with their records
+        (None where the record is gone), oldest first."""
+        ids = self._redis.zrangebyscore(self.inflight_key, "-inf", older_than, start=0, num=limit)
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hgetall(self.key(_text(task_id) or ""))
+        return [(_text(t) or "", self.decode(raw)) for t, raw in zip(ids, pipe.execute(), strict=True)]
+
+    def note_recovery(self, task_id: str, now: float) -> int:
+        """Count a re-enqueue of the task and restart its in-flight clock; the new count."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(self.key(task_id), "recoveries", 1)
+        pipe.zadd(self.inflight_key, {task_id: now})
+        return int(pipe.execute()[0])
+
+    def forget(self, task_ids: list[str]) -> None:
+        """Drop ids from the in-flight index (finished or expired records)."""
+        if task_ids:
+            self._redis.zrem(self.inflight_key, *task_ids)
+
+    def deltas_key(self, task_id: str) -> str:
+        """A streamed task's text chunks, as they arrived: JSON ``{"attempt", "text"}``."""
+        return f"{self._prefix}:task:{task_id}:deltas"
+
+    def append_delta(self, task_id: str, attempt: int, text: str) -> None:
+        """Record a chunk of a streamed answer and wake the task's event streams."""
+        key = self.deltas_key(task_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps({"attempt": attempt, "text": text}, ensure_ascii=False))
+        pipe.expire(key, self._ttl_s)
+        pipe.publish(self.progress_channel, task_id)
+        pipe.execute()
+
+    def get_with_deltas(
+        self, task_id: str, first: int = 0
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The record and its streamed chunks from index ``first`` on, in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self.key(task_id))
+        pipe.lrange(self.deltas_key(task_id), first, -1)
+        raw, deltas = pipe.execute()
+        return self.decode(raw), [json.loads(_text(d) or "{}") for d in deltas]
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         """The record as a dict with JSON fields decoded, or None if unknown or expired."""
@@ -148,22 +227,26 @@ class TaskStore:
             )
 
     def finish(self, outcomes: list[Outcome], finished_at: float) -> list[str]:
-        """Write outcomes once each, in one pipeline, and announce them; return the ids written."""
+        """Write outcomes once each (landing a session's turns with its answer), in one
+        pipeline, and announce them; return the ids written."""
         if not outcomes:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for outcome in outcomes:
-            self._finish(
-                keys=[self.key(outcome.task_id)],
-                args=[
-                    outcome.status,
-                    _dumps(outcome.result),
-                    _dumps(outcome.error),
-                    _dumps(outcome.timings),
-                    repr(finished_at),
-                ],
-                client=pipe,
-            )
+            keys = [self.key(outcome.task_id), self.inflight_key]
+            args: list[Any] = [
+                outcome.status,
+                _dumps(outcome.result),
+                _dumps(outcome.error),
+                _dumps(outcome.timings),
+                repr(finished_at),
+                outcome.task_id,
+            ]
+            landing = outcome.landing
+            if landing is not None:
+                keys += [landing.meta_key, landing.turns_key]
+                args += [landing.seq, landing.ttl_s, landing.max_turns, *landing.turns]
+            self._finish(keys=keys, args=args, client=pipe)
         written = [o.task_id for o, ok in zip(outcomes, pipe.execute(), strict=True) if ok]
         if written:
             self._redis.publish(self.done_channel, " ".join(written))
@@ -188,7 +271,7 @@ def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
             record[name] = json.loads(text) if text else None
         elif name in ("submitted_at", "picked_at", "finished_at"):
             record[name] = float(text) if text else None
-        elif name == "batch_size":
+        elif name in ("batch_size", "recoveries"):
             record[name] = int(text) if text else None
         elif name == "cached":
             record[name] = text == "1"

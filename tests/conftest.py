@@ -22,6 +22,7 @@ from tests.harness import (
     start_worker,
     wait_until,
 )
+from tests.pg import throwaway_database
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +111,13 @@ def stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
     finally:
         for proc in (api, worker, sim):
             proc.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for the session (tests/pg.py), dropped at the end."""
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -428,7 +428,17 @@ def test_compose_file_validates_against_the_compose_spec() -> None:
 def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     compose = YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "simulator", "api", "worker", "beat", "flower", "nginx", "locust"}
+    assert set(services) == {
+        "redis",
+        "postgres",
+        "simulator",
+        "api",
+        "worker",
+        "beat",
+        "flower",
+        "nginx",
+        "locust",
+    }
     defaults = Settings.from_env({})
     in_container = Settings.from_env({"BATCHGATE_API_HOST": "0.0.0.0"})
     assert services["api"]["command"] == list(api_argv(in_container, COMPOSE_API_PORT))
@@ -439,6 +449,15 @@ def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     assert services["simulator"]["command"] == ["python", "-m", "batching.simulator"]
     for name in ("simulator", "api", "worker", "beat", "flower", "nginx"):
         assert services[name]["environment"]["BATCHGATE_REDIS_URL"] == "redis://redis:6379/0"
+
+    # User preferences: the API reaches PostgreSQL (a named volume) once it is healthy.
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:16")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert "pgdata" in compose["volumes"]
+    assert any(volume.startswith("pgdata:") for volume in postgres["volumes"])
+    assert services["api"]["environment"]["DATABASE_URL"].startswith("postgresql://")
+    assert services["api"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
 
     # The load test: the official image, the repo's locustfile, only on request.
     locust = services["locust"]

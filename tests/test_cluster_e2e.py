@@ -276,3 +276,57 @@ def test_the_openai_sdk_through_nginx_is_batched(cluster: RunningCluster) -> Non
     assert all(f"openai via nginx {i}" in r.choices[0].message.content for i, r in enumerate(replies))
     stats = cluster.sim_stats()
     assert stats["items"] == 50 and stats["calls"] <= 50 // 8, stats
+
+
+def test_a_five_turn_conversation_over_three_replicas_survives_killing_them_all(
+    cluster: RunningCluster,
+) -> None:
+    """Turns go to the replicas in turn; all three die (and are restarted) mid-conversation."""
+    session = f"e2e-chat-{os.getpid()}-{time.monotonic_ns()}"
+    prompts = [f"{session} turn {n}: and what comes after step {n}?" for n in range(1, 6)]
+    replicas = [f"http://127.0.0.1:{port}" for port in cluster.settings.api_ports]
+    names = [f"api-{port}" for port in cluster.settings.api_ports]
+
+    def submit(n: int) -> str:
+        status, _, body = http_json(
+            "POST",
+            f"{replicas[n % 3]}/api/v1/tasks",
+            {"prompt": prompts[n], "session_id": session},
+            headers=cluster.headers,
+        )
+        assert status == 202, body
+        return str(body["id"])
+
+    cluster.sim_reset()
+    cluster.sim_config(overhead_ms=400)  # keep turns in flight while the replicas die
+    try:
+        ids = [submit(n) for n in range(3)]  # back to back, one per replica
+        old = {name: cluster.cluster.kill(name) for name in names}
+        for name in names:
+            wait_until(lambda name=name: cluster.cluster.pid(name) != old[name], 30, f"{name} restarted")
+        for url in replicas:
+            wait_until(lambda url=url: http_json("GET", f"{url}/health")[0] == 200, 30, f"{url} healthy")
+        ids += [submit(n) for n in range(3, 5)]
+        tasks = []
+        for task_id in ids:
+            status, _, task = http_json(
+                "GET", f"{cluster.url}/api/v1/tasks/{task_id}?wait=30", timeout=40, headers=cluster.headers
+            )
+            assert status == 200, task
+            tasks.append(task)
+    finally:
+        cluster.sim_config(overhead_ms=150)
+
+    assert [t["status"] for t in tasks] == ["succeeded"] * 5, tasks
+    assert [t["result"]["text"] for t in tasks] == [answer_for(p) for p in prompts]
+    assert [t["finished_at"] for t in tasks] == sorted(t["finished_at"] for t in tasks)
+    status, _, body = http_json("GET", f"{cluster.url}/api/v1/sessions/{session}", headers=cluster.headers)
+    assert status == 200, body
+    expected = [turn for p in prompts for turn in (("user", p), ("model", answer_for(p)))]
+    assert [(t["role"], t["text"]) for t in body["turns"]] == expected
+    # The model saw each turn with exactly the turns before it.
+    calls = http_json("GET", f"{cluster.sim}/_sim/requests")[2]["requests"]
+    for n, prompt in enumerate(prompts[1:], start=1):  # a first turn has no history: it may be packed
+        (call,) = [c for c in calls if c["body"]["contents"][-1]["parts"][-1]["text"] == prompt]
+        seen = [(c.get("role", "user"), c["parts"][0]["text"]) for c in call["body"]["contents"]]
+        assert seen == [*expected[: 2 * n], ("user", prompt)]

@@ -80,3 +80,7 @@ def test_streaming_through_the_sdk(stack: Stack) -> None:
         )
     assert "".join(c.text or "" for c in chunks) == answer_for("stream this one")
     assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    # The model's own chunks are relayed (the simulator streams an answer in several).
+    assert len([c for c in chunks if c.text]) >= 2, chunks
+    assert chunks[-1].usage_metadata.total_token_count > 0
+    assert stack.sim_stats()["stream_calls"] >= 1

@@ -39,6 +39,8 @@ def test_streaming_system_messages_and_history(stack: Stack) -> None:
         chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert "What is my name?" in text
+    assert len([c for c in chunks if c.choices[0].delta.content]) >= 2, chunks  # relayed as they came
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
 
 

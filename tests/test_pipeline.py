@@ -208,3 +208,29 @@ def test_task_events_stream_queued_running_final_and_resume(stack: Stack) -> Non
     assert read_events(url, {**stack.headers, "Last-Event-ID": "3"}) == []
     other = create_key(stack.env, "premium")
     assert http_json("GET", url, headers={"X-API-Key": other})[0] == 404
+
+
+def test_a_streamed_task_sends_its_chunks_as_delta_events_in_order(stack: Stack) -> None:
+    """``"stream": true``: the worker streams the model call and each chunk becomes an event."""
+    stack.sim_config(overhead_ms=600)  # the stream opens while the task is still queued
+    prompt = "stream me in chunks, please, with a somewhat longer answer to split"
+    try:
+        _, _, body = http_json(
+            "POST", f"{stack.api}/api/v1/tasks", {"prompt": prompt, "stream": True}, headers=stack.headers
+        )
+        url = f"{stack.api}/api/v1/tasks/{body['id']}/events"
+        events = read_events(url, stack.headers)
+    finally:
+        stack.sim_config(overhead_ms=30)
+    names = [name for _, name, _ in events]
+    assert names[:2] == ["queued", "running"] and names[-1] == "succeeded", names
+    deltas = [data for _, name, data in events if name == "delta"]
+    assert len(deltas) >= 2, names  # the simulator streams an answer in several chunks
+    assert [int(i) for i, _, _ in events] == list(range(1, len(events) + 1))
+    final = events[-1][2]
+    assert "".join(d["text"] for d in deltas) == final["result"]["text"] == answer_for(prompt)
+    assert {d["attempt"] for d in deltas} == {1}
+    # Resuming after the first chunk replays the rest, in order.
+    resumed = read_events(url, {**stack.headers, "Last-Event-ID": "3"})
+    assert [(i, n) for i, n, _ in resumed] == [(i, n) for i, n, _ in events[3:]]
+    assert stack.sim_stats()["stream_calls"] >= 1

@@ -10,6 +10,7 @@ from batchgate.settings import Settings
 INFER_TASK = "batchgate.infer"
 WARM_CACHE_TASK = "batchgate.warm_cache"
 PUBLISH_METRICS_TASK = "batchgate.publish_metrics"
+RECOVER_ORPHANS_TASK = "batchgate.recover_orphans"
 #: How often beat asks for a metrics snapshot.
 METRICS_INTERVAL_S = 2.0
 
@@ -24,7 +25,10 @@ def create_celery(settings: Settings) -> Celery:
 
     Messages are acknowledged only after their batch has stored every result
     (``acks_late``); a worker that dies leaves them unacknowledged, and Redis redelivers
-    them after ``visibility_timeout_s``. Only JSON crosses the broker.
+    them after ``visibility_timeout_s`` (kombu's Redis transport reads it from
+    ``broker_transport_options``; a consuming worker restores overdue messages every few
+    seconds). What even that misses, the orphan sweeper re-enqueues. Only JSON crosses the
+    broker.
     """
     app = Celery("batchgate", broker=settings.redis_url, backend=settings.redis_url)
     transport_options = {"visibility_timeout": settings.visibility_timeout_s}
@@ -40,6 +44,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             WARM_CACHE_TASK: {"queue": housekeeping_queue(settings)},
             PUBLISH_METRICS_TASK: {"queue": housekeeping_queue(settings)},
+            RECOVER_ORPHANS_TASK: {"queue": housekeeping_queue(settings)},
         },
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
@@ -53,6 +58,11 @@ def create_celery(settings: Settings) -> Celery:
                 "task": PUBLISH_METRICS_TASK,
                 "schedule": METRICS_INTERVAL_S,
                 "options": {"expires": METRICS_INTERVAL_S * 2},
+            },
+            "recover-orphans": {
+                "task": RECOVER_ORPHANS_TASK,
+                "schedule": settings.orphan_sweep_interval_s,
+                "options": {"expires": settings.orphan_sweep_interval_s * 2},
             },
         },
     )

@@ -7,7 +7,10 @@ as a failed outcome for exactly the requests it concerns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,10 +18,15 @@ from typing import Any
 
 from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
 from batchgate.response_cache import ResponseCache
+from batchgate.sessions import SessionTurn
 from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
 from batching.types import STRATEGIES, InferenceRequest, InferenceResult
+from workers.conversation_rounds import ConversationRounds
 
 log = logging.getLogger(__name__)
+
+#: Which worker process answered, in every task's timings (``host:pid``).
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -41,14 +49,19 @@ def process_batch(
     default_model: str,
     cache: ResponseCache | None = None,
     metrics: InferenceMetricsCollector | None = None,
+    conversations: ConversationRounds | None = None,
 ) -> list[Outcome]:
     """Answer a batch of deliveries, store one outcome per request, fill the cache, record metrics.
 
-    Returns one outcome per request it ran (none for one already answered or expired).
+    Conversation turns are answered in order, in rounds (``conversations``), and land in
+    their session with their answer. Returns one outcome per request it ran (none for one
+    already answered or expired).
     """
     picked_at = time.time()
     try:
-        return _process(deliveries, store, run_engine, default_model, picked_at, cache, metrics)
+        return _process(
+            deliveries, store, run_engine, default_model, picked_at, cache, metrics, conversations
+        )
     except Exception:
         log.exception("batch of %d failed; marking its requests failed", len(deliveries))
         ids = list(dict.fromkeys(d.task_id for d in deliveries))
@@ -70,6 +83,7 @@ def _process(
     picked_at: float,
     cache: ResponseCache | None,
     metrics: InferenceMetricsCollector | None,
+    conversations: ConversationRounds | None,
 ) -> list[Outcome]:
     unique = list({d.task_id: d for d in deliveries}.values())  # a redelivery may share a batch
     statuses = store.statuses([d.task_id for d in unique])
@@ -90,10 +104,24 @@ def _process(
             outcomes.append(Outcome(delivery.task_id, FAILED, None, error, {}))
 
     store.mark_running([r.id for r in requests], picked_at, len(requests))
-    results = run_engine(requests) if requests else []
     by_id = {d.task_id: d for d in live}
-    outcomes.extend(_outcome(result, by_id[result.id], picked_at, len(requests)) for result in results)
-    written = set(store.finish(outcomes, time.time()))
+    turns = [session_turn(by_id[r.id]) if conversations else None for r in requests]
+    rounds = conversations.rounds(requests, turns) if conversations else iter([requests])
+    written: set[str] = set()
+    landed = 0  # outcomes[:landed] are written; each round lands before the next is read
+    for round_requests in rounds:
+        for result in run_engine(round_requests) if round_requests else []:
+            outcome = _outcome(result, by_id[result.id], picked_at, len(requests))
+            turn = session_turn(by_id[result.id])
+            if conversations is not None and turn is not None:
+                answer = outcome.result["text"] if outcome.result else None
+                prompt = by_id[result.id].payload["request"]["prompt"]
+                landing = conversations.sessions.landing(turn, result.id, prompt, answer, time.time())
+                outcome = dataclasses.replace(outcome, landing=landing)
+            outcomes.append(outcome)
+        written.update(store.finish(outcomes[landed:], time.time()))
+        landed = len(outcomes)
+    written.update(store.finish(outcomes[landed:], time.time()))
     if cache is not None:
         entries = [
             (str(by_id[o.task_id].payload["request"]["cache_key"]), o.result)
@@ -126,7 +154,17 @@ def to_inference_request(delivery: Delivery, default_model: str) -> InferenceReq
         context=body.get("context"),
         generation=dict(body.get("generation") or {}),
         strategy=strategy,
+        stream=body.get("stream") is True,
     )
+
+
+def session_turn(delivery: Delivery) -> SessionTurn | None:
+    """The conversation turn a task message carries, if any."""
+    body = delivery.payload.get("request") or {}
+    session_id, seq = body.get("session_id"), body.get("session_seq")
+    if isinstance(session_id, str) and session_id and isinstance(seq, int) and seq > 0:
+        return SessionTurn(session_id, seq)
+    return None
 
 
 def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batch_size: int) -> Outcome:
@@ -141,6 +179,7 @@ def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batc
         "batch_size": batch_size,
         "items_in_call": result.items_in_call,
         "attempts": result.attempts,
+        "worker": WORKER_ID,
     }
     if result.ok:
         payload = {

@@ -10,6 +10,7 @@ import redis
 from baseline.drift import DriftThresholds, LatencyDriftSignal
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
+from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.background_loop import BackgroundLoop
@@ -19,6 +20,7 @@ from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest, InferenceResult
+from workers.conversation_rounds import ConversationRounds
 from workers.metrics_publisher import MetricsPublisher
 
 
@@ -67,10 +69,20 @@ class WorkerRuntime:
     def store(self) -> TaskStore:
         return TaskStore(self.redis, self.settings.key_prefix, self.settings.task_ttl_s)
 
+    @cached_property
+    def conversations(self) -> ConversationRounds:
+        s = self.settings
+        sessions = SessionStore(self.redis, s.key_prefix, s.session_ttl_s, s.session_max_turns)
+        return ConversationRounds(sessions, s.session_history_tokens, s.session_order_wait_s)
+
     def run_engine(self, requests: list[InferenceRequest]) -> list[InferenceResult]:
         """Run a batch on the shared loop; blocks the calling pool thread until it is answered."""
         loop, engine = self._started()
-        return loop.run(engine.run(requests))
+        return loop.run(engine.run(requests, on_delta=self._store_delta))
+
+    def _store_delta(self, task_id: str, attempt: int, text: str) -> None:
+        """A streamed chunk goes to Redis at once (a short write on the engine's loop)."""
+        self.store.append_delta(task_id, attempt, text)
 
     def _started(self) -> tuple[BackgroundLoop, BatchInferenceEngine]:
         with self._lock:

@@ -9,10 +9,12 @@ from typing import Any
 from celery import Celery
 
 from batching.flush_policy import FlushLimits
-from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, WARM_CACHE_TASK
+from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, RECOVER_ORPHANS_TASK, WARM_CACHE_TASK
 from workers.batch_consumer import WindowedBatches
 from workers.batch_job import Delivery, process_batch
 from workers.cache_warming import report_dict, warm
+from workers.orphan_sweeper import sweep
+from workers.publisher import Publisher
 from workers.runtime import WorkerRuntime
 
 
@@ -46,6 +48,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
                     settings.model,
                     runtime.cache,
                     runtime.metrics,
+                    runtime.conversations,
                 )
             except Exception as exc:
                 self.emit_crashed(ids, exc)
@@ -63,6 +66,16 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         if report_key:
             runtime.redis.set(report_key, json.dumps(report), ex=3600)
         return report
+
+    publisher = Publisher(app, settings)
+
+    @app.task(name=RECOVER_ORPHANS_TASK, ignore_result=True)
+    def recover_orphans() -> dict[str, int]:
+        """Re-enqueue requests overdue in the in-flight index (beat, every few seconds)."""
+        report = sweep(
+            runtime.store, publisher, time.time(), settings.orphan_after_s, settings.orphan_max_recoveries
+        )
+        return dict(vars(report))
 
     @app.task(name=PUBLISH_METRICS_TASK, ignore_result=True)
     def publish_metrics() -> dict[str, float]:

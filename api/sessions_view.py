@@ -1,0 +1,37 @@
+"""Conversation sessions: read or clear a session's history (owned by the key that began it)."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, jsonify
+
+from api.edge import authenticate
+from api.errors import ApiError
+from api.schemas import IDENTIFIER
+from api.services import services
+
+bp = Blueprint("sessions", __name__, url_prefix="/api/v1")
+
+_VALID_ID = re.compile(IDENTIFIER)
+
+
+@bp.get("/sessions/<session_id>")
+def show(session_id: str) -> Response:
+    """The session's turns, oldest first, and how many of its tasks were accepted and landed."""
+    svc = services()
+    owner = authenticate(svc).owner or ""
+    session = svc.sessions.read(session_id, owner) if _VALID_ID.match(session_id) else None
+    if session is None:
+        raise ApiError(404, "not_found", f"no session {session_id!r}")
+    return jsonify(session)
+
+
+@bp.delete("/sessions/<session_id>")
+def clear(session_id: str) -> Response:
+    """Forget the session's history (204); turns still in flight land afterwards, in order."""
+    svc = services()
+    owner = authenticate(svc).owner or ""
+    if not (_VALID_ID.match(session_id) and svc.sessions.clear(session_id, owner)):
+        raise ApiError(404, "not_found", f"no session {session_id!r}")
+    return Response(status=204)

@@ -1,0 +1,279 @@
+"""Conversation sessions: ordering rules (pure), landing in Redis, and the whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from batchgate.sessions import SessionStore, SessionTurn, Turn, fit_history, lowest_turns, ready_turns
+from batchgate.taskstore import FAILED, SUCCEEDED, Outcome, TaskStore
+from batching.packing import PackingLimits, plan_calls
+from batching.simulator.answers import answer_for
+from batching.types import InferenceRequest
+from tests.conftest import Stack, create_key
+from tests.harness import http_json, running, start_worker, wait_until
+from workers.conversation_rounds import ConversationRounds
+from workers.heartbeat import workers_key
+
+# --- pure rules ----------------------------------------------------------------------------
+
+
+def test_fit_history_drops_the_oldest_turns_first_and_starts_with_a_user_turn() -> None:
+    turns = [Turn("user", "a" * 40), Turn("model", "b" * 40), Turn("user", "c" * 40), Turn("model", "d" * 40)]
+    assert fit_history(turns, 10_000) == turns
+    kept = fit_history(turns, 25)  # room for about two turns of 10 tokens
+    assert kept == turns[2:]
+    # Room for three turns would start with a model turn: that one goes too.
+    assert fit_history(turns, 35)[0].role == "user"
+    assert fit_history(turns, 0) == []
+
+
+def test_ready_turns_take_each_sessions_next_turn_once_its_predecessor_landed() -> None:
+    pending = [None, SessionTurn("s", 2), SessionTurn("s", 3), SessionTurn("t", 5), None]
+    # s landed turn 1, t landed up to 3 (turn 4 is elsewhere): only s#2 and the others are ready.
+    assert ready_turns(pending, {"s": 1, "t": 3}) == [0, 1, 4]
+    assert ready_turns(pending, {"s": 0, "t": 4}) == [0, 3, 4]
+    assert ready_turns(pending[1:3], {"s": 0}) == []
+    assert lowest_turns(pending) == [1, 3]
+
+
+def test_a_request_with_history_gets_a_call_of_its_own() -> None:
+    limits = PackingLimits(
+        max_items_per_call=16,
+        max_input_tokens_per_call=100_000,
+        max_output_tokens_per_call=8192,
+        default_max_output_tokens=256,
+        default_strategy="auto",
+    )
+    plain = [InferenceRequest(id=f"p{i}", prompt=f"q{i}", model="m") for i in range(3)]
+    talk = InferenceRequest(
+        id="c", prompt="and then?", model="m", history=(("user", "hi"), ("model", "hello"))
+    )
+    plans = plan_calls([plain[0], talk, plain[1], plain[2]], limits)
+    assert [tuple(r.id for r in p.requests) for p in plans] == [("c",), ("p0", "p1", "p2")]
+
+
+# --- Redis: claims, landings, rounds ------------------------------------------------------------
+
+
+@pytest.fixture
+def stores(redis_client: redis.Redis) -> Iterator[tuple[SessionStore, TaskStore]]:
+    prefix = f"bgtest-{secrets.token_hex(4)}"
+    yield SessionStore(redis_client, prefix, ttl_s=60, max_turns=6), TaskStore(redis_client, prefix, 60)
+
+
+def test_turns_are_numbered_per_session_and_owned_by_the_first_key(
+    stores: tuple[SessionStore, TaskStore],
+) -> None:
+    sessions, _ = stores
+    assert [sessions.claim_turn("s1", "key-a", 1.0) for _ in range(3)] == [1, 2, 3]
+    assert sessions.claim_turn("s1", "key-b", 1.0) is None
+    assert sessions.claim_turn("s2", "key-b", 1.0) == 1
+    assert sessions.read("s1", "key-b") is None
+    assert sessions.read("s1", "key-a")["turns_submitted"] == 3  # type: ignore[index]
+
+
+def test_a_turn_lands_once_with_its_answer_and_a_failure_only_advances(
+    stores: tuple[SessionStore, TaskStore],
+) -> None:
+    sessions, tasks = stores
+    for seq in (1, 2, 3):
+        assert sessions.claim_turn("s", "k", 1.0) == seq
+        tasks.create(f"t{seq}", {"prompt": f"p{seq}"}, 1.0, "k")
+
+    def finish(seq: int, ok: bool) -> list[str]:
+        answer = f"a{seq}" if ok else None
+        landing = sessions.landing(SessionTurn("s", seq), f"t{seq}", f"p{seq}", answer, 2.0)
+        outcome = Outcome(
+            f"t{seq}", SUCCEEDED if ok else FAILED, {"text": answer} if ok else None, None, {}, landing
+        )
+        return tasks.finish([outcome], 2.0)
+
+    assert finish(1, ok=True) == ["t1"]
+    assert finish(1, ok=True) == []  # a redelivery neither rewrites the answer nor appends again
+    assert finish(2, ok=False) == ["t2"]
+    assert finish(3, ok=True) == ["t3"]
+    session = sessions.read("s", "k")
+    assert session is not None
+    assert [(t["role"], t["text"], t["seq"]) for t in session["turns"]] == [
+        ("user", "p1", 1),
+        ("model", "a1", 1),
+        ("user", "p3", 3),
+        ("model", "a3", 3),
+    ]
+    assert session["turns_landed"] == 3
+
+
+def test_history_is_trimmed_to_max_turns_and_clear_keeps_numbering(
+    stores: tuple[SessionStore, TaskStore],
+) -> None:
+    sessions, tasks = stores
+    for seq in range(1, 6):
+        sessions.claim_turn("s", "k", 1.0)
+        tasks.create(f"t{seq}", {}, 1.0, "k")
+        landing = sessions.landing(SessionTurn("s", seq), f"t{seq}", f"p{seq}", f"a{seq}", 2.0)
+        tasks.finish([Outcome(f"t{seq}", SUCCEEDED, {"text": "x"}, None, {}, landing)], 2.0)
+    turns = sessions.read("s", "k")["turns"]  # type: ignore[index]
+    assert [t["text"] for t in turns] == ["p3", "a3", "p4", "a4", "p5", "a5"]  # max_turns=6
+    assert not sessions.clear("s", "other")
+    assert sessions.clear("s", "k")
+    assert sessions.read("s", "k")["turns"] == []  # type: ignore[index]
+    assert sessions.claim_turn("s", "k", 3.0) == 6
+
+
+def test_rounds_wait_for_a_predecessor_elsewhere_then_give_up_at_the_deadline(
+    stores: tuple[SessionStore, TaskStore], redis_client: redis.Redis
+) -> None:
+    sessions, _ = stores
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    rounds = ConversationRounds(sessions, 1000, order_wait_s=1.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        sessions.claim_turn("s", "k", 0.0)  # turn 1 is "on another worker" and never lands
+    requests = [
+        InferenceRequest(id="x", prompt="plain", model="m"),
+        InferenceRequest(id="b", prompt="turn 2", model="m"),
+        InferenceRequest(id="c", prompt="turn 3", model="m"),
+    ]
+    turns = [None, SessionTurn("s", 2), SessionTurn("s", 3)]
+    it = rounds.rounds(requests, turns)
+    assert [r.id for r in next(it)] == ["x"]  # the plain request does not wait
+    assert [r.id for r in next(it)] == ["b"]  # after the deadline, in order
+    assert 1.0 <= now[0] < 1.1 and slept
+    redis_client.hset(sessions.meta_key("s"), "applied", 2)  # turn 2 landed
+    assert [r.id for r in next(it)] == ["c"]
+    assert next(it, None) is None
+
+
+# --- the pipeline: API → Redis → worker(s) → simulator ---------------------------------------------
+
+
+def submit(stack: Stack, body: dict, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    status, _, reply = http_json("POST", f"{stack.api}/api/v1/tasks", body, headers=headers or stack.headers)
+    return status, reply
+
+
+def wait_task(stack: Stack, task_id: str) -> dict:
+    status, _, body = http_json(
+        "GET", f"{stack.api}/api/v1/tasks/{task_id}?wait=20", timeout=30, headers=stack.headers
+    )
+    assert status == 200, body
+    return body
+
+
+def sim_requests(stack: Stack) -> list[dict]:
+    return http_json("GET", f"{stack.simulator}/_sim/requests")[2]["requests"]
+
+
+def contents_for(stack: Stack, prompt: str) -> list[tuple[str, str]]:
+    """The (role, text) turns of the model call that answered ``prompt`` alone."""
+    for entry in reversed(sim_requests(stack)):
+        contents = entry["body"]["contents"]
+        if contents[-1]["parts"][-1]["text"] == prompt:
+            return [(c.get("role", "user"), c["parts"][0]["text"]) for c in contents]
+    raise AssertionError(f"no model call for {prompt!r}")
+
+
+def run_conversation(stack: Stack, session: str, prompts: list[str]) -> list[dict]:
+    """Submit every turn back to back (no waiting in between), then collect the answers."""
+    ids = []
+    for prompt in prompts:
+        status, reply = submit(stack, {"prompt": prompt, "session_id": session})
+        assert status == 202, reply
+        ids.append(reply["id"])
+    return [wait_task(stack, task_id) for task_id in ids]
+
+
+def assert_conversation(stack: Stack, session: str, prompts: list[str], tasks: list[dict]) -> None:
+    for prompt, task in zip(prompts, tasks, strict=True):
+        assert task["status"] == "succeeded", task
+        assert task["result"]["text"] == answer_for(prompt)
+    # Answered in order: each turn finished after the one before it.
+    finished = [t["finished_at"] for t in tasks]
+    assert finished == sorted(finished), finished
+    # Every turn landed, in order, and each call carried exactly the turns before it.
+    status, _, body = http_json("GET", f"{stack.api}/api/v1/sessions/{session}", headers=stack.headers)
+    assert status == 200, body
+    expected = [turn for p in prompts for turn in (("user", p), ("model", answer_for(p)))]
+    assert [(t["role"], t["text"]) for t in body["turns"]] == expected
+    assert body["turns_submitted"] == body["turns_landed"] == len(prompts)
+    for n, prompt in enumerate(prompts[1:], start=1):  # a first turn has no history: it may be packed
+        assert contents_for(stack, prompt) == [*expected[: 2 * n], ("user", prompt)]
+
+
+def test_turns_submitted_back_to_back_are_answered_in_order_with_their_history(stack: Stack) -> None:
+    session = f"chat-{secrets.token_hex(4)}"
+    prompts = [f"{session} turn {n}: tell me about step {n}" for n in range(1, 5)]
+    tasks = run_conversation(stack, session, prompts)
+    assert_conversation(stack, session, prompts, tasks)
+    # At least two of the turns were in one batch (submitted within the window): still in order.
+    assert max(t["timings"]["batch_size"] for t in tasks) >= 2
+
+
+def test_session_tasks_skip_the_cache_and_belong_to_their_key(stack: Stack) -> None:
+    session = f"own-{secrets.token_hex(4)}"
+    prompt = f"{session}: a question asked twice"
+    first = run_conversation(stack, session, [prompt, prompt])
+    assert not any(t.get("cached") for t in first)
+    other = {"X-API-Key": create_key(stack.env, "premium")}
+    status, reply = submit(stack, {"prompt": "hijack", "session_id": session}, headers=other)
+    assert status == 409 and reply["error"]["code"] == "session_conflict"
+    assert http_json("GET", f"{stack.api}/api/v1/sessions/{session}", headers=other)[0] == 404
+    assert http_json("DELETE", f"{stack.api}/api/v1/sessions/{session}", headers=other)[0] == 404
+    assert http_json("DELETE", f"{stack.api}/api/v1/sessions/{session}", headers=stack.headers)[0] == 204
+    status, _, body = http_json("GET", f"{stack.api}/api/v1/sessions/{session}", headers=stack.headers)
+    assert status == 200 and body["turns"] == []
+    assert http_json("GET", f"{stack.api}/api/v1/sessions/no-such-session", headers=stack.headers)[0] == 404
+    status, reply = submit(stack, {"prompt": "x", "session_id": "bad id!"})
+    assert status == 422 and reply["error"]["code"] == "invalid_request"
+
+
+def test_turns_spread_over_two_workers_land_in_order(stack: Stack) -> None:
+    sessions = [f"two-{secrets.token_hex(3)}-{n}" for n in range(6)]
+    prompts = {s: [f"{s} turn {n}: what next?" for n in range(1, 5)] for s in sessions}
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    live_workers = workers_key(stack.env["BATCHGATE_KEY_PREFIX"])
+    with running(start_worker(stack.logs_dir, stack.env, name="worker-2")):
+        wait_until(lambda: client.zcard(live_workers) >= 2, 30, "the second worker consuming")
+        client.close()
+        results: dict[str, list[dict]] = {}
+        threads = [
+            threading.Thread(target=lambda s=s: results.update({s: run_conversation(stack, s, prompts[s])}))
+            for s in sessions
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+    for session in sessions:
+        assert_conversation(stack, session, prompts[session], results[session])
+    # Both workers answered, and some conversation had turns on each of them.
+    workers = [{t["timings"]["worker"] for t in results[s]} for s in sessions]
+    assert len(set().union(*workers)) == 2, workers
+    assert any(len(w) == 2 for w in workers), workers
+
+
+def test_a_failed_turn_does_not_block_the_next(stack: Stack) -> None:
+    session = f"fail-{secrets.token_hex(4)}"
+    prompts = [f"{session} one", f"{session} two [[sim:fail]]", f"{session} three"]
+    tasks = run_conversation(stack, session, prompts)
+    assert [t["status"] for t in tasks] == ["succeeded", "failed", "succeeded"]
+    status, _, body = http_json("GET", f"{stack.api}/api/v1/sessions/{session}", headers=stack.headers)
+    assert status == 200, body
+    assert [t["text"] for t in body["turns"]] == [
+        prompts[0],
+        answer_for(prompts[0]),
+        prompts[2],
+        answer_for(prompts[2]),
+    ]
+    assert json.dumps(body).count("[[sim:fail]]") == 0
