@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline clean
+.PHONY: chaos help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -79,6 +79,9 @@ baseline: install ## capture a PerformanceBaseline under steady healthy load and
 
 scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the same load (~2 min; SCALETEST_* settings)
 	$(BIN)/python -m loadtest.scaletest
+
+chaos: install ## fault run: N submissions through nginx while workers, an API replica and Redis die (CHAOS_N=2000, CHAOS_RATE=40)
+	$(BIN)/python -m batchgate.chaos
 
 docs: install ## refresh the README's settings table from batchgate/settings.py
 	$(BIN)/python -m batchgate.settings_doc README.md

@@ -35,7 +35,11 @@ def test_the_visibility_timeout_is_what_kombus_redis_channel_uses(redis_url: str
     settings = settings_for(redis_url, BATCHGATE_VISIBILITY_TIMEOUT_S="432", BATCHGATE_ORPHAN_AFTER_S="500")
     app = create_celery(settings)
     with app.connection_for_read() as connection:
-        assert connection.default_channel.visibility_timeout == 432
+        channel = connection.default_channel
+        assert channel.visibility_timeout == 432
+        # Overdue messages are looked for every 10 s, not kombu's default of about 100 s.
+        assert channel.unacked_restore_interval == 10 and channel.unacked_restore_throttle == 1
+        assert channel.unacked_mutex_expire == 432
 
 
 def test_the_visibility_timeout_must_cover_the_longest_batch() -> None:

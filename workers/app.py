@@ -20,6 +20,25 @@ def housekeeping_queue(settings: Settings) -> str:
     return f"{settings.queue}.housekeeping"
 
 
+def delivery_options(settings: Settings) -> dict[str, float]:
+    """kombu Redis transport options that make redelivery happen when we say.
+
+    kombu only looks for overdue unacknowledged messages every ``unacked_restore_interval``
+    (10 s) times ``unacked_restore_throttle`` (10) seconds, about 100 s, and a worker killed
+    while holding the restore lock blocks restores for ``unacked_mutex_expire`` (300 s):
+    measured, a killed worker's messages came back only after the orphan sweeper. Here a
+    consuming worker scans four times per visibility timeout, at most every 10 s, and a
+    stale lock expires after one visibility timeout.
+    """
+    visibility = settings.visibility_timeout_s
+    return {
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": max(1.0, min(10.0, visibility / 4)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": visibility,
+    }
+
+
 def create_celery(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once delivery of inference requests.
 
@@ -31,7 +50,7 @@ def create_celery(settings: Settings) -> Celery:
     broker.
     """
     app = Celery("batchgate", broker=settings.redis_url, backend=settings.redis_url)
-    transport_options = {"visibility_timeout": settings.visibility_timeout_s}
+    transport_options = delivery_options(settings)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionTurn
@@ -62,6 +64,11 @@ def process_batch(
         return _process(
             deliveries, store, run_engine, default_model, picked_at, cache, metrics, conversations
         )
+    except redis.RedisError:
+        # Redis stayed unreachable through the client's retries: nothing can be stored now.
+        # The messages come back (visibility timeout) or the orphan sweeper re-enqueues them.
+        log.exception("batch of %d could not reach Redis; its requests will be redelivered", len(deliveries))
+        raise
     except Exception:
         log.exception("batch of %d failed; marking its requests failed", len(deliveries))
         ids = list(dict.fromkeys(d.task_id for d in deliveries))
@@ -122,6 +129,23 @@ def _process(
         written.update(store.finish(outcomes[landed:], time.time()))
         landed = len(outcomes)
     written.update(store.finish(outcomes[landed:], time.time()))
+    try:
+        _remember(outcomes, written, by_id, cache, metrics)
+    except redis.RedisError:
+        log.warning(
+            "could not fill the cache or record metrics for a batch of %d", len(outcomes), exc_info=True
+        )
+    return outcomes
+
+
+def _remember(
+    outcomes: list[Outcome],
+    written: set[str],
+    by_id: dict[str, Delivery],
+    cache: ResponseCache | None,
+    metrics: InferenceMetricsCollector | None,
+) -> None:
+    """Best effort, after the answers are stored: cache the successes, record the metrics."""
     if cache is not None:
         entries = [
             (str(by_id[o.task_id].payload["request"]["cache_key"]), o.result)
@@ -134,7 +158,6 @@ def _process(
         cache.put_many(entries)  # errors are never cached: only successes are listed
     if metrics is not None:
         metrics.record([_record(o) for o in outcomes if o.task_id in written])
-    return outcomes
 
 
 def to_inference_request(delivery: Delivery, default_model: str) -> InferenceRequest:

@@ -6,6 +6,8 @@ import threading
 from functools import cached_property
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from baseline.drift import DriftThresholds, LatencyDriftSignal
 from batchgate.metrics_store import InferenceMetricsCollector
@@ -23,6 +25,9 @@ from batching.types import InferenceRequest, InferenceResult
 from workers.conversation_rounds import ConversationRounds
 from workers.metrics_publisher import MetricsPublisher
 
+#: Retries of a Redis command on connection errors (backoff capped at 1 s: about 20 s).
+REDIS_RETRIES = 24
+
 
 class WorkerRuntime:
     """Lazily built per process (after any fork), shared by all batch threads."""
@@ -35,7 +40,16 @@ class WorkerRuntime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True, health_check_interval=30)
+        """Rides out a Redis restart: commands (and whole pipelines) are retried on connection
+        errors for about 20 s, so a batch answered while Redis restarts is still stored. Every
+        write a batch makes is safe to repeat (results are written once)."""
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
 
     @cached_property
     def metrics(self) -> InferenceMetricsCollector:
