@@ -78,6 +78,26 @@ def test_turns_are_numbered_per_session_and_owned_by_the_first_key(
     assert sessions.read("s1", "key-a")["turns_submitted"] == 3  # type: ignore[index]
 
 
+def test_every_use_refreshes_the_sessions_ttl(
+    stores: tuple[SessionStore, TaskStore], redis_client: redis.Redis
+) -> None:
+    sessions, tasks = stores  # ttl_s=60
+    sessions.claim_turn("s", "k", 1.0)
+    meta, turns = sessions.meta_key("s"), sessions.turns_key("s")
+    redis_client.expire(meta, 5)
+    tasks.create("t1", {}, 1.0, "k")
+    landing = sessions.landing(SessionTurn("s", 1), "t1", "p", "a", 2.0)
+    tasks.finish([Outcome("t1", SUCCEEDED, {"text": "a"}, None, {}, landing)], 2.0)
+    assert 55 < redis_client.ttl(meta) <= 60 and 55 < redis_client.ttl(turns) <= 60
+    redis_client.expire(meta, 5)
+    redis_client.expire(turns, 5)
+    assert sessions.read("s", "k") is not None
+    assert 55 < redis_client.ttl(meta) <= 60 and 55 < redis_client.ttl(turns) <= 60
+    redis_client.expire(meta, 5)
+    sessions.claim_turn("s", "k", 3.0)
+    assert 55 < redis_client.ttl(meta) <= 60
+
+
 def test_a_turn_lands_once_with_its_answer_and_a_failure_only_advances(
     stores: tuple[SessionStore, TaskStore],
 ) -> None:
