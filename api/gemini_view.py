@@ -5,7 +5,7 @@ in ``x-goog-api-key``: the request becomes a batchgate task (same admission, cac
 idempotency and batching as ``POST /api/v1/task``), answered synchronously in Gemini's
 response shape, errors in Gemini's error shape. ``:streamGenerateContent?alt=sse`` streams:
 the task gets a model call of its own and its chunks are relayed as they arrive. The last
-user turn is the prompt; earlier turns travel as context (``{"conversation": [...]}``,
+user turn is the prompt; earlier turns go to the model as turns (the task's ``history``:
 the client holds the conversation, as with Gemini itself); generation
 settings the task API does not take (e.g. ``responseSchema``) are refused with 400 rather
 than silently dropped.
@@ -106,7 +106,7 @@ def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context
         raise ApiError(400, "invalid_request", "contents must end with a user turn")
     fields: dict[str, Any] = {"prompt": turns[-1][1], "model": model}
     if len(turns) > 1:
-        fields["context"] = {"conversation": [{"role": role, "text": text} for role, text in turns[:-1]]}
+        fields["history"] = [{"role": _role(role), "text": text} for role, text in turns[:-1]]
     system = body.get("systemInstruction")
     if system is not None:
         fields["system"] = _turn(system, default_role="system")[1]
@@ -162,6 +162,12 @@ def _chunk(text: str, model: str) -> dict[str, Any]:
         "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
         "modelVersion": model,
     }
+
+
+def _role(role: str) -> str:
+    if role not in ("user", "model"):
+        raise ApiError(400, "invalid_request", f"contents: role must be user or model, not {role!r}")
+    return role
 
 
 def _list(value: Any, name: str) -> list[Any]:

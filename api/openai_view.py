@@ -3,7 +3,8 @@
 The key travels as ``Authorization: Bearer <batchgate key>``. Messages become a batchgate
 task (same edge policy and batching as ``POST /api/v1/task``): system and developer
 messages are the system text, the last user message is the prompt, earlier turns travel as
-context (``{"conversation": [...]}``: the client holds the conversation, as with OpenAI).
+turns (the task's ``history``, ``assistant`` as Gemini's ``model``: the client holds the
+conversation, as with OpenAI).
 ``stream: true`` is answered as OpenAI's SSE chunks ending in ``data: [DONE]``: the task
 gets a model call of its own and each chunk the model sends is relayed as it arrives.
 Errors come back in OpenAI's error shape.
@@ -43,6 +44,8 @@ GENERATION_FIELDS = {
 }
 #: Accepted and without effect here.
 IGNORED_FIELDS = {"user", "stream_options", "metadata", "store"}
+#: OpenAI message roles → Gemini turn roles (others are refused by the task's validation).
+_ROLES = {"assistant": "model"}
 ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -91,7 +94,7 @@ def to_task(body: dict[str, Any], max_prompt_chars: int, max_context_chars: int)
     if system:
         fields["system"] = "\n\n".join(system)
     if len(dialogue) > 1:
-        fields["context"] = {"conversation": [{"role": r, "text": t} for r, t in dialogue[:-1]]}
+        fields["history"] = [{"role": _ROLES.get(r, r), "text": t} for r, t in dialogue[:-1]]
     settings = {GENERATION_FIELDS[k]: v for k, v in body.items() if k in GENERATION_FIELDS and v is not None}
     if isinstance(settings.get("stop_sequences"), str):
         settings["stop_sequences"] = [settings["stop_sequences"]]

@@ -14,6 +14,15 @@ from batchgate.generation import MODEL_NAME, Generation
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 
 
+class Turn(BaseModel):
+    """An earlier turn of a conversation the client holds itself."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["user", "model"]
+    text: str
+
+
 class TaskRequest(BaseModel):
     """``POST /api/v1/tasks`` body."""
 
@@ -30,8 +39,11 @@ class TaskRequest(BaseModel):
     #: Stream the model's answer: its chunks arrive as ``delta`` events (the task gets a
     #: model call of its own instead of sharing one).
     stream: bool | None = None
-    #: A conversation: prior turns are sent with the prompt, and this turn is appended.
+    #: A conversation kept by batchgate: prior turns are sent with the prompt, and this turn
+    #: is appended.
     session_id: str | None = Field(default=None, pattern=IDENTIFIER)
+    #: A conversation the client keeps: earlier turns, oldest first, sent to the model as turns.
+    history: list[Turn] | None = Field(default=None, max_length=1000)
     #: Whose stored preferences fill in the fields this request leaves out.
     user_id: str | None = Field(default=None, pattern=IDENTIFIER)
 
@@ -60,4 +72,13 @@ def parse_task_request(body: Any, max_prompt_chars: int, max_context_chars: int)
             raise ApiError(
                 422, "context_too_long", f"context: longer than {max_context_chars} characters as JSON"
             )
+    if request.history:
+        if request.session_id:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "history: give either history or session_id (its history is kept for you)",
+            )
+        if sum(len(turn.text) for turn in request.history) > max_context_chars:
+            raise ApiError(422, "context_too_long", f"history: longer than {max_context_chars} characters")
     return request

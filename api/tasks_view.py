@@ -168,7 +168,7 @@ def _parse_body(svc: Services) -> TaskRequest:
 def _cache_key_for(svc: Services, task: TaskRequest, message: dict[str, Any]) -> str | None:
     """The response-cache key, or None when this request must bypass the cache."""
     settings = svc.settings
-    if not settings.cache_enabled or task.cache is False or task.session_id:
+    if not settings.cache_enabled or task.cache is False or task.session_id or task.history:
         return None  # a conversation's answer depends on its history
     context_text = json.dumps(task.context, ensure_ascii=False) if task.context else ""
     if is_time_sensitive((task.prompt, task.system or "", context_text), settings.bypass_words):

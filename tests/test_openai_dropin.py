@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -40,6 +42,15 @@ def test_streaming_system_messages_and_history(stack: Stack) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert "What is my name?" in text
     assert len([c for c in chunks if c.choices[0].delta.content]) >= 2, chunks  # relayed as they came
+    # The earlier turns reached Gemini as turns, the system message as its system instruction.
+    calls = http_json("GET", f"{stack.simulator}/_sim/requests")[2]["requests"]
+    (call,) = [c for c in calls if c["body"]["contents"][-1]["parts"][-1]["text"] == "What is my name?"]
+    assert [(c["role"], c["parts"][0]["text"]) for c in call["body"]["contents"]] == [
+        ("user", "My name is Ana."),
+        ("model", "Hello Ana."),
+        ("user", "What is my name?"),
+    ]
+    assert "Be brief." in json.dumps(call["body"]["systemInstruction"])
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
 

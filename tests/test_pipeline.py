@@ -234,3 +234,30 @@ def test_a_streamed_task_sends_its_chunks_as_delta_events_in_order(stack: Stack)
     resumed = read_events(url, {**stack.headers, "Last-Event-ID": "3"})
     assert [(i, n) for i, n, _ in resumed] == [(i, n) for i, n, _ in events[3:]]
     assert stack.sim_stats()["stream_calls"] >= 1
+
+
+def test_client_held_history_reaches_the_model_as_turns(stack: Stack) -> None:
+    history = [{"role": "user", "text": "My name is Ana."}, {"role": "model", "text": "Hello Ana."}]
+    prompt = "What is my name? (history test)"
+    status, _, body = http_json(
+        "POST",
+        f"{stack.api}/api/v1/task?wait=20",
+        {"prompt": prompt, "history": history},
+        headers=stack.headers,
+        timeout=30,
+    )
+    assert status == 200 and body["status"] == "succeeded", body
+    calls = http_json("GET", f"{stack.simulator}/_sim/requests")[2]["requests"]
+    (call,) = [c for c in calls if c["body"]["contents"][-1]["parts"][-1]["text"] == prompt]
+    assert [(c["role"], c["parts"][0]["text"]) for c in call["body"]["contents"]] == [
+        ("user", "My name is Ana."),
+        ("model", "Hello Ana."),
+        ("user", prompt),
+    ]
+    for bad, code in (
+        ({"prompt": "x", "history": history, "session_id": "s1"}, "invalid_request"),
+        ({"prompt": "x", "history": [{"role": "system", "text": "hi"}]}, "invalid_request"),
+        ({"prompt": "x", "history": [{"role": "user"}]}, "invalid_request"),
+    ):
+        status, _, reply = http_json("POST", f"{stack.api}/api/v1/tasks", bad, headers=stack.headers)
+        assert status == 422 and reply["error"]["code"] == code, reply

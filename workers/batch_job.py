@@ -178,7 +178,24 @@ def to_inference_request(delivery: Delivery, default_model: str) -> InferenceReq
         generation=dict(body.get("generation") or {}),
         strategy=strategy,
         stream=body.get("stream") is True,
+        history=_history(body.get("history")),
     )
+
+
+def _history(turns: Any) -> tuple[tuple[str, str], ...]:
+    """A client-held conversation from a task message (validated again: it crossed a broker)."""
+    if turns is None:
+        return ()
+    if not isinstance(turns, list):
+        raise TypeError("history must be a list")
+    history = []
+    for turn in turns:
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "model"):
+            raise ValueError("history turns need a role of user or model")
+        if not isinstance(turn.get("text"), str):
+            raise TypeError("history turns need a text")
+        history.append((str(turn["role"]), str(turn["text"])))
+    return tuple(history)
 
 
 def session_turn(delivery: Delivery) -> SessionTurn | None:
