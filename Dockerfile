@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# One image for every batchgate process (api, worker, beat, flower, simulator): target `app`.
-# Target `nginx` adds nginx to it, so its config is rendered at start from the same
-# BATCHGATE_* settings as the API's (body limit, long-poll wait) by the same code.
+# One image for every batchgate process (api, worker, beat, flower, simulator, migrate):
+# target `app`; `entrypoint.sh <role>` picks the process (the same command `make run` gives
+# it, from batchgate/programs.py). Target `nginx` adds nginx to it, so its config is rendered
+# at start from the same BATCHGATE_* settings as the API's (body limit, long-poll wait, TLS)
+# by the same code; certificates come from a mounted folder (/etc/batchgate/certs).
 
 # The dashboard's assets, built with Node here only: the app image serves them from Flask.
 FROM node:20-slim AS dashboard
@@ -17,6 +19,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml setup.cfg README.md nginx.conf ./
+COPY --chmod=755 entrypoint.sh ./
 COPY api/ api/
 COPY workers/ workers/
 COPY batching/ batching/
@@ -24,21 +27,24 @@ COPY baseline/ baseline/
 COPY batchgate/ batchgate/
 COPY --from=dashboard /dashboard/dist/ api/dashboard/dist/
 RUN pip install . \
-    && useradd --system --uid 10001 --home-dir /home/batchgate --create-home batchgate
+    && useradd --system --user-group --uid 10001 --home-dir /home/batchgate --create-home batchgate
 # Read-only code owned by root; the processes write only to /tmp.
 USER batchgate
 EXPOSE 8000
-CMD ["gunicorn", "--worker-class", "gevent", "--bind", "0.0.0.0:8000", "api.wsgi:app"]
+ENTRYPOINT ["/app/entrypoint.sh"]
+CMD ["api"]
 
 FROM app AS nginx
 USER root
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nginx \
     && rm -rf /var/lib/apt/lists/*
-USER batchgate
-EXPOSE 8080
-# Unprivileged: pid, temp folders and logs under /tmp/nginx or on stdio (see nginx.conf).
-CMD ["sh", "-c", "python -m batchgate.cluster render --compose --run-dir /tmp/nginx --template /app/nginx.conf && exec nginx -c /tmp/nginx/nginx.conf -p /tmp/nginx/ -e stderr"]
+# nginx's master stays root, only to read the mounted private key (certbot's, and most, are
+# readable by root alone); its workers, which handle every connection, run as batchgate
+# (`user` in the rendered nginx.conf). It listens on high ports (compose publishes 80 and
+# 443 onto them); pid, temp folders and logs under /tmp/nginx or on stdio (see nginx.conf).
+EXPOSE 8080 8443
+CMD ["nginx"]
 
 # The default target is the application image.
 FROM app

@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: chaos help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline clean
+.PHONY: chaos help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline up down clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -19,10 +19,11 @@ help: ## list the targets
 
 install: system-deps $(STAMP) dashboard ## create .venv, install the package (editable, dev extras), redis-server and nginx
 
-system-deps: ## apt-get install redis-server and nginx if missing
+system-deps: ## apt-get install redis-server, nginx and openssl if missing
 	@missing=""; \
 	command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing with apt-get"; $(APT_INSTALL) $$missing; fi
 
@@ -40,7 +41,7 @@ dashboard: $(DASHBOARD)/dist/index.html ## build the live dashboard's assets (No
 $(DASHBOARD)/dist/index.html: $(DASHBOARD)/package-lock.json $(DASHBOARD)/build.mjs $(wildcard $(DASHBOARD)/src/*)
 	cd $(DASHBOARD) && npm ci --no-audit --no-fund --ignore-scripts && npm run build
 
-run: install ## run the whole stack in the foreground (nginx :8080); Ctrl-C stops it
+run: install ## run the whole stack in the foreground (nginx: HTTP :8080, HTTPS :8443); Ctrl-C stops it
 	$(BIN)/python -m batchgate.cluster run
 
 test-deps: ## apt-get install Chromium (the dashboard's browser test) if missing
@@ -82,6 +83,19 @@ scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the sam
 
 chaos: install ## fault run: N submissions through nginx while workers, an API replica and Redis die (CHAOS_N=2000, CHAOS_RATE=40)
 	$(BIN)/python -m batchgate.chaos
+
+DOCKER_COMPOSE_CHECK = docker compose version >/dev/null 2>&1 || { \
+	echo "make $@: needs Docker Engine with the compose plugin, and \`docker compose version\` failed;"; \
+	echo "  install Docker Engine (https://docs.docker.com/engine/install/), or use make run for the local stack"; exit 1; }
+
+up: $(STAMP) ## run docker-compose.yml detached (needs Docker Engine); makes ./certs and ./.env secrets first if missing
+	@$(DOCKER_COMPOSE_CHECK)
+	$(BIN)/python -m batchgate.compose_cli prepare
+	docker compose up -d --build
+
+down: ## stop and remove the compose stack's containers (volumes are kept)
+	@$(DOCKER_COMPOSE_CHECK)
+	docker compose down
 
 docs: install ## refresh the README's settings table from batchgate/settings.py
 	$(BIN)/python -m batchgate.settings_doc README.md

@@ -19,6 +19,7 @@ from api.edge import (
     authenticate_and_read,
 )
 from api.errors import ApiError
+from api.request_id import request_id
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
 from api.user_preferences import with_preferences
@@ -46,6 +47,7 @@ def show(task_id: str) -> Response:
     long-poll re-reads only the record when woken.
     """
     svc = services()
+    _refuse_without_key(svc)
     wait_s = _wait_arg(svc, default=0.0)
     caller: Caller | None = None
     record: dict[str, Any] | None = None
@@ -69,6 +71,7 @@ def show(task_id: str) -> Response:
 def submit_and_wait() -> Response:
     """Enqueue and wait (bounded): 200 with the finished task, else 202 with its Location."""
     svc = services()
+    _refuse_without_key(svc)
     task_id, record = submit_and_wait_for(svc, None, _wait_arg(svc, default=svc.settings.default_sync_wait_s))
     return _respond(task_id, record, accepted_status=202)
 
@@ -96,8 +99,7 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     """Validate, authenticate and admit, then answer from the idempotency record or the cache,
     or enqueue. The key lookup, the admission and the cache lookup share one round trip."""
     started = time.perf_counter()
-    if svc.settings.auth_enabled and not api_key_sent():
-        authenticate(svc)  # the 401 comes before any complaint about the body
+    _refuse_without_key(svc)
     sent = task or _parse_body(svc)
     task = with_preferences(svc, sent)
     message = task.to_message()
@@ -132,7 +134,7 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     if key is not None:
         cached = svc.cache.decode(decision.read_value)
         if cached is not None:
-            svc.store.create_cached(task_id, message, submitted_at, caller.owner, cached)
+            svc.store.create_cached(task_id, message, submitted_at, caller.owner, cached, request_id())
             elapsed_ms = (time.perf_counter() - started) * 1000
             svc.metrics.record([RequestRecord("cached", submitted_at, end_to_end_ms=elapsed_ms)])
             return task_id, {
@@ -140,10 +142,11 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
                 "result": cached,
                 "cached": True,
                 "submitted_at": submitted_at,
+                "request_id": request_id(),
             }
         message["cache_key"] = key
 
-    svc.store.create(task_id, message, submitted_at, caller.owner)
+    svc.store.create(task_id, message, submitted_at, caller.owner, request_id())
     try:
         svc.publisher.publish(task_id, message, submitted_at)
     except Exception as exc:
@@ -152,6 +155,12 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
             svc.idempotency.release(owner, idempotency_key)
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry later") from exc
     return task_id, {"status": "queued", "queue_depth": decision.queue_depth + 1}
+
+
+def _refuse_without_key(svc: Services) -> None:
+    """401 at once when no key is sent: before any complaint about the body or the query."""
+    if svc.settings.auth_enabled and not api_key_sent():
+        authenticate(svc)
 
 
 def _parse_body(svc: Services) -> TaskRequest:
@@ -213,7 +222,7 @@ def task_body(task_id: str, record: dict[str, Any]) -> dict[str, Any]:
             body[name] = record[name]
     if record.get("cached"):
         body["cached"] = True
-    for name in ("submitted_at", "finished_at"):
+    for name in ("submitted_at", "finished_at", "request_id"):
         if record.get(name):
             body[name] = record[name]
     return body

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import redis
 
 from batchgate.apikeys import TIERS, ApiKeyError, ApiKeyStore
+from batchgate.programs import redacted_url
 from batchgate.settings import Settings
 
 
@@ -40,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchgate: {exc}", file=sys.stderr)
         return 2
     except redis.RedisError as exc:
-        print(f"batchgate: Redis at {settings.redis_url} is not reachable: {exc}", file=sys.stderr)
+        print(
+            f"batchgate: Redis at {redacted_url(settings.redis_url)} is not reachable: {exc}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -75,6 +75,7 @@ def chaos_env(run_dir: Path, base: dict[str, str]) -> dict[str, str]:
             "BATCHGATE_REDIS_APPENDONLY": "true",
             "BATCHGATE_API_PORTS": ",".join(str(free_port()) for _ in range(3)),
             "BATCHGATE_NGINX_PORT": str(free_port()),
+            "BATCHGATE_NGINX_TLS_PORT": str(free_port()),
             "BATCHGATE_FLOWER_PORT": str(free_port()),
             "BATCHGATE_SIM_PORT": str(free_port()),
             "BATCHGATE_SIMULATOR_URL": "",
@@ -242,7 +243,9 @@ class Run:
             return int(json.load(response)["items"])
 
 
-def run_chaos(n: int, rate: float, run_dir: Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+def run_chaos(
+    n: int, rate: float, run_dir: Path | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Start a fault cluster, run the load and the faults, stop it; the counts."""
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="batchgate-chaos-"))
     print(f"chaos: cluster and report in {run_dir}", file=sys.stderr)

@@ -29,19 +29,24 @@ import redis
 from supervisor.xmlrpc import SupervisorTransport
 
 from batchgate import procfs
-from batchgate.nginx_config import local_layout, render_nginx
+from batchgate.nginx_config import local_layout, render_nginx, tls_dir
 from batchgate.programs import (
     FLOWER_USER,
     REPO,
     Program,
     flower_conf,
     programs,
+    redacted_url,
+    redis_conf,
+    redis_credentials,
     redis_port,
     render_flower_conf,
+    render_redis_conf,
     starts_simulator,
 )
 from batchgate.settings import Settings
 from batchgate.supervisor_config import CONTROL_USER, render_supervisord, socket_path
+from batchgate.tls import TlsError, ensure_self_signed
 
 #: supervisord answers on its socket within this after being spawned.
 CONTROL_SOCKET_TIMEOUT_S = 15.0
@@ -89,17 +94,29 @@ class Cluster:
         return [program.name for program in self._programs]
 
     def render(self, *, start_redis: bool | None = None) -> list[Path]:
-        """Write supervisord.conf, nginx.conf and Flower's config; Redis only if none answers."""
+        """Write supervisord.conf, nginx.conf and Flower's config (Redis's too when it has a
+        password); Redis only if none answers. With HTTPS on, a self-signed certificate is
+        made in the run folder unless a valid one is there."""
         if start_redis is None:
             start_redis = not redis_answers(self.settings.redis_url)
         self.starts_redis = start_redis
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._programs = programs(self.settings, self.run_dir, start_redis=start_redis)
         nginx_conf = self.run_dir / "nginx.conf"
+        written = [self.conf_path, nginx_conf, flower_conf(self.run_dir)]
+        if self.settings.nginx_tls_port:
+            try:
+                pair, _ = ensure_self_signed(tls_dir(self.run_dir))
+            except TlsError as exc:
+                raise ClusterError(f"HTTPS (BATCHGATE_NGINX_TLS_PORT=0 turns it off): {exc}") from None
+            written.append(pair.certificate)
         _write(self.conf_path, render_supervisord(self._programs, self.run_dir, self._control_password))
         _write(nginx_conf, render_nginx(self.settings, local_layout(self.settings, self.run_dir)))
         _write(flower_conf(self.run_dir), render_flower_conf(self.flower_auth))
-        return [self.conf_path, nginx_conf, flower_conf(self.run_dir)]
+        if start_redis and redis_credentials(self.settings):
+            _write(redis_conf(self.run_dir), render_redis_conf(self.settings))
+            written.append(redis_conf(self.run_dir))
+        return written
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -113,7 +130,8 @@ class Cluster:
         _set_aside(self.logs_dir)
         self.render()
         if self.starts_redis and (urlsplit(self.settings.redis_url).hostname or "") not in LOCAL_HOSTS:
-            raise ClusterError(f"nothing answers at {self.settings.redis_url}, and it is not local")
+            url = redacted_url(self.settings.redis_url)
+            raise ClusterError(f"nothing answers at {url}, and it is not local")
         self._check_binaries()
         self._check_ports()
         self._out = None if echo else (self.logs_dir / "supervisord.out").open("ab")
@@ -258,16 +276,19 @@ class Cluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def urls(self) -> dict[str, str]:
-        """Where everything answers: ``api`` (nginx), ``api-<port>``, ``simulator``, ``flower``."""
+        """Where everything answers: ``api`` (nginx), ``api_https`` (nginx, unless HTTPS is off),
+        ``api-<port>``, ``simulator``, ``flower``, ``redis`` (its password masked)."""
         host = "127.0.0.1" if self.settings.api_host in ("0.0.0.0", "::", "") else self.settings.api_host
         urls = {"api": f"http://127.0.0.1:{self.settings.nginx_port}"}
+        if self.settings.nginx_tls_port:
+            urls["api_https"] = f"https://127.0.0.1:{self.settings.nginx_tls_port}"
         urls.update({f"api-{port}": f"http://{host}:{port}" for port in self.settings.api_ports})
         if starts_simulator(self.settings):
             urls["simulator"] = self.settings.embedded_simulator_url
         elif self.settings.simulator_url:
             urls["simulator"] = self.settings.simulator_url
         urls["flower"] = f"http://127.0.0.1:{self.settings.flower_port}"
-        urls["redis"] = self.settings.redis_url
+        urls["redis"] = redacted_url(self.settings.redis_url)
         return urls
 
     # --- internals ------------------------------------------------------------------------------
@@ -304,6 +325,8 @@ class Cluster:
     def _check_ports(self) -> None:
         settings = self.settings
         ports = {"nginx": ("127.0.0.1", settings.nginx_port)}
+        if settings.nginx_tls_port:
+            ports["nginx https"] = ("127.0.0.1", settings.nginx_tls_port)
         ports["flower"] = ("127.0.0.1", settings.flower_port)
         ports.update({f"api-{port}": (settings.api_host, port) for port in settings.api_ports})
         if "simulator" in self.programs:
@@ -361,8 +384,9 @@ def _probe(url: str) -> tuple[int, str]:
 
 
 def _child_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The programs' environment: ``env``, with output unbuffered so logs are current."""
-    return {**env, "PYTHONUNBUFFERED": "1"}
+    """The programs' environment: ``env``, with output unbuffered so logs are current, and
+    without the Gemini key (the worker's program gets it, and only it)."""
+    return {**{k: v for k, v in env.items() if k != "GEMINI_API_KEY"}, "PYTHONUNBUFFERED": "1"}
 
 
 def _write(path: Path, text: str) -> None:

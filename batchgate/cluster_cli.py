@@ -118,6 +118,11 @@ def banner(cluster: Cluster) -> str:
             "",
             "batchgate local stack",
             f"  API (nginx)  {urls['api']}",
+            *(
+                [f"  HTTPS        {urls['api_https']}  (HTTP/2; self-signed: curl -k)"]
+                if "api_https" in urls
+                else []
+            ),
             f"  dashboard    {urls['api']}/dashboard   metrics {urls['api']}/api/v1/metrics   Prometheus {urls['api']}/metrics",
             f"  replicas     {replicas}",
             f"  simulator    {simulator}",

@@ -1,6 +1,7 @@
 """Render the repository's ``nginx.conf`` template for the local stack or for compose.
 
-The template uses ``{{ name }}`` placeholders because ``$`` belongs to nginx.
+The template uses ``{{ name }}`` placeholders because ``$`` belongs to nginx, and keeps the
+lines between ``{{ if name }}`` and ``{{ end }}`` only when the section ``name`` is on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from batchgate.programs import REPO
 from batchgate.settings import Settings
+from batchgate.tls import certificate_pair
 
 TEMPLATE = REPO / "nginx.conf"
 
@@ -32,8 +34,11 @@ FAIL_TIMEOUT_S = 5
 COMPOSE_API_PORT = 8000
 #: ``deploy.replicas`` of the compose ``api`` service.
 COMPOSE_API_REPLICAS = 3
+#: Where the compose nginx container finds its certificate (a read-only mount of ./certs).
+COMPOSE_CERT_DIR = "/etc/batchgate/certs"
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_SECTION = re.compile(r"^[ \t]*\{\{\s*(?:if\s+(\w+)|(end))\s*\}\}[ \t]*\n?", re.M)
 _UNSAFE_IN_PATH = re.compile(r'["\\$\n{};]')
 
 
@@ -42,9 +47,19 @@ class TemplateError(ValueError):
 
 
 @dataclass(frozen=True)
+class Tls:
+    """Where nginx serves HTTPS and the certificate (full chain) and key it serves."""
+
+    listen: str
+    certificate: str
+    certificate_key: str
+
+
+@dataclass(frozen=True)
 class NginxLayout:
     """Where nginx listens, where the replicas are and where it writes its files."""
 
+    #: Plain HTTP ``address:port``.
     listen: str
     #: ``host:port`` of each replica (a compose service name resolves to all its replicas).
     upstreams: tuple[str, ...]
@@ -55,12 +70,21 @@ class NginxLayout:
     access_log: str
     #: ``user`` directive, needed only when nginx's master runs as root.
     user_directive: str = ""
+    #: HTTPS beside plain HTTP; None: plain HTTP only.
+    tls: Tls | None = None
+    #: Plain HTTP only redirects to HTTPS (and answers ``/health``); needs ``tls``.
+    redirect_http: bool = False
 
 
 def local_layout(settings: Settings, run_dir: Path) -> NginxLayout:
-    """The local stack: loopback only, replicas from ``api_ports``, logs in ``run_dir``."""
+    """The local stack: loopback only, replicas from ``api_ports``, logs in ``run_dir``; HTTPS
+    on ``nginx_tls_port`` (unless 0) with the certificate in ``tls_dir(run_dir)``, beside HTTP."""
     run_dir = run_dir.resolve()
     host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    tls = None
+    if settings.nginx_tls_port:
+        pair = certificate_pair(tls_dir(run_dir))
+        tls = Tls(f"127.0.0.1:{settings.nginx_tls_port}", str(pair.certificate), str(pair.key))
     return NginxLayout(
         listen=f"127.0.0.1:{settings.nginx_port}",
         upstreams=tuple(f"{host}:{port}" for port in settings.api_ports),
@@ -69,11 +93,25 @@ def local_layout(settings: Settings, run_dir: Path) -> NginxLayout:
         error_log="stderr",
         access_log=str(run_dir / "logs" / "nginx-access.log"),
         user_directive=_root_user_directive(),
+        tls=tls,
     )
 
 
-def compose_layout(settings: Settings, run_dir: Path, api_host: str = "api") -> NginxLayout:
-    """Compose: all interfaces, the ``api`` service (resolved to every replica), logs to stdio."""
+def compose_layout(
+    settings: Settings,
+    run_dir: Path,
+    api_host: str = "api",
+    cert_dir: str = COMPOSE_CERT_DIR,
+    worker_user: str | None = None,
+) -> NginxLayout:
+    """Compose: all interfaces, the ``api`` service (resolved to every replica), logs to stdio;
+    HTTPS with the certificate in ``cert_dir``, and plain HTTP redirecting to it (with
+    ``nginx_tls_port`` 0, e.g. behind a TLS-terminating balancer: plain HTTP serving the API).
+    ``worker_user``: the user nginx's workers run as when its master starts as root."""
+    tls = None
+    if settings.nginx_tls_port:
+        pair = certificate_pair(Path(cert_dir))
+        tls = Tls(f"0.0.0.0:{settings.nginx_tls_port}", str(pair.certificate), str(pair.key))
     return NginxLayout(
         listen=f"0.0.0.0:{settings.nginx_port}",
         upstreams=(f"{api_host}:{COMPOSE_API_PORT}",),
@@ -81,18 +119,37 @@ def compose_layout(settings: Settings, run_dir: Path, api_host: str = "api") -> 
         run_dir=str(run_dir),
         error_log="stderr",
         access_log="/dev/stdout",
+        user_directive=f"user {worker_user} {worker_user};" if worker_user else "",
+        tls=tls,
+        redirect_http=tls is not None,
     )
+
+
+def tls_dir(run_dir: Path) -> Path:
+    """Where the local stack keeps its self-signed certificate."""
+    return run_dir.resolve() / "tls"
 
 
 def render_nginx(settings: Settings, layout: NginxLayout, template: str | None = None) -> str:
     """The complete nginx config for ``layout`` with limits from ``settings``."""
-    for path in (layout.run_dir, layout.error_log, layout.access_log):
+    paths = [layout.run_dir, layout.error_log, layout.access_log]
+    if layout.tls is not None:
+        paths += [layout.tls.certificate, layout.tls.certificate_key]
+    for path in paths:
         if _UNSAFE_IN_PATH.search(path):
             raise TemplateError(f"nginx cannot be given the path {path!r}")
+    if layout.redirect_http and layout.tls is None:
+        raise TemplateError("plain HTTP can only redirect to HTTPS when there is HTTPS")
     servers = "\n".join(
         f"        server {address} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT_S}s;"
         for address in layout.upstreams
     )
+    sections = {
+        "tls": layout.tls is not None,
+        "redirect_http": layout.redirect_http,
+        "serve_http": not layout.redirect_http,
+        "rate_limit": settings.nginx_rate_per_s > 0,
+    }
     values = {
         "user_directive": layout.user_directive,
         "run_dir": layout.run_dir,
@@ -100,7 +157,13 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
         "access_log": layout.access_log,
         "upstream_servers": servers,
         "upstream_tries": str(layout.upstream_tries),
-        "listen": layout.listen,
+        "http_listen": layout.listen,
+        "tls_listen": layout.tls.listen if layout.tls else "",
+        "tls_certificate": layout.tls.certificate if layout.tls else "",
+        "tls_certificate_key": layout.tls.certificate_key if layout.tls else "",
+        "rate_per_s": str(settings.nginx_rate_per_s),
+        # One second's worth at once: a burst of a few thousand requests is not a flood.
+        "rate_burst": str(settings.nginx_rate_per_s),
         "client_max_body_size": str(settings.max_body_bytes),
         "max_body_bytes": str(settings.max_body_bytes),
         "connect_timeout": str(CONNECT_TIMEOUT_S),
@@ -108,7 +171,7 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
         "sse_read_timeout": str(SSE_READ_TIMEOUT_S),
     }
     text = TEMPLATE.read_text() if template is None else template
-    return fill(text, values)
+    return fill(text, values, sections)
 
 
 def read_timeout_s(settings: Settings) -> int:
@@ -116,22 +179,55 @@ def read_timeout_s(settings: Settings) -> int:
     return int(settings.max_wait_s + 0.999) + READ_TIMEOUT_MARGIN_S
 
 
-def fill(template: str, values: dict[str, str]) -> str:
-    """Replace every ``{{ name }}``; a placeholder without a value or a value never used fails."""
-    used: set[str] = set()
+def fill(template: str, values: dict[str, str], sections: dict[str, bool] | None = None) -> str:
+    """Keep or drop each ``{{ if name }}`` … ``{{ end }}`` section (not nested), then replace
+    every ``{{ name }}``. A placeholder without a value, a value or section the template never
+    names, and a section without a setting all fail."""
+    sections = sections or {}
+    named = set(_PLACEHOLDER.findall(_SECTION.sub("", template)))
+    unused = set(values) - named
+    if unused:
+        raise TemplateError(f"nginx template lacks placeholders for {sorted(unused)}")
+    text = _resolve_sections(template, sections)
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in values:
             raise TemplateError(f"nginx template placeholder {{{{ {name} }}}} has no value")
-        used.add(name)
         return values[name]
 
-    text = _PLACEHOLDER.sub(replace, template)
-    unused = set(values) - used
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def _resolve_sections(template: str, sections: dict[str, bool]) -> str:
+    """The template with each section's lines kept (without its marker lines) or dropped."""
+    out: list[str] = []
+    used: set[str] = set()
+    position = 0
+    current: str | None = None
+    for match in _SECTION.finditer(template):
+        name, end = match.group(1), match.group(2)
+        if current is None or sections[current]:
+            out.append(template[position : match.start()])
+        position = match.end()
+        if name is not None:
+            if current is not None:
+                raise TemplateError(f"nginx template section {name!r} is nested in {current!r}")
+            if name not in sections:
+                raise TemplateError(f"nginx template section {name!r} has no setting")
+            current = name
+            used.add(name)
+        elif end is not None:
+            if current is None:
+                raise TemplateError("nginx template has an {{ end }} without an {{ if }}")
+            current = None
+    if current is not None:
+        raise TemplateError(f"nginx template section {current!r} is never ended")
+    out.append(template[position:])
+    unused = set(sections) - used
     if unused:
-        raise TemplateError(f"nginx template lacks placeholders for {sorted(unused)}")
-    return text
+        raise TemplateError(f"nginx template lacks sections {sorted(unused)}")
+    return "".join(out)
 
 
 def _root_user_directive() -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from batchgate.settings import Settings
 
@@ -45,6 +46,8 @@ class Program:
     #: Lower starts first and stops last.
     priority: int
     stop_wait_s: int = DEFAULT_STOP_WAIT_S
+    #: Variables only this program gets (the others never see them: the Gemini key).
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
 
 
 def starts_simulator(settings: Settings) -> bool:
@@ -90,7 +93,10 @@ def programs(settings: Settings, run_dir: Path, *, start_redis: bool) -> list[Pr
     if starts_simulator(settings):
         argv = (sys.executable, "-m", "batching.simulator")
         result.append(Program("simulator", argv, priority=20))
-    result.append(Program("worker", worker_argv(settings, str(BIN / "celery")), 30, WORKER_STOP_WAIT_S))
+    # Only the worker calls the model: the key is in its environment alone.
+    secrets = {"GEMINI_API_KEY": settings.gemini_api_key} if settings.gemini_api_key else {}
+    worker = worker_argv(settings, str(BIN / "celery"))
+    result.append(Program("worker", worker, 30, WORKER_STOP_WAIT_S, environment=secrets))
     result.append(Program("beat", beat_argv(run_dir / "celerybeat-schedule", str(BIN / "celery")), 40))
     for port in settings.api_ports:
         result.append(Program(f"api-{port}", api_argv(settings, port, str(BIN / "gunicorn")), priority=50))
@@ -102,12 +108,62 @@ def programs(settings: Settings, run_dir: Path, *, start_redis: bool) -> list[Pr
 
 def redis_argv(settings: Settings, run_dir: Path) -> tuple[str, ...]:
     """Redis on loopback only: throw-away by default, or with an append-only file in the run
-    folder (``BATCHGATE_REDIS_APPENDONLY``; fsync every second, and in full on shutdown)."""
+    folder (``BATCHGATE_REDIS_APPENDONLY``; fsync every second, and in full on shutdown).
+    When ``redis_url`` carries a password, it is required (from ``redis_conf``: a file, so
+    ``ps`` never shows it)."""
     exe = binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
     port = str(redis_port(settings))
     aof = "yes" if settings.redis_appendonly else "no"
     persistence = ("--save", "", "--appendonly", aof, "--appendfsync", "everysec")
-    return (exe, "--bind", "127.0.0.1", "--port", port, *persistence, "--dir", str(run_dir))
+    conf = (str(redis_conf(run_dir)),) if redis_credentials(settings) else ()
+    return (exe, *conf, "--bind", "127.0.0.1", "--port", port, *persistence, "--dir", str(run_dir))
+
+
+def redis_credentials(settings: Settings) -> tuple[str, str] | None:
+    """(user, password) from ``redis_url`` (user ``default`` when it names none), or None."""
+    parts = urlsplit(settings.redis_url)
+    if parts.password is None:
+        return None
+    return unquote(parts.username or "") or "default", unquote(parts.password)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and banners."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def redis_conf(run_dir: Path) -> Path:
+    """The local Redis's config file, holding its password (written only when there is one)."""
+    return run_dir.resolve() / "redis.conf"
+
+
+def render_redis_conf(settings: Settings) -> str:
+    """The password of ``redis_url`` as ``requirepass``, or as an ACL user of its own (every
+    command and key) with the default user switched off."""
+    credentials = redis_credentials(settings)
+    if credentials is None:
+        return ""
+    user, password = credentials
+    lines = ["# Rendered by batchgate.cluster: the local Redis's credentials for this run."]
+    if user == "default":
+        lines.append(f"requirepass {_redis_quote(password)}")
+    else:
+        lines += [
+            f"user {_redis_quote(user)} on {_redis_quote('>' + password)} ~* &* +@all",
+            "user default off",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _redis_quote(value: str) -> str:
+    """A Redis config argument in double quotes (backslash escapes)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def api_argv(settings: Settings, port: int, gunicorn: str = "gunicorn") -> tuple[str, ...]:

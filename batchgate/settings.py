@@ -54,7 +54,8 @@ class Settings:
     """Everything batchgate can be told, with its default."""
 
     # --- Redis and queues -------------------------------------------------------
-    #: Redis for the broker, task records and notifications.
+    #: Redis for the broker, task records and notifications. A password in it
+    #: (``redis://:password@host…``, or an ACL user) is also required by ``make run``'s own Redis.
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: ``make run``'s own Redis (started when none answers at redis_url) keeps an append-only
     #: file in the run folder, so a restart loses nothing (``make chaos`` turns it on).
@@ -220,6 +221,12 @@ class Settings:
     # --- Local cluster (make run) ---------------------------------------------------------
     #: nginx listens here (HTTP).
     nginx_port: int = 8080
+    #: nginx also serves HTTPS (TLS 1.2/1.3, HTTP/2) here (0 = no HTTPS); ``make run`` makes a
+    #: self-signed certificate in the run folder, compose mounts ./certs.
+    nginx_tls_port: int = 8443
+    #: nginx's coarse per-client-IP shield: requests per second (burst the same) before its own
+    #: 429; far above the API's per-key limits, so load tests from one address pass (0 = off).
+    nginx_rate_per_s: int = 5000
     #: Flower listens here (loopback only).
     flower_port: int = 5555
     #: Flower basic auth ``user:password``; empty = generated and printed by ``make run``.
@@ -275,6 +282,12 @@ class Settings:
         for name in ("drift_min_samples", "drift_enter_after", "drift_exit_after"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
+        if self.nginx_tls_port and self.nginx_tls_port == self.nginx_port:
+            raise SettingsError("BATCHGATE_NGINX_TLS_PORT must differ from BATCHGATE_NGINX_PORT (or be 0)")
+        if self.nginx_tls_port < 0 or self.nginx_rate_per_s < 0:
+            raise SettingsError(
+                "BATCHGATE_NGINX_TLS_PORT and BATCHGATE_NGINX_RATE_PER_S must not be negative"
+            )
 
     @property
     def longest_batch_s(self) -> float:

@@ -12,7 +12,7 @@ import pwd
 import resource
 import shlex
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from batchgate.programs import REPO, Program
@@ -104,7 +104,17 @@ def _program_section(program: Program, logs: Path, workdir: Path) -> list[str]:
         "stdout_logfile_maxbytes=50MB",
         "stdout_logfile_backups=2",
     ]
+    if program.environment:
+        lines.append(f"environment={_environment(program.environment)}")
     return lines
+
+
+def _environment(variables: Mapping[str, str]) -> str:
+    """supervisor's ``KEY="value",…`` (added to what supervisord itself was given)."""
+    for name, value in variables.items():
+        if not name.isidentifier() or any(c in value for c in '"\\\n'):
+            raise ValueError(f"{name}: supervisor cannot be given this variable's value")
+    return ",".join(f'{name}="{_esc(value)}"' for name, value in variables.items())
 
 
 def _esc(value: object) -> str:

@@ -1,10 +1,11 @@
 """Task records in Redis: the one place a request's status and result live.
 
 A record is a hash ``<prefix>:task:<id>`` (status, request, submitted_at, result, error,
-timings) that expires ``task_ttl_s`` after submission. Workers finish records with a
-script that writes only once, so a redelivered message can never replace an answer, and
-announce finished ids on ``<prefix>:done`` (and ids that started running on
-``<prefix>:progress``) so long-polls and event streams wake without polling Redis.
+timings, the submission's X-Request-ID as request_id) that expires ``task_ttl_s`` after
+submission. Workers finish records with a script that writes only once, so a redelivered
+message can never replace an answer, and announce finished ids on ``<prefix>:done`` (and
+ids that started running on ``<prefix>:progress``) so long-polls and event streams wake
+without polling Redis.
 """
 
 from __future__ import annotations
@@ -105,11 +106,17 @@ class TaskStore:
         return f"{self._prefix}:inflight"
 
     def create(
-        self, task_id: str, request: dict[str, Any], submitted_at: float, owner: str | None = None
+        self,
+        task_id: str,
+        request: dict[str, Any],
+        submitted_at: float,
+        owner: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         """Write a new queued record (before the message is published, so a fast worker finds
-        it) and enter it in the in-flight index."""
-        self._write_new(task_id, {"status": QUEUED}, request, submitted_at, owner, inflight=True)
+        it) and enter it in the in-flight index. ``request_id``: the submission's X-Request-ID."""
+        fields = {"status": QUEUED, **({"request_id": request_id} if request_id else {})}
+        self._write_new(task_id, fields, request, submitted_at, owner, inflight=True)
 
     def create_cached(
         self,
@@ -118,6 +125,7 @@ class TaskStore:
         submitted_at: float,
         owner: str | None,
         result: dict[str, Any],
+        request_id: str | None = None,
     ) -> None:
         """Write a record that is born finished, answered from the response cache."""
         fields = {
@@ -125,6 +133,7 @@ class TaskStore:
             "cached": "1",
             "result": _dumps(result),
             "finished_at": repr(submitted_at),
+            **({"request_id": request_id} if request_id else {}),
         }
         self._write_new(task_id, fields, request, submitted_at, owner)
 

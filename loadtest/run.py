@@ -35,6 +35,7 @@ from typing import Any
 from batchgate import procfs
 from batchgate.apikeys import new_key
 from batchgate.cluster import Cluster, ClusterError
+from batchgate.programs import redacted_url
 from batchgate.settings import Settings, SettingsError
 from loadtest.inflection import analyse
 from loadtest.report import LOCUST_CPU_WARNING, build_report, generator_verdict, plot, summary, write_json
@@ -397,6 +398,7 @@ def _public_settings(settings: Settings) -> dict[str, Any]:
     data = dataclasses.asdict(settings)
     for secret in ("demo_api_key", "gemini_api_key", "flower_auth"):
         data[secret] = "(set)" if data.get(secret) else ""
+    data["redis_url"] = redacted_url(settings.redis_url)
     return data
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import signal
+import ssl
 import threading
 import time
 import urllib.request
@@ -22,6 +24,7 @@ from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.cluster import Cluster
 from batchgate.settings import Settings
 from batching.simulator.answers import answer_for
+from tests import tls_probe
 from tests.clients import ClientRun, gemini_sdk_replies, openai_sdk_replies, read_events, submit_and_collect
 from tests.conftest import stack_env
 from tests.harness import first_call_fails_seed, free_port, http_json, wait_until
@@ -32,6 +35,7 @@ class RunningCluster:
         self.cluster = cluster
         self.settings = settings
         self.url = f"http://127.0.0.1:{settings.nginx_port}"
+        self.https_url = f"https://127.0.0.1:{settings.nginx_tls_port}"
         self.sim = settings.embedded_simulator_url
         self.api_key = settings.demo_api_key
         self.headers = {"X-API-Key": self.api_key}
@@ -55,6 +59,7 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         redis_url,
         BATCHGATE_API_PORTS=",".join(map(str, ports)),
         BATCHGATE_NGINX_PORT=str(free_port()),
+        BATCHGATE_NGINX_TLS_PORT=str(free_port()),
         BATCHGATE_FLOWER_PORT=str(free_port()),
         BATCHGATE_SIM_PORT=str(free_port()),
         BATCHGATE_RUN_DIR=str(run_dir),
@@ -143,6 +148,108 @@ def test_ready_and_health_through_nginx(cluster: RunningCluster) -> None:
     assert status == 200 and body["workers"] >= 1
     status, _, body = http_json("GET", f"{cluster.url}/api/v1/tasks/does-not-exist", headers=cluster.headers)
     assert status == 404 and body["error"]["code"] == "not_found"
+
+
+@pytest.mark.skipif(not tls_probe.curl_available(), reason="curl is not installed (.ci/run installs it)")
+def test_https_with_http2_answers_health_and_a_task(cluster: RunningCluster) -> None:
+    port = cluster.settings.nginx_tls_port
+    assert tls_probe.handshake(port, ssl.TLSVersion.TLSv1_3) == ("TLSv1.3", "h2")
+    with pytest.raises(ssl.SSLError):
+        tls_probe.handshake(port, ssl.TLSVersion.TLSv1_1)
+
+    version, status, _, _ = tls_probe.curl_http2("GET", f"{cluster.https_url}/health")
+    assert (version, status) == ("HTTP/2", 200)
+    prompt = f"over h2 {os.getpid()}: name three rivers"
+    version, status, headers, task = tls_probe.curl_http2(
+        "POST", f"{cluster.https_url}/api/v1/task?wait=30", {"prompt": prompt}, headers=cluster.headers
+    )
+    assert (version, status) == ("HTTP/2", 200), task
+    assert isinstance(task, dict) and task["status"] == "succeeded"
+    assert task["result"]["text"] == answer_for(prompt)
+    assert task["request_id"] == headers["x-request-id"]
+    version, status, _, again = tls_probe.curl_http2(
+        "GET", f"{cluster.https_url}/api/v1/tasks/{task['id']}", headers=cluster.headers
+    )
+    assert (version, status) == ("HTTP/2", 200) and again == task
+
+
+def test_request_ids_reach_the_task_record_and_the_access_log(cluster: RunningCluster) -> None:
+    given = f"client-{os.getpid()}.{time.monotonic_ns()}"
+    status, headers, body = http_json(
+        "POST",
+        f"{cluster.url}/api/v1/tasks",
+        {"prompt": "with a request id"},
+        headers={**cluster.headers, "X-Request-ID": given},
+    )
+    assert status == 202 and headers["X-Request-ID"] == given
+    kept = http_json("GET", f"{cluster.url}/api/v1/tasks/{body['id']}?wait=30", headers=cluster.headers)[2]
+    assert kept["status"] == "succeeded" and kept["request_id"] == given
+
+    status, headers, body = http_json(
+        "POST", f"{cluster.url}/api/v1/tasks", {"prompt": "without a request id"}, headers=cluster.headers
+    )
+    generated = headers["X-Request-ID"]
+    assert status == 202 and re.fullmatch(r"[0-9a-f]{32}", generated)
+    made = http_json("GET", f"{cluster.url}/api/v1/tasks/{body['id']}", headers=cluster.headers)[2]
+    assert made["request_id"] == generated
+
+    access_log = cluster.cluster.log_path("nginx-access")
+
+    def logged(request_id: str) -> bool:
+        return any(
+            '"POST /api/v1/tasks HTTP/1.1" 202 ' in line and line.endswith(f" id={request_id}")
+            for line in access_log.read_text().splitlines()
+        )
+
+    for request_id in (given, generated):
+        wait_until(lambda request_id=request_id: logged(request_id), 5, f"{request_id} in the access log")
+
+
+def test_prompts_and_keys_never_reach_the_logs(cluster: RunningCluster) -> None:
+    settings = cluster.settings
+    key = ApiKeyStore(
+        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
+    ).create("premium", "log check")
+    tag = f"{os.getpid()}x{time.monotonic_ns()}"
+    prompts = [f"zebra-{tag}-native", f"zebra-{tag}-gemini", f"zebra-{tag}-openai", f"zebra-{tag}-stream"]
+    status, _, task = http_json(
+        "POST", f"{cluster.url}/api/v1/task?wait=30", {"prompt": prompts[0]}, headers={"X-API-Key": key}
+    )
+    assert status == 200 and task["status"] == "succeeded", task
+    # The Gemini drop-in with the key in the query string, as some clients send it.
+    gemini = {"contents": [{"role": "user", "parts": [{"text": prompts[1]}]}]}
+    status, _, reply = http_json(
+        "POST", f"{cluster.url}/v1beta/models/gemini-2.5-flash:generateContent?key={key}", gemini, timeout=40
+    )
+    assert status == 200, reply
+    openai = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": prompts[2]}]}
+    status, _, reply = http_json(
+        "POST",
+        f"{cluster.url}/v1/chat/completions",
+        openai,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=40,
+    )
+    assert status == 200, reply
+    streamed = {"prompt": prompts[3], "stream": True}
+    status, _, task = http_json(
+        "POST", f"{cluster.url}/api/v1/task?wait=30", streamed, headers={"X-API-Key": key}, timeout=40
+    )
+    assert status == 200 and task["status"] == "succeeded", task
+    # A wrong key in the query string, refused: also never logged.
+    wrong = f"bg_wrong{tag}"
+    status, _, _ = http_json("POST", f"{cluster.url}/v1beta/models/m:generateContent?key={wrong}", gemini)
+    assert status in (400, 401, 403)
+
+    time.sleep(1.5)  # nginx flushes its access log every second
+    logs = sorted(path for path in cluster.cluster.logs_dir.rglob("*") if path.is_file())
+    assert {"nginx-access.log", "worker.log", "simulator.log"} <= {path.name for path in logs}
+    access = cluster.cluster.logs("nginx-access")
+    assert "/v1beta/models/gemini-2.5-flash:generateContent HTTP/1.1" in access
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for secret in (key, wrong, f"zebra-{tag}"):
+            assert secret not in text, f"{secret} in {path.name}"
 
 
 def burst(url: str, key: str, n: int) -> tuple[list[tuple[int, dict[str, str]]], float]:

@@ -27,3 +27,11 @@ def test_message_carries_the_request_and_headers_carry_no_prompt(
     assert headers["id"] == "t1" and headers["argsrepr"] == "()"
     assert headers["kwargsrepr"] == f"{{model: m, prompt: {len(prompt)} chars}}"
     assert prompt not in json.dumps(headers)
+
+
+def test_celery_speaks_json_only() -> None:
+    """A pickled message on the broker would be code run by the worker: JSON is all it takes."""
+    conf = create_celery(Settings.from_env({})).conf
+    assert conf.accept_content == ["json"]
+    assert conf.task_serializer == conf.result_serializer == conf.event_serializer == "json"
+    assert conf.result_accept_content in (None, ["json"])  # None: accept_content applies
