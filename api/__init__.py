@@ -8,6 +8,7 @@ import redis
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.request_body import StrictJSONProvider, limit_chunked_body
 from api.services import Services
 from batchgate.database import DatabaseUnavailable
 from batchgate.settings import Settings
@@ -24,6 +25,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
         health_view,
         metrics_view,
         openai_view,
+        openapi_view,
         preferences_view,
         sessions_view,
         task_events_view,
@@ -32,6 +34,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = StrictJSONProvider(app)
+    app.before_request(limit_chunked_body)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["batchgate"] = services or Services.build(settings)
     register_error_handlers(app)
@@ -45,6 +49,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.register_blueprint(openai_view.bp)
     app.register_blueprint(sessions_view.bp)
     app.register_blueprint(preferences_view.bp)
+    app.register_blueprint(openapi_view.bp)
     app.after_request(metrics_view.count_http_request)
     _ensure_demo_key(app.extensions["batchgate"])
     _migrate_database(app.extensions["batchgate"])

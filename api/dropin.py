@@ -10,15 +10,20 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, request
 
+from api.edge import api_key_sent, authenticate
 from api.errors import ApiError, json_response, redis_unavailable
 from api.schemas import TaskRequest
-from api.services import Services
+from api.services import Services, services
 from api.tasks_view import submit_and_wait_for
 from batchgate.taskstore import SUCCEEDED, TERMINAL
 
 
 def request_object() -> dict[str, Any]:
-    """The request's JSON body; 400 unless it is an object."""
+    """The request's JSON body; 400 unless it is an object. Without any key the answer is 401,
+    before any complaint about the body (as for ``POST /api/v1/tasks``)."""
+    svc = services()
+    if svc.settings.auth_enabled and not api_key_sent():
+        authenticate(svc)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")

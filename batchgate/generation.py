@@ -22,6 +22,7 @@ class Generation(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=1000)
     max_output_tokens: int | None = Field(default=None, ge=1, le=65536)
     stop_sequences: list[str] | None = Field(default=None, max_length=5)
-    seed: int | None = None
+    #: Gemini's seed is an int32: a larger one would fail at the model, after queueing.
+    seed: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
