@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from email.utils import formatdate
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 
 from api.edge import authenticate
 from api.errors import ApiError
+from api.request_body import json_body
 from api.schemas import IDENTIFIER
 from api.services import Services, services
 from api.user_preferences import database_errors, preference_store
@@ -73,13 +74,7 @@ def _owner_of(svc: Services, user_id: str) -> str:
 
 
 def _parse_body() -> Preferences:
-    if not request.is_json:
-        raise ApiError(
-            415, "unsupported_media_type", "send the preferences as JSON (Content-Type: application/json)"
-        )
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    body = json_body("the preferences")
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the request body must be a JSON object")
     try:

@@ -25,6 +25,8 @@ from flask import current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from api.errors import ApiError
+
 #: Deeper nesting is refused: no request needs it, and every later stage recurses over it.
 MAX_DEPTH = 64
 
@@ -41,6 +43,17 @@ class StrictJSONProvider(DefaultJSONProvider):
             raise ValueError("JSON nested too deeply") from None
         check_strict(value)
         return value
+
+
+def json_body(what: str) -> Any:
+    """The request's decoded JSON body: 415 unless it is sent as JSON, 400 if it does not parse;
+    ``what`` names the thing for the 415 message (``the task``, ``the preferences``)."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", f"send {what} as JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    return body
 
 
 def check_strict(value: Any) -> None:

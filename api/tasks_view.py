@@ -19,6 +19,7 @@ from api.edge import (
     authenticate_and_read,
 )
 from api.errors import ApiError
+from api.request_body import json_body
 from api.request_id import request_id
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
@@ -164,13 +165,7 @@ def _refuse_without_key(svc: Services) -> None:
 
 
 def _parse_body(svc: Services) -> TaskRequest:
-    if not request.is_json:
-        raise ApiError(
-            415, "unsupported_media_type", "send the task as JSON (Content-Type: application/json)"
-        )
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "invalid_json", "the request body is not valid JSON")
+    body = json_body("the task")
     return parse_task_request(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
 
 

@@ -39,15 +39,15 @@ from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
 
 #: Short enough that redelivery and the sweeper act within a run of a minute or two:
-#: longest batch = 0.1 + 3 attempts of 3 s + 2 backoffs of 1 s + 2 s = 13.1 s < visibility timeout 15 s.
+#: longest batch = 0.1 + 3 attempts of 2 s + 2 backoffs of 0.5 s + 1 s = 8.1 s < visibility timeout 10 s.
 FAST_RECOVERY = {
-    "BATCHGATE_GEMINI_TIMEOUT_S": "3",
+    "BATCHGATE_GEMINI_TIMEOUT_S": "2",
     "BATCHGATE_RETRY_ATTEMPTS": "3",
-    "BATCHGATE_RETRY_MAX_S": "1",
-    "BATCHGATE_SESSION_ORDER_WAIT_S": "2",
-    "BATCHGATE_VISIBILITY_TIMEOUT_S": "15",
-    "BATCHGATE_ORPHAN_AFTER_S": "30",
-    "BATCHGATE_ORPHAN_SWEEP_INTERVAL_S": "5",
+    "BATCHGATE_RETRY_MAX_S": "0.5",
+    "BATCHGATE_SESSION_ORDER_WAIT_S": "1",
+    "BATCHGATE_VISIBILITY_TIMEOUT_S": "10",
+    "BATCHGATE_ORPHAN_AFTER_S": "20",
+    "BATCHGATE_ORPHAN_SWEEP_INTERVAL_S": "4",
 }
 #: Times of a task the report lists for each one the sweeper re-enqueued.
 TIMES = ("submitted_at", "finished_at", "timings")

@@ -49,6 +49,10 @@ INFRASTRUCTURE = frozenset(
 STACK_GROUPS = ("nginx", "api", "redis", "worker", "beat")
 
 
+#: How long a stack whose measurement is over may take to stop before it is killed.
+MEASURED_STOP_S = 3.0
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it)."""
     with socket.socket() as sock:
@@ -160,8 +164,14 @@ class Stack:
         self.cluster.stop()
 
     def stop_in_background(self) -> threading.Thread:
-        """Stop in a thread, so the next stack can start meanwhile; join it before measuring."""
-        thread = threading.Thread(target=self.cluster.stop, name=f"stop {self.run_dir.name}", daemon=True)
+        """Stop in a thread, so the next stack can start meanwhile; join it before measuring.
+
+        Its measurement is over, so nothing left in it matters: what has not stopped after
+        ``MEASURED_STOP_S`` (a worker finishing a backlog at the paced rate takes 20 s) is killed.
+        """
+        thread = threading.Thread(
+            target=self.cluster.stop, args=(MEASURED_STOP_S,), name=f"stop {self.run_dir.name}", daemon=True
+        )
         thread.start()
         return thread
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask.testing import FlaskClient
 
+from api import create_app
 from batchgate.apikeys import ApiKeyStore
 from batchgate.settings import Settings
 from tests.harness import (
@@ -95,6 +98,20 @@ def create_key(env: dict[str, str], tier: str) -> str:
         return ApiKeyStore(client, settings.key_prefix).create(tier, f"test {tier}")
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def keyed_test_client(settings: Settings) -> Iterator[FlaskClient]:
+    """Flask's test client for an app on ``settings``, sending a new premium key."""
+    app = create_app(settings)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        key = ApiKeyStore(client, settings.key_prefix).create("premium")
+    finally:
+        client.close()
+    with app.test_client() as test_client:
+        test_client.environ_base["HTTP_X_API_KEY"] = key
+        yield test_client
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from api import create_app
-from batchgate.apikeys import ApiKeyStore
 from batchgate.settings import Settings
-from tests.conftest import stack_env
+from tests.conftest import keyed_test_client, stack_env
 
 
 @pytest.fixture
@@ -23,12 +21,7 @@ def settings(redis_url: str) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[FlaskClient]:
-    app = create_app(settings)
-    key = ApiKeyStore(
-        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
-    ).create("premium")
-    with app.test_client() as test_client:
-        test_client.environ_base["HTTP_X_API_KEY"] = key
+    with keyed_test_client(settings) as test_client:
         yield test_client
 
 

@@ -236,8 +236,8 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATCHGATE_", "BENCH_"))}
     env.update(
         BENCH_ROUNDS="1",
-        BENCH_WARMUP_S="2",
-        BENCH_MEASURE_S="4",
+        BENCH_WARMUP_S="1",
+        BENCH_MEASURE_S="3",
         BENCH_CLIENTS="96",
         BENCH_OVERHEAD_REQUESTS="6",
         BENCH_IDLE_S="0",
