@@ -23,6 +23,7 @@ from tests.harness import (
     start_redis,
     start_simulator,
     start_worker,
+    stop_all,
     wait_until,
 )
 from tests.pg import throwaway_database
@@ -126,8 +127,7 @@ def stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
         wait_until(lambda: http_json("GET", f"{api_url}/ready")[0] == 200, 30, "a consuming worker")
         yield Stack(api_url, sim_url, redis_url, env, worker, logs_dir, api_key)
     finally:
-        for proc in (api, worker, sim):
-            proc.stop()
+        stop_all(api, worker, sim)
 
 
 @pytest.fixture(scope="session")

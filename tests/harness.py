@@ -105,10 +105,15 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the whole process group (nothing if it has exited)."""
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        self.send(sig)
+        if self.alive():
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -195,10 +200,19 @@ def start_flower(log_dir: Path, env: Mapping[str, str], auth: str) -> tuple[Proc
     return proc, url
 
 
+def stop_all(*processes: Process | None) -> None:
+    """Stop processes together: all are told at once, then each is waited for (a worker's warm
+    shutdown and gunicorn's graceful one take seconds each; in turn they add up)."""
+    started = [p for p in processes if p is not None]
+    for proc in started:
+        proc.send()
+    for proc in started:
+        proc.stop()
+
+
 @contextlib.contextmanager
 def running(*processes: Process) -> Iterator[None]:
     try:
         yield
     finally:
-        for proc in reversed(processes):
-            proc.stop()
+        stop_all(*reversed(processes))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import create_key, stack_env
-from tests.harness import Process, http_json, start_api, start_simulator, start_worker, wait_until
+from tests.harness import Process, http_json, start_api, start_simulator, start_worker, stop_all, wait_until
 
 WINDOW_MS = 400.0  # long, so that waiting it or not is plain in the timings
 
@@ -30,8 +30,7 @@ def two_workers(redis_url: str, logs_dir: Path) -> Iterator[dict[str, tuple[str,
             stacks[mode] = (api_url, {"X-API-Key": key})
         yield stacks
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        stop_all(*reversed(procs))
 
 
 def batch_wait(api: str, headers: dict[str, str], prompt: str) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 from batching.simulator.answers import answer_for
 from tests.clients import submit_and_collect
 from tests.conftest import create_key, stack_env
-from tests.harness import http_json, start_api, start_simulator, start_worker, wait_until
+from tests.harness import http_json, start_api, start_simulator, start_worker, stop_all, wait_until
 
 HIGH_WATER = 20
 
@@ -53,6 +53,4 @@ def test_overload_is_refused_and_nothing_admitted_is_lost(redis_url: str, logs_d
         run = submit_and_collect(api_url, [{"prompt": "after the storm"}], api_key=key)
         assert run.bodies[0] is not None and run.bodies[0]["status"] == "succeeded"
     finally:
-        for proc in (api, worker, sim):
-            if proc is not None:
-                proc.stop()
+        stop_all(api, worker, sim)

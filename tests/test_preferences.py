@@ -42,6 +42,7 @@ from tests.harness import (
     start_redis,
     start_simulator,
     start_worker,
+    stop_all,
     wait_until,
 )
 
@@ -294,8 +295,7 @@ class PreferencesStack:
         wait_until(lambda: http_json("GET", f"{self.api}/ready")[0] == 200, 30, "a consuming worker")
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop()
+        stop_all(*reversed(self.processes))
         self.processes = []
 
     def call(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, dict, Any]:
