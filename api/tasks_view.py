@@ -26,7 +26,7 @@ from api.services import Services, services
 from api.user_preferences import with_preferences
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
-from batchgate.taskstore import TERMINAL
+from batchgate.taskstore import QUEUED, TERMINAL
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
 bp.after_request(add_rate_headers)
@@ -124,7 +124,14 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
         if not claim.new and claim.task_id:
             original = svc.store.get(claim.task_id)
             if original is not None:
+                if original.get("status") == QUEUED and isinstance(original.get("request"), dict):
+                    # The first attempt may have died between writing the record and publishing
+                    # it (a client retries when it got no answer): publish again. A message sent
+                    # twice is answered once (records are written once; a batch drops finished ones).
+                    submitted = float(original.get("submitted_at") or time.time())
+                    svc.publisher.publish(claim.task_id, original["request"], submitted)
                 return claim.task_id, original
+            task_id = claim.task_id  # the first attempt died before its record: do its work
 
     submitted_at = time.time()
     if task.session_id:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,16 +35,18 @@ async def _submit(
     session: aiohttp.ClientSession, base: str, body: dict[str, Any], run: ClientRun
 ) -> str | None:
     last = ""
+    # Retries are safe: the same Idempotency-Key gets the same task back.
+    headers = {"Idempotency-Key": f"collect-{uuid.uuid4().hex}"}
     for _attempt in range(50):
         try:
-            async with session.post(f"{base}/api/v1/tasks", json=body) as response:
+            async with session.post(f"{base}/api/v1/tasks", json=body, headers=headers) as response:
                 run.submit_statuses.append(response.status)
                 if response.status in (200, 202):  # 200: answered at once (from the cache)
                     return str((await response.json())["id"])
                 last = f"submit {response.status}: {(await response.text())[:200]}"
                 if response.status not in RETRY_STATUSES:
                     break
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             last = f"submit {type(exc).__name__}: {exc}"
         run.retries += 1
         await asyncio.sleep(0.1)
@@ -64,7 +67,9 @@ async def _poll(
                     continue
                 if response.status not in RETRY_STATUSES:
                     return {"status": f"http_{response.status}", "body": await response.text()}
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            # A replica killed while sending an answer: nginx has passed on its headers and
+            # can only cut the body short. Reading the task again is safe.
             run.failures.append(f"poll {task_id} {type(exc).__name__}: {exc} (retrying)")
         run.retries += 1
         await asyncio.sleep(0.1)
@@ -86,8 +91,9 @@ def submit_and_collect(
 ) -> ClientRun:
     """Send every body at once (one connection each), then long-poll each task to the end.
 
-    Like a careful client, retry 502/503/504 and connection errors (nginx answers those
-    while a replica is down); anything else is recorded as seen.
+    Like a careful client, retry 502/503/504, connection errors and answers cut short (nginx
+    answers those while a replica is down; submissions carry an Idempotency-Key so a retry is
+    safe); anything else is recorded as seen.
     """
     run = ClientRun(
         prompts=[b["prompt"] for b in bodies], ids=[None] * len(bodies), bodies=[None] * len(bodies)

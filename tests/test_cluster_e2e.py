@@ -369,6 +369,33 @@ def test_task_events_stream_through_nginx_in_order(cluster: RunningCluster) -> N
     assert "events via nginx" in events[-1][2]["result"]["text"]
 
 
+def test_streamed_chunks_pass_nginx_as_they_arrive(cluster: RunningCluster) -> None:
+    """Deltas reach the client while the model is still streaming: nginx does not buffer."""
+    cluster.sim_config(per_output_token_ms=40)  # about a second between the answer's chunks
+    prompt = "stream through nginx, a few words at a time please"
+    try:
+        _, _, body = http_json(
+            "POST", f"{cluster.url}/api/v1/tasks", {"prompt": prompt, "stream": True}, headers=cluster.headers
+        )
+        arrivals: list[tuple[float, str]] = []
+        request = urllib.request.Request(
+            f"{cluster.url}/api/v1/tasks/{body['id']}/events", headers=cluster.headers
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            for raw in response:
+                line = raw.decode().strip()
+                if line.startswith("event: "):
+                    arrivals.append((time.monotonic(), line[7:]))
+    finally:
+        cluster.sim_config(per_output_token_ms=0.05)
+    names = [name for _, name in arrivals]
+    assert names[:2] == ["queued", "running"] and names[-1] == "succeeded" and names.count("delta") >= 2, (
+        names
+    )
+    first_delta = next(at for at, name in arrivals if name == "delta")
+    assert arrivals[-1][0] - first_delta > 0.3, arrivals  # chunks came one by one, not all at the end
+
+
 def test_the_google_genai_sdk_through_nginx_is_batched(cluster: RunningCluster) -> None:
     cluster.sim_reset()
     replies = gemini_sdk_replies(cluster.url, cluster.api_key, [f"via nginx {i}" for i in range(50)])

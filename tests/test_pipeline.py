@@ -5,10 +5,18 @@ A real Redis, the simulator, a Celery batch worker and a gunicorn API, each its 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 import time
 
 import redis
 
+from api.schemas import TaskRequest
+from batchgate.apikeys import hash_key
+from batchgate.idempotency import IdempotencyStore
+from batchgate.settings import Settings
+from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
 from tests.clients import read_events, submit_and_collect
 from tests.conftest import Stack, create_key
@@ -261,3 +269,42 @@ def test_client_held_history_reaches_the_model_as_turns(stack: Stack) -> None:
     ):
         status, _, reply = http_json("POST", f"{stack.api}/api/v1/tasks", bad, headers=stack.headers)
         assert status == 422 and reply["error"]["code"] == code, reply
+
+
+def _died_after_claim(stack: Stack, body: dict, idempotency_key: str, write_record: bool) -> str:
+    """What a replica killed mid-submission leaves: the Idempotency-Key claimed, maybe the
+    queued record, but no message."""
+    settings = Settings.from_env(stack.env)
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    try:
+        owner = hash_key(stack.api_key)
+        body_hash = hashlib.sha256(
+            json.dumps(TaskRequest.model_validate(body).model_dump(), sort_keys=True).encode()
+        ).hexdigest()
+        task_id = secrets.token_hex(16)
+        store = IdempotencyStore(client, settings.key_prefix, 3600)
+        assert store.claim(owner, idempotency_key, body_hash, task_id).new
+        if write_record:
+            message = {**body, "model": settings.model}
+            TaskStore(client, settings.key_prefix, 3600).create(task_id, message, time.time(), owner)
+        return task_id
+    finally:
+        client.close()
+
+
+def test_a_retry_finishes_the_work_of_a_replica_that_died_mid_submission(stack: Stack) -> None:
+    for write_record in (True, False):
+        body = {"prompt": f"died mid-submission ({write_record}) {secrets.token_hex(3)}", "cache": False}
+        key = f"died-{secrets.token_hex(4)}"
+        task_id = _died_after_claim(stack, body, key, write_record)
+        status, _, reply = http_json(
+            "POST",
+            f"{stack.api}/api/v1/task?wait=20",
+            body,
+            headers={**stack.headers, "Idempotency-Key": key},
+            timeout=30,
+        )
+        # The retry gets the task the first attempt began, and it is answered (not left for
+        # the orphan sweeper, 15 minutes later).
+        assert status == 200 and reply["id"] == task_id, reply
+        assert reply["status"] == "succeeded" and reply["result"]["text"] == answer_for(body["prompt"])
