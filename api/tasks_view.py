@@ -111,6 +111,7 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     task_id = secrets.token_hex(16)
 
     idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+    body_hash = ""
     if idempotency_key:
         if len(idempotency_key) > 255:
             raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
@@ -124,12 +125,17 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
         if not claim.new and claim.task_id:
             original = svc.store.get(claim.task_id)
             if original is not None:
-                if original.get("status") == QUEUED and isinstance(original.get("request"), dict):
-                    # The first attempt may have died between writing the record and publishing
-                    # it (a client retries when it got no answer): publish again. A message sent
-                    # twice is answered once (records are written once; a batch drops finished ones).
+                request_sent = original.get("request")
+                if (
+                    not claim.published
+                    and original.get("status") == QUEUED
+                    and isinstance(request_sent, dict)
+                ):
+                    # The first attempt died between writing the record and publishing it (or
+                    # is still on its way: a message sent twice is answered once).
                     submitted = float(original.get("submitted_at") or time.time())
-                    svc.publisher.publish(claim.task_id, original["request"], submitted)
+                    svc.publisher.publish(claim.task_id, request_sent, submitted)
+                    svc.idempotency.mark_published(owner, idempotency_key, claim.task_id, body_hash)
                 return claim.task_id, original
             task_id = claim.task_id  # the first attempt died before its record: do its work
 
@@ -162,6 +168,8 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
         if idempotency_key:
             svc.idempotency.release(owner, idempotency_key)
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry later") from exc
+    if idempotency_key:
+        svc.idempotency.mark_published(owner, idempotency_key, task_id, body_hash)
     return task_id, {"status": "queued", "queue_depth": decision.queue_depth + 1}
 
 

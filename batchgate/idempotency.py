@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import redis
 
+PUBLISHED = "published"
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -15,6 +17,8 @@ class Claim:
     new: bool
     task_id: str | None
     conflict: bool = False
+    #: The original's message is known to be on the queue (``mark_published``).
+    published: bool = False
 
 
 class IdempotencyStore:
@@ -39,10 +43,16 @@ class IdempotencyStore:
             if self._redis.set(key, f"{task_id} {body_hash}", nx=True, ex=self._ttl_s):
                 return Claim(new=True, task_id=task_id)
             existing = self._redis.get(key) or " "
-        original_id, _, original_hash = str(existing).partition(" ")
+        original_id, _, rest = str(existing).partition(" ")
+        original_hash, _, published = rest.partition(" ")
         if original_hash != body_hash:
             return Claim(new=False, task_id=None, conflict=True)
-        return Claim(new=False, task_id=original_id)
+        return Claim(new=False, task_id=original_id, published=published == PUBLISHED)
+
+    def mark_published(self, owner: str, idempotency_key: str, task_id: str, body_hash: str) -> None:
+        """Record that the claimed task's message reached the queue: a retry need not send it."""
+        value = f"{task_id} {body_hash} {PUBLISHED}"
+        self._redis.set(self._key(owner, idempotency_key), value, xx=True, keepttl=True)
 
     def release(self, owner: str, idempotency_key: str) -> None:
         """Forget a claim whose task could not be enqueued, so a retry can succeed."""
