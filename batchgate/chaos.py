@@ -24,6 +24,7 @@ import secrets
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import redis
 
 from batchgate.apikeys import new_key
 from batchgate.chaos_counts import Submission, count, line
-from batchgate.cluster import Cluster
+from batchgate.cluster import Cluster, free_port
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
@@ -55,14 +56,6 @@ TIMES = ("submitted_at", "finished_at", "timings")
 SUBMIT_ATTEMPTS = 60
 #: After the last submission, how long pollers may wait for the last answers.
 DRAIN_S = 150.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def chaos_env(run_dir: Path, base: dict[str, str]) -> dict[str, str]:
@@ -236,8 +229,6 @@ class Run:
             client.close()
 
     def model_items(self) -> int:
-        import urllib.request
-
         url = f"{self.settings.embedded_simulator_url}/_sim/stats"
         with urllib.request.urlopen(url, timeout=10) as response:
             return int(json.load(response)["items"])

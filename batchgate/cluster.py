@@ -344,6 +344,13 @@ class Cluster:
                 raise ClusterError(f"{program.name}: {exe} is not installed (make install installs it)")
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now on loopback (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def port_in_use(host: str, port: int) -> bool:
     """Someone listens on ``host:port`` already (our programs would fail and be restarted forever)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:

@@ -190,16 +190,13 @@ def fit_history(turns: Sequence[Turn], budget_tokens: int) -> list[Turn]:
 def ready_turns(pending: Sequence[SessionTurn | None], applied: dict[str, int]) -> list[int]:
     """Indexes of the pending requests that may run now: every request outside a session,
     and each session's lowest pending turn once the turn before it has landed."""
-    lowest: dict[str, int] = {}
-    for turn in pending:
-        if turn is not None:
-            lowest[turn.session_id] = min(turn.seq, lowest.get(turn.session_id, turn.seq))
-    return [
+    outside = [index for index, turn in enumerate(pending) if turn is None]
+    landed = [
         index
-        for index, turn in enumerate(pending)
-        if turn is None
-        or (turn.seq == lowest[turn.session_id] and applied.get(turn.session_id, 0) >= turn.seq - 1)
+        for index in lowest_turns(pending)
+        if (turn := pending[index]) is not None and applied.get(turn.session_id, 0) >= turn.seq - 1
     ]
+    return sorted(outside + landed)
 
 
 def lowest_turns(pending: Sequence[SessionTurn | None]) -> list[int]:

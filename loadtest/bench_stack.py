@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from batchgate.apikeys import new_key
-from batchgate.cluster import Cluster, _write
+from batchgate.cluster import Cluster, _write, free_port
 from batchgate.settings import Settings
 from batchgate.supervisor_config import render_supervisord
 
@@ -51,13 +50,6 @@ STACK_GROUPS = ("nginx", "api", "redis", "worker", "beat")
 
 #: How long a stack whose measurement is over may take to stop before it is killed.
 MEASURED_STOP_S = 3.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def caller_overrides(environ: Mapping[str, str]) -> dict[str, str]:

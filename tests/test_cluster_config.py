@@ -32,7 +32,7 @@ import redis
 from ruamel.yaml import YAML
 from supervisor.options import ServerOptions
 
-from batchgate.cluster import Cluster, ClusterError, port_in_use
+from batchgate.cluster import Cluster, ClusterError, free_port, port_in_use
 from batchgate.compose_cli import prepare, read_env_file
 from batchgate.container import BEAT_SCHEDULE, FLOWER_PORT, NGINX_RUN_DIR, PRINT_VARIABLE, ROLES, role_argv
 from batchgate.nginx_config import (
@@ -255,7 +255,7 @@ def test_the_gemini_key_reaches_only_the_worker(tmp_path: Path) -> None:
 def test_local_redis_requires_the_password_of_its_url(
     tmp_path: Path, url: str, login: tuple[str, str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     cluster = make_cluster(tmp_path / "run", BATCHGATE_REDIS_URL=url.format(port=port))
     cluster.render(start_redis=True)
     argv = supervisor_commands(cluster.conf_path)["redis"]
@@ -474,12 +474,6 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Edge:
     """A running nginx: where it answers and what it wrote."""
@@ -508,7 +502,7 @@ def nginx_in_front_of(
     """A real nginx from the rendered config (local form, or compose form with a throwaway
     certificate), proxying to ``ports`` (compose: to COMPOSE_API_PORT); HTTP and HTTPS on free
     ports."""
-    nginx_port, tls_port = _free_port(), _free_port()
+    nginx_port, tls_port = free_port(), free_port()
     env = {
         **ENV,
         "BATCHGATE_API_PORTS": ",".join(map(str, ports)),
@@ -593,7 +587,7 @@ def request(
 
 
 def test_nginx_own_errors_are_json(tmp_path: Path) -> None:
-    with nginx_in_front_of(tmp_path, [_free_port(), _free_port()]) as edge:
+    with nginx_in_front_of(tmp_path, [free_port(), free_port()]) as edge:
         url = edge.url
         status, headers, body = request("GET", f"{url}/api/v1/tasks/abc.html")
         assert status == 502
@@ -616,7 +610,7 @@ def test_post_is_retried_on_connect_errors(tmp_path: Path) -> None:
     first, second = ScriptedUpstream(), ScriptedUpstream()
     with (
         replicas(first, second),
-        nginx_in_front_of(tmp_path, [_free_port(), first.port, second.port]) as edge,
+        nginx_in_front_of(tmp_path, [free_port(), first.port, second.port]) as edge,
     ):
         url = edge.url
         for _ in range(6):
@@ -720,7 +714,7 @@ def test_the_per_address_shield_answers_429_in_the_error_shape(tmp_path: Path) -
 
 def test_query_strings_and_keys_never_reach_nginx_logs(tmp_path: Path) -> None:
     secret = "AIzaSECRET0123456789abcdef"
-    with nginx_in_front_of(tmp_path, [_free_port()]) as edge:
+    with nginx_in_front_of(tmp_path, [free_port()]) as edge:
         # No replica answers: nginx logs the failure, the worst case for what it might quote.
         for path in ("/v1beta/models/gemini-2.5-flash:generateContent", "/v1/models/m:streamGenerateContent"):
             status, _, _ = request("POST", f"{edge.url}{path}?key={secret}&alt=sse", b'{"contents": []}')

@@ -113,13 +113,14 @@ def _process(
     store.mark_running([r.id for r in requests], picked_at, len(requests))
     by_id = {d.task_id: d for d in live}
     turns = [session_turn(by_id[r.id]) if conversations else None for r in requests]
+    turn_of = {r.id: turn for r, turn in zip(requests, turns, strict=True)}
     rounds = conversations.rounds(requests, turns) if conversations else iter([requests])
     written: set[str] = set()
     landed = 0  # outcomes[:landed] are written; each round lands before the next is read
     for round_requests in rounds:
         for result in run_engine(round_requests) if round_requests else []:
             outcome = _outcome(result, by_id[result.id], picked_at, len(requests))
-            turn = session_turn(by_id[result.id])
+            turn = turn_of[result.id]
             if conversations is not None and turn is not None:
                 answer = outcome.result["text"] if outcome.result else None
                 prompt = by_id[result.id].payload["request"]["prompt"]

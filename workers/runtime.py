@@ -92,11 +92,8 @@ class WorkerRuntime:
     def run_engine(self, requests: list[InferenceRequest]) -> list[InferenceResult]:
         """Run a batch on the shared loop; blocks the calling pool thread until it is answered."""
         loop, engine = self._started()
-        return loop.run(engine.run(requests, on_delta=self._store_delta))
-
-    def _store_delta(self, task_id: str, attempt: int, text: str) -> None:
-        """A streamed chunk goes to Redis at once (a short write on the engine's loop)."""
-        self.store.append_delta(task_id, attempt, text)
+        # A streamed chunk goes to Redis at once (a short write on the engine's loop).
+        return loop.run(engine.run(requests, on_delta=self.store.append_delta))
 
     def _started(self) -> tuple[BackgroundLoop, BatchInferenceEngine]:
         with self._lock:
