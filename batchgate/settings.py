@@ -45,6 +45,12 @@ class SimulatorSettings:
     drop_item_rate: float = 0.0
     #: Items whose prompt contains this text always fail (dropped when packed, 500 alone).
     poison_marker: str = "[[sim:fail]]"
+    #: An item whose prompt contains this text obeys it like an injected prompt: every id of its
+    #: packed call is answered with that item's answer (a forged answer for its call-mates).
+    forge_marker: str = "[[sim:forge]]"
+    #: An item whose prompt contains this text gets an answer that quotes, verbatim, the prompt of
+    #: every other item of its packed call (a leak of its call-mates' data).
+    leak_marker: str = "[[sim:leak]]"
     #: Seed of the fault-injection random generator (same seed, same faults).
     seed: int = 0
 
@@ -88,6 +94,10 @@ class Settings:
     gemini_timeout_s: float = 60.0
     #: Gemini calls in flight at once per worker process.
     max_concurrent_calls: int = 16
+    #: Let requests of different tenants share one Gemini call. Only for a deployment that serves
+    #: one organisation: every item of a packed call is visible to, and can be steered by, a
+    #: prompt injected into any other item of that call.
+    share_calls_across_tenants: bool = False
     #: Gemini calls each worker process may start per minute: your RPM quota divided by the
     #: worker processes (0 = unpaced). Calls beyond it wait their turn instead of meeting 429s.
     model_rpm: int = 0
@@ -165,6 +175,19 @@ class Settings:
     tier_premium_rate: float = 100.0
     #: Premium tier: burst.
     tier_premium_burst: int = 200
+    #: Free tier: a tenant's tasks queued or running at once (429 ``too_many_in_flight`` beyond),
+    #: by the tier of the key that submits.
+    tier_free_max_in_flight: int = 20
+    #: Basic tier: a tenant's tasks queued or running at once.
+    tier_basic_max_in_flight: int = 200
+    #: Premium tier: a tenant's tasks queued or running at once.
+    tier_premium_max_in_flight: int = 2000
+    #: Auth off: tasks queued or running at once per client IP.
+    anonymous_max_in_flight: int = 200
+    #: Live metrics streams (``/api/v1/metrics/stream``) one API key may hold open at once.
+    metrics_streams_per_key: int = 4
+    #: A live metrics stream closes after this long (the browser's EventSource reconnects).
+    metrics_stream_max_s: float = 3600.0
     #: Auth off: submissions per second per client IP.
     anonymous_rate: float = 10.0
     #: Auth off: burst per client IP.
@@ -183,8 +206,9 @@ class Settings:
     cache_bypass_words: str = "now,current,currently,today,tonight,latest,recent,recently,yesterday,tomorrow"
     #: How long an Idempotency-Key is remembered.
     idempotency_ttl_s: int = 86400
-    #: Longest context accepted, in characters of its JSON (422 beyond).
-    max_context_chars: int = 100_000
+    #: Longest context accepted, in characters of its JSON (422 beyond); the body limit
+    #: (BATCHGATE_MAX_BODY_BYTES) still applies.
+    max_context_chars: int = 900_000
 
     # --- Conversations and user preferences ------------------------------------------------
     #: A conversation's history expires this long after its last use.
@@ -279,7 +303,16 @@ class Settings:
             )
         if self.orphan_after_s <= self.visibility_timeout_s:
             raise SettingsError("BATCHGATE_ORPHAN_AFTER_S must exceed BATCHGATE_VISIBILITY_TIMEOUT_S")
-        for name in ("drift_min_samples", "drift_enter_after", "drift_exit_after"):
+        for name in (
+            "drift_min_samples",
+            "drift_enter_after",
+            "drift_exit_after",
+            "tier_free_max_in_flight",
+            "tier_basic_max_in_flight",
+            "tier_premium_max_in_flight",
+            "anonymous_max_in_flight",
+            "metrics_streams_per_key",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
         if self.nginx_tls_port and self.nginx_tls_port == self.nginx_port:
@@ -325,6 +358,20 @@ class Settings:
             "basic": (self.tier_basic_rate, self.tier_basic_burst),
             "premium": (self.tier_premium_rate, self.tier_premium_burst),
         }
+
+    def tier_max_in_flight(self) -> dict[str, int]:
+        """A tenant's tasks in flight at once, by the tier of the submitting key."""
+        return {
+            "free": self.tier_free_max_in_flight,
+            "basic": self.tier_basic_max_in_flight,
+            "premium": self.tier_premium_max_in_flight,
+        }
+
+    @property
+    def inflight_stale_after_s(self) -> float:
+        """A tenant's in-flight entry older than this is dropped (a submission that died
+        between admission and its record): by then the orphan sweeper has finished every task."""
+        return float(self.orphan_after_s * (self.orphan_max_recoveries + 1))
 
     @property
     def bypass_words(self) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from batching.call_pacer import CallPacer
 from batching.model_client import ModelClient
-from batching.packed_prompt import ANSWER_SCHEMA, parse_answers, render_items
+from batching.packed_prompt import answer_schema, new_item_ids, read_answers, render_items
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
 from batching.retry import RetryPolicy, backoff_delay
 from batching.tokens import estimate_tokens
@@ -38,8 +38,9 @@ class BatchInferenceEngine:
     """Groups, packs, calls, retries and splits answers back, one result per request.
 
     A batch is a contract: exactly one result per request, in input order, and a failure
-    is confined to the items it concerns (a packed call's missing answers are retried
-    alone; a call that keeps failing fails only its own items).
+    is confined to the items it concerns (a packed call's missing or untrustworthy answers
+    are answered again alone: ``batching.packed_prompt.read_answers``; a call that keeps
+    failing fails only its own items).
     """
 
     def __init__(
@@ -110,38 +111,40 @@ class BatchInferenceEngine:
             attempts=attempts,
             call_delay_s=outcome.sent_after_s,
             model_s=outcome.duration_s,
+            finish_reason=outcome.reply.finish_reason,
         )
 
     async def _run_packed(self, plan: CallPlan, started: float) -> list[InferenceResult]:
-        local_ids = {f"i{n}": request for n, request in enumerate(plan.requests)}
-        outcome = await self._call(self._packed_call(plan, local_ids), started)
+        by_item = dict(zip(new_item_ids(len(plan.requests)), plan.requests, strict=True))
+        outcome = await self._call(self._packed_call(by_item), started)
         if outcome.reply is None:
             return [self._failure(r, outcome, outcome.attempts, len(plan.requests)) for r in plan.requests]
 
-        answers = parse_answers(outcome.reply.text)
-        found = [(local_id, req) for local_id, req in local_ids.items() if local_id in answers]
-        missing = [req for local_id, req in local_ids.items() if local_id not in answers]
+        answers = read_answers(outcome.reply.text, {item: _fingerprint(r) for item, r in by_item.items()})
+        found = [(item, req) for item, req in by_item.items() if item in answers.trusted]
+        again = [req for item, req in by_item.items() if item in answers.suspect]
 
         input_shares = split_tokens(outcome.reply.input_tokens, [estimate_tokens(r.prompt) for _, r in found])
         output_shares = split_tokens(
-            outcome.reply.output_tokens, [estimate_tokens(answers[local_id]) for local_id, _ in found]
+            outcome.reply.output_tokens, [estimate_tokens(answers.trusted[item]) for item, _ in found]
         )
         results = {
             req.id: InferenceResult(
                 id=req.id,
                 ok=True,
                 model=req.model,
-                text=answers[local_id],
+                text=answers.trusted[item],
                 input_tokens=input_shares[n],
                 output_tokens=output_shares[n],
                 items_in_call=len(plan.requests),
                 attempts=outcome.attempts,
                 call_delay_s=outcome.sent_after_s,
                 model_s=outcome.duration_s,
+                finish_reason=outcome.reply.finish_reason,
             )
-            for n, (local_id, req) in enumerate(found)
+            for n, (item, req) in enumerate(found)
         }
-        retried = await asyncio.gather(*(self._run_single(r, started, outcome.attempts) for r in missing))
+        retried = await asyncio.gather(*(self._run_single(r, started, outcome.attempts) for r in again))
         results.update((result.id, result) for result in retried)
         return [results[r.id] for r in plan.requests]
 
@@ -160,15 +163,15 @@ class BatchInferenceEngine:
             history=request.history,
         )
 
-    def _packed_call(self, plan: CallPlan, local_ids: dict[str, InferenceRequest]) -> ModelCall:
-        first = plan.requests[0]
+    def _packed_call(self, by_item: dict[str, InferenceRequest]) -> ModelCall:
+        first = next(iter(by_item.values()))
         items = []
-        for local_id, request in local_ids.items():
-            item: dict[str, object] = {"id": local_id, "prompt": request.prompt}
+        for item_id, request in by_item.items():
+            item: dict[str, object] = {"id": item_id, "prompt": request.prompt}
             if request.context:
                 item["context"] = request.context
             items.append(item)
-        budget = sum(output_budget(r, self._limits) + PACKED_FRAMING_OUTPUT_TOKENS for r in plan.requests)
+        budget = sum(output_budget(r, self._limits) + PACKED_FRAMING_OUTPUT_TOKENS for r in by_item.values())
         generation = dict(first.generation)
         generation["max_output_tokens"] = min(budget, self._limits.max_output_tokens_per_call)
         return ModelCall(
@@ -176,7 +179,7 @@ class BatchInferenceEngine:
             parts=(render_items(items),),
             system=first.system,
             generation=generation,
-            response_schema=ANSWER_SCHEMA,
+            response_schema=answer_schema(list(by_item)),
         )
 
     async def _call(
@@ -225,3 +228,8 @@ class BatchInferenceEngine:
             call_delay_s=outcome.sent_after_s,
             model_s=outcome.duration_s,
         )
+
+
+def _fingerprint(request: InferenceRequest) -> str:
+    """What an item asks, as packed: items with equal fingerprints may get the same answer."""
+    return json.dumps([request.prompt, request.context], sort_keys=True, ensure_ascii=False)

@@ -90,7 +90,16 @@ def _reply(text: str | None, response: types.GenerateContentResponse | None) -> 
         text=text,
         input_tokens=(usage.prompt_token_count or 0) if usage else 0,
         output_tokens=(usage.candidates_token_count or 0) if usage else 0,
+        finish_reason=_candidate_finish(response),
     )
+
+
+def _candidate_finish(response: types.GenerateContentResponse | None) -> str | None:
+    """The first candidate's ``finishReason`` as Gemini spells it (``STOP``, ``MAX_TOKENS``...)."""
+    if response is None or not response.candidates or response.candidates[0].finish_reason is None:
+        return None
+    reason = response.candidates[0].finish_reason
+    return str(getattr(reason, "value", reason))
 
 
 def _config(call: ModelCall) -> types.GenerateContentConfig:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from batching.tokens import estimate_tokens
 from batching.types import InferenceRequest
 
-#: Tokens of JSON framing per packed item ({"id":"i12","answer":""} and the like).
+#: Tokens of JSON framing per packed item ({"id":"x3f09a1c2b7d4","answer":""} and the like).
 ITEM_FRAMING_TOKENS = 12
 
 
@@ -21,6 +21,9 @@ class PackingLimits:
     max_output_tokens_per_call: int = 8192
     default_max_output_tokens: int = 256
     default_strategy: str = "auto"
+    #: Let requests of different tenants share a model call (single-organisation deployments
+    #: only: every item of a call can read, and be steered by, every other item).
+    share_calls_across_tenants: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,8 @@ def input_tokens(request: InferenceRequest) -> int:
 def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[CallPlan]:
     """Split requests into calls: groups that can share a call, packed first-fit in order.
 
-    Requests share a call only with the same model, system text, generation settings and
-    strategy; a request with conversation history, or streamed, always has a call of its own.
+    Requests share a call only with the same tenant (unless ``share_calls_across_tenants``),
+    model, system text, generation settings and strategy; a request with conversation history, or streamed, always has a call of its own.
     ``concurrent`` gives every request its own call; ``pack`` fills calls up to
     the item and input-token limits; ``auto`` also keeps the items' summed output budgets
     within the per-call output limit, so a long answer is never squeezed into a packed one.
@@ -61,7 +64,8 @@ def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[
         if request.history or request.stream:  # turns go as turns; a stream cannot be packed
             plans.append(CallPlan((request,)))
             continue
-        groups.setdefault(request.group_key(limits.default_strategy), []).append(request)
+        key = request.group_key(limits.default_strategy, limits.share_calls_across_tenants)
+        groups.setdefault(key, []).append(request)
 
     for members in groups.values():
         strategy = members[0].strategy or limits.default_strategy

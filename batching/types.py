@@ -28,11 +28,20 @@ class InferenceRequest:
     history: tuple[tuple[str, str], ...] = ()
     #: Stream the answer: sent alone, its text chunks reported as they arrive.
     stream: bool = False
+    #: Who the request belongs to: requests of different tenants never share a model call
+    #: (unless ``PackingLimits.share_calls_across_tenants``).
+    tenant: str = ""
 
-    def group_key(self, default_strategy: str) -> str:
+    def group_key(self, default_strategy: str, across_tenants: bool = False) -> str:
         """Requests with the same key may share one model call."""
         return json.dumps(
-            [self.model, self.system, self.generation, self.strategy or default_strategy],
+            [
+                None if across_tenants else self.tenant,
+                self.model,
+                self.system,
+                self.generation,
+                self.strategy or default_strategy,
+            ],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -58,6 +67,9 @@ class InferenceResult:
     call_delay_s: float = 0.0
     #: Seconds the answering call took.
     model_s: float = 0.0
+    #: Why the model stopped (Gemini's ``finishReason``: ``STOP``, ``MAX_TOKENS``, ``SAFETY``...;
+    #: None when it did not say). An answer cut short is still an answer, but never cached.
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,8 @@ class ModelReply:
     text: str
     input_tokens: int
     output_tokens: int
+    #: Gemini's ``finishReason`` of the candidate (None when it did not say).
+    finish_reason: str | None = None
 
 
 class ModelCallError(Exception):

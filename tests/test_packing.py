@@ -70,3 +70,10 @@ def test_split_tokens_is_proportional_and_exact() -> None:
     assert sum(shares) == 10 and max(shares) - min(shares) == 1
     assert split_tokens(7, [0, 0]) in ([4, 3], [3, 4])
     assert split_tokens(5, []) == []
+
+
+def test_tenants_never_share_a_call_unless_the_operator_opts_in() -> None:
+    batch = [req(i, tenant="a" if i % 2 else "b") for i in range(6)]
+    plans = plan_calls(batch, PackingLimits())
+    assert sorted(tuple(r.id for r in p.requests) for p in plans) == [("t0", "t2", "t4"), ("t1", "t3", "t5")]
+    assert sizes(plan_calls(batch, PackingLimits(share_calls_across_tenants=True))) == [6]

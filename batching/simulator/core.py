@@ -24,7 +24,7 @@ from batching.simulator.faults import FaultInjector, InjectedError
 from batching.simulator.protocol import GenerateRequest
 from batching.simulator.slots import Slots
 from batching.simulator.stats import Stats
-from batching.tokens import estimate_tokens
+from batching.tokens import CHARS_PER_TOKEN, estimate_tokens
 
 #: generateContent bodies kept for ``GET /_sim/requests``.
 REQUEST_LOG_SIZE = 1000
@@ -51,6 +51,8 @@ class Answer:
     items: int
     #: Packed items left out.
     dropped: int = 0
+    #: ``STOP``, or ``MAX_TOKENS`` when the text was cut at the request's ``maxOutputTokens``.
+    finish: str = "STOP"
 
 
 class Simulator:
@@ -152,14 +154,7 @@ class Simulator:
         items = parse_items(request.prompt) if request.json_mode else None
         dropped = 0
         if items is not None:
-            kept: list[tuple[Any, str]] = []
-            for item in items:
-                prompt = item.get("prompt")
-                prompt = prompt if isinstance(prompt, str) else ""
-                if _poisoned(prompt, config) or self.faults.drop_item(config.drop_item_rate):
-                    dropped += 1
-                else:
-                    kept.append((item["id"], answer_for(prompt)))
+            kept, dropped = self._packed_answers(items, config)
             text, kind, answered = packed_answer_text(kept), "packed", len(kept)
         else:
             if _poisoned(request.prompt, config):
@@ -171,6 +166,7 @@ class Simulator:
                 text = _json_text(value_for_schema(request.response_schema, request.prompt))
             else:
                 kind, text = "plain", answer_for(request.prompt)
+        text, finish = _within(text, request.max_output_tokens)
         prompt_tokens, output_tokens = request.prompt_tokens, estimate_tokens(text)
         return Answer(
             text=text,
@@ -180,7 +176,33 @@ class Simulator:
             latency_ms=call_latency_ms(config, prompt_tokens, output_tokens),
             items=answered,
             dropped=dropped,
+            finish=finish,
         )
+
+    def _packed_answers(
+        self, items: list[dict[str, Any]], config: SimulatorSettings
+    ) -> tuple[list[tuple[Any, str]], int]:
+        """Each kept item's (id, answer), and how many were dropped; obeys injected items:
+        a leaking item's answer quotes every other item's prompt, and a forging item's answer
+        is given for every id of the call."""
+        prompts = [str(item["prompt"]) if isinstance(item.get("prompt"), str) else "" for item in items]
+        kept: list[tuple[Any, str]] = []
+        dropped = 0
+        forged: str | None = None
+        for index, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
+            if _poisoned(prompt, config) or self.faults.drop_item(config.drop_item_rate):
+                dropped += 1
+                continue
+            answer = answer_for(prompt)
+            if config.leak_marker and config.leak_marker in prompt:
+                others = [p for other, p in enumerate(prompts) if other != index]
+                answer += " Other items: " + " | ".join(others)
+            if forged is None and config.forge_marker and config.forge_marker in prompt:
+                forged = answer
+            kept.append((item["id"], answer))
+        if forged is not None:
+            kept = [(item_id, forged) for item_id, _ in kept]
+        return kept, dropped
 
 
 def _poisoned(prompt: str, config: SimulatorSettings) -> bool:
@@ -189,3 +211,10 @@ def _poisoned(prompt: str, config: SimulatorSettings) -> bool:
 
 def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _within(text: str, max_output_tokens: int | None) -> tuple[str, str]:
+    """The text cut at ``max_output_tokens`` (about 4 characters a token), and the finish reason."""
+    if max_output_tokens is None or estimate_tokens(text) <= max_output_tokens:
+        return text, "STOP"
+    return text[: max_output_tokens * CHARS_PER_TOKEN], "MAX_TOKENS"

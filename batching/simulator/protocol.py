@@ -31,6 +31,8 @@ class GenerateRequest:
     response_mime_type: str | None = None
     #: ``responseSchema`` (Gemini's OpenAPI subset) or else ``responseJsonSchema``.
     response_schema: Any = None
+    #: ``maxOutputTokens``: a longer answer is cut there, with finish reason ``MAX_TOKENS``.
+    max_output_tokens: int | None = None
 
     @property
     def json_mode(self) -> bool:
@@ -75,16 +77,25 @@ def parse_generate_request(body: Any) -> GenerateRequest:
         schema = _get(config, "responseJsonSchema", "response_json_schema")
     if schema is not None and mime is None:
         raise BadRequest("responseSchema requires responseMimeType 'application/json' or 'text/x.enum'.")
-    return GenerateRequest(prompt=prompt, texts=tuple(texts), response_mime_type=mime, response_schema=schema)
+    limit = _get(config, "maxOutputTokens", "max_output_tokens")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        limit = None  # not a limit the simulator can apply
+    return GenerateRequest(
+        prompt=prompt,
+        texts=tuple(texts),
+        response_mime_type=mime,
+        response_schema=schema,
+        max_output_tokens=limit,
+    )
 
 
 def response_body(
-    model: str, text: str, prompt_tokens: int, output_tokens: int, response_id: str
+    model: str, text: str, prompt_tokens: int, output_tokens: int, response_id: str, finish: str = "STOP"
 ) -> dict[str, Any]:
     """Return a complete GenerateContentResponse carrying ``text``."""
     return {
         "candidates": [
-            {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}
+            {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish, "index": 0}
         ],
         "usageMetadata": usage(prompt_tokens, output_tokens),
         "modelVersion": model,
@@ -93,7 +104,7 @@ def response_body(
 
 
 def stream_bodies(
-    model: str, text: str, prompt_tokens: int, output_tokens: int, response_id: str
+    model: str, text: str, prompt_tokens: int, output_tokens: int, response_id: str, finish: str = "STOP"
 ) -> list[dict[str, Any]]:
     """Split an answer into streamed GenerateContentResponse chunks; the last one ends it."""
     pieces = split_text(text, STREAM_CHUNKS)
@@ -102,7 +113,7 @@ def stream_bodies(
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
         body: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
         if number == len(pieces):
-            candidate["finishReason"] = "STOP"
+            candidate["finishReason"] = finish
             body["usageMetadata"] = usage(prompt_tokens, output_tokens)
         bodies.append(body)
     return bodies

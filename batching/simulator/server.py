@@ -205,7 +205,9 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
         return await _stream(request, sim, answer, model, response_id)
     await sim.spend(answer)
     sim.record(answer)
-    body = response_body(model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id)
+    body = response_body(
+        model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
+    )
     return web.json_response(body)
 
 
@@ -213,7 +215,9 @@ async def _stream(
     request: web.Request, sim: Simulator, answer: Answer, model: str, response_id: str
 ) -> web.StreamResponse:
     """Send the answer in chunks, as SSE with ``alt=sse`` or else as one JSON array."""
-    bodies = stream_bodies(model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id)
+    bodies = stream_bodies(
+        model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
+    )
     pieces = split_text(answer.text, len(bodies))
     lengths = [len(piece) for piece in pieces]
     delays = stream_delays_ms(sim.config, answer.prompt_tokens, answer.output_tokens, lengths)
