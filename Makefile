@@ -62,12 +62,12 @@ format: install ## apply ruff's fixes and formatting
 migrate: system-deps $(STAMP) ## apply the preferences database's migrations (DATABASE_URL; unset: SQLite in the run folder)
 	$(BIN)/python -m batchgate.database_cli migrate
 
-apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premium; default free)
-	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free)
+apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premium; default free) in TENANT (default: its own)
+	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free) $(if $(TENANT),--tenant "$(TENANT)")
 
-warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) into the response cache at RATE/s (default 5)
-	@test -n "$(FILE)" || { echo "usage: make warm-cache FILE=queries.jsonl [RATE=5]"; exit 2; }
-	$(BIN)/python -m workers.warm_cli "$(FILE)" --rate $(or $(RATE),5)
+warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) into TENANT's response cache at RATE/s (default 5)
+	@test -n "$(FILE)" -a -n "$(TENANT)" || { echo "usage: make warm-cache FILE=queries.jsonl TENANT=name [RATE=5]"; exit 2; }
+	$(BIN)/python -m workers.warm_cli "$(FILE)" --tenant "$(TENANT)" --rate $(or $(RATE),5)
 
 loadtest: install ## stepped Locust load test (LOADTEST_* settings); writes loadtest/reports/<timestamp>/
 	$(BIN)/python -m loadtest.run

@@ -7,6 +7,7 @@ import logging
 import redis
 from flask import Flask
 
+from api.edge import refuse_key_in_query
 from api.errors import register_error_handlers
 from api.request_body import StrictJSONProvider, limit_chunked_body
 from api.services import Services
@@ -36,6 +37,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = StrictJSONProvider(app)
     app.before_request(limit_chunked_body)
+    app.before_request(refuse_key_in_query)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["batchgate"] = services or Services.build(settings)
     register_error_handlers(app)

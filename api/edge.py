@@ -13,35 +13,60 @@ from flask import Response, g, request
 
 from api.errors import ApiError
 from api.services import Services
-from batchgate.admission import Decision
+from batchgate.admission import Decision, Submission, TierLimits
 from batchgate.apikeys import ApiKey, hash_key
+from batchgate.settings import Settings
+from batchgate.tenants import anonymous_tenant
+
+#: Endpoints a browser reads with ``EventSource``, which cannot send headers: the only ones
+#: that take the key as ``?key=`` (a URL ends up in histories and logs; headers do not).
+QUERY_KEY_ENDPOINTS = frozenset({"task_events.task_events", "metrics.stream"})
 
 
 @dataclass(frozen=True)
 class Caller:
-    """The identity a request acts as: ``owner`` owns its tasks (None: anonymous)."""
+    """The identity a request acts as: ``owner`` owns its tasks (None: anonymous), and its
+    ``tenant`` shares model calls, cache entries and sessions with the tenant's other keys."""
 
     owner: str | None
     bucket: str
     rate: float
     burst: int
+    tenant: str = ""
 
 
 def api_key_sent() -> str:
-    """The key of the request: ``X-API-Key``, or as the Gemini SDK (``x-goog-api-key``,
-    ``?key=``) or the OpenAI SDK (``Authorization: Bearer``) send it, for the drop-in
-    endpoints; empty if none."""
+    """The key of the request: ``X-API-Key``, or as the Gemini SDK (``x-goog-api-key``) or the
+    OpenAI SDK (``Authorization: Bearer``) send it, for the drop-in endpoints; ``?key=`` on the
+    event streams only; empty if none."""
     authorization = request.headers.get("Authorization", "")
     bearer = authorization[7:] if authorization[:7].lower() == "bearer " else ""
-    for value in (
-        request.headers.get("X-API-Key"),
-        request.headers.get("x-goog-api-key"),
-        request.args.get("key"),
-        bearer,
-    ):
+    query = request.args.get("key") if request.endpoint in QUERY_KEY_ENDPOINTS else None
+    for value in (request.headers.get("X-API-Key"), request.headers.get("x-goog-api-key"), query, bearer):
         if value and value.strip():
             return value.strip()
     return ""
+
+
+def refuse_key_in_query() -> None:
+    """Before every request: ``?key=`` anywhere but an event stream is refused (400), so a key
+    never travels in a URL that a client could send in a header instead."""
+    if "key" in request.args and request.endpoint not in QUERY_KEY_ENDPOINTS:
+        raise ApiError(
+            400,
+            "key_in_query",
+            "send the API key in a header (X-API-Key, x-goog-api-key or Authorization: Bearer); "
+            "?key= is accepted only by the event streams",
+        )
+
+
+def tier_limits(settings: Settings) -> dict[str, TierLimits]:
+    """Each tier's submission rate, burst and tenant in-flight cap."""
+    in_flight = settings.tier_max_in_flight()
+    return {
+        tier: TierLimits(rate, burst, in_flight[tier])
+        for tier, (rate, burst) in settings.tier_limits().items()
+    }
 
 
 def authenticate(svc: Services) -> Caller:
@@ -68,7 +93,14 @@ def _anonymous_or_key(svc: Services) -> tuple[Caller | None, str]:
     settings = svc.settings
     if not settings.auth_enabled:
         address = request.headers.get("X-Real-IP") or request.remote_addr or "unknown"
-        return Caller(None, f"ip:{address}", settings.anonymous_rate, settings.anonymous_burst), ""
+        caller = Caller(
+            None,
+            f"ip:{address}",
+            settings.anonymous_rate,
+            settings.anonymous_burst,
+            anonymous_tenant(address),
+        )
+        return caller, ""
     key = api_key_sent()
     if not key:
         raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
@@ -78,32 +110,34 @@ def _anonymous_or_key(svc: Services) -> tuple[Caller | None, str]:
 def _caller(svc: Services, found: ApiKey | None) -> Caller:
     if found is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
-    rate, burst = svc.settings.tier_limits()[found.tier]
-    return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst)
+    rate, burst = svc.settings.tier_limits().get(found.tier, min(svc.settings.tier_limits().values()))
+    return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst, found.tenant)
 
 
-def authenticate_and_admit(svc: Services, read: str | None = None) -> tuple[Caller, Decision]:
-    """``authenticate`` then ``admit`` in one Redis round trip (the script reads the key's tier);
-    ``read``: a string key fetched in that round trip too (``Decision.read_value``)."""
+def authenticate_and_admit(svc: Services, submission: Submission) -> tuple[Caller, Decision]:
+    """``authenticate`` then ``admit`` in one Redis round trip (the script reads the key's tier
+    and tenant, looks up the tenant's cache entry and takes a slot of its in-flight tasks)."""
     settings = svc.settings
     key = api_key_sent()
     if not settings.auth_enabled or not key:
         caller = authenticate(svc)  # anonymous, or the 401 for a missing key
-        return caller, admit(svc, caller, read)
+        decision = svc.admission.admit(
+            caller.bucket,
+            caller.rate,
+            caller.burst,
+            tenant=caller.tenant,
+            max_in_flight=settings.anonymous_max_in_flight,
+            submission=submission,
+        )
+        return caller, _enforce(caller, decision)
     key_hash = hash_key(key)
-    bucket = f"key:{key_hash}"
     decision = svc.admission.admit_key(
-        svc.apikeys.record_key(key_hash), bucket, settings.tier_limits(), read=read
+        svc.apikeys.record_key(key_hash), key_hash, tier_limits(settings), submission=submission
     )
     if decision.reason == "unknown_key":
         raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
-    caller = Caller(key_hash, bucket, decision.rate, decision.limit)
+    caller = Caller(key_hash, f"key:{key_hash}", decision.rate, decision.limit, decision.tenant)
     return caller, _enforce(caller, decision)
-
-
-def admit(svc: Services, caller: Caller, read: str | None = None) -> Decision:
-    """Spend a token of the caller's bucket; 429 over the rate, 503 over the queue's high water."""
-    return _enforce(caller, svc.admission.admit(caller.bucket, caller.rate, caller.burst, read=read))
 
 
 def _enforce(caller: Caller, decision: Decision) -> Decision:
@@ -118,6 +152,13 @@ def _enforce(caller: Caller, decision: Decision) -> Decision:
             429,
             "rate_limited",
             f"rate limit exceeded ({caller.rate:g}/s, burst {caller.burst}); retry after {decision.retry_after_s}s",
+            {"Retry-After": str(decision.retry_after_s)},
+        )
+    if decision.reason == "too_many_in_flight":
+        raise ApiError(
+            429,
+            "too_many_in_flight",
+            f"{decision.max_in_flight} tasks of yours are already queued or running; retry after one finishes",
             {"Retry-After": str(decision.retry_after_s)},
         )
     if decision.reason == "backpressure":

@@ -143,7 +143,7 @@ def to_response(result: dict[str, Any], model: str) -> dict[str, Any]:
         "candidates": [
             {
                 "content": {"role": "model", "parts": [{"text": result.get("text", "")}]},
-                "finishReason": "STOP",
+                "finishReason": result.get("finish_reason") or "STOP",
                 "index": 0,
             }
         ],

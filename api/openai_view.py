@@ -121,7 +121,7 @@ def to_completion(task_id: str, model: str, result: dict[str, Any]) -> dict[str,
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": result.get("text", "")},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason(result),
             }
         ],
         "usage": _usage(result),
@@ -152,8 +152,24 @@ def _chunks(task_id: str, model: str, pieces: Iterator[str | dict[str, Any] | Ap
             continue
         if piece.get("text"):
             yield event({"content": piece["text"]})
-        yield event({}, "stop", usage=_usage(piece))
+        yield event({}, finish_reason(piece), usage=_usage(piece))
     yield "data: [DONE]\n\n"
+
+
+#: Gemini's finish reasons as OpenAI names them (anything else: "stop").
+_FINISH_REASONS = {
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+}
+
+
+def finish_reason(result: dict[str, Any]) -> str:
+    """OpenAI's ``finish_reason`` for a task's result (``length`` for an answer cut at its limit)."""
+    return _FINISH_REASONS.get(str(result.get("finish_reason") or "STOP"), "stop")
 
 
 def _usage(result: dict[str, Any]) -> dict[str, int]:

@@ -63,7 +63,12 @@ class Services:
         store = TaskStore(client, settings.key_prefix, settings.task_ttl_s)
         prefix = settings.key_prefix
         admission = Admission(
-            client, prefix, settings.queue, settings.queue_high_water, settings.queue_low_water
+            client,
+            prefix,
+            settings.queue,
+            settings.queue_high_water,
+            settings.queue_low_water,
+            stale_after_s=settings.inflight_stale_after_s,
         )
         admission.backpressure_retry_after_s = settings.backpressure_retry_after_s
         return cls(

@@ -24,8 +24,11 @@ from api.request_id import request_id
 from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
 from api.user_preferences import with_preferences
+from batchgate.admission import Submission
+from batchgate.idempotency import Claim
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
+from batchgate.sessions import SessionUnreadable
 from batchgate.taskstore import QUEUED, TERMINAL
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
@@ -98,79 +101,112 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
 
 def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[str, Any]]:
     """Validate, authenticate and admit, then answer from the idempotency record or the cache,
-    or enqueue. The key lookup, the admission and the cache lookup share one round trip."""
+    or enqueue. The key lookup, the admission (with a slot of the tenant's tasks in flight)
+    and the cache lookup share one round trip."""
     started = time.perf_counter()
     _refuse_without_key(svc)
     sent = task or _parse_body(svc)
+    idempotency_key = _idempotency_key()
     task = with_preferences(svc, sent)
     message = task.to_message()
     message.setdefault("model", svc.settings.model)
-    key = _cache_key_for(svc, task, message)
-    caller, decision = authenticate_and_admit(svc, read=svc.cache.record_key(key) if key else None)
-    owner = caller.owner or ""
+    digest = _cache_digest(svc, task, message)
     task_id = secrets.token_hex(16)
+    caller, decision = authenticate_and_admit(svc, Submission(task_id, digest))
+    owner, tenant = caller.owner or "", caller.tenant
+    message["tenant"] = tenant
+    slot: str | None = task_id if decision.reserved else None  # the in-flight slot this holds
+    claimed = done = False
+    try:
+        body_hash = ""
+        if idempotency_key:
+            # The body as sent: a retry is the same request even if the user's preferences changed.
+            body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
+            claim = svc.idempotency.claim(owner, idempotency_key, body_hash, task_id)
+            if claim.conflict:
+                raise ApiError(
+                    422, "idempotency_key_reused", "this Idempotency-Key was used with a different body"
+                )
+            claimed = claim.new
+            if not claim.new and claim.task_id:
+                original = svc.store.get(claim.task_id)
+                if original is not None:
+                    return claim.task_id, _replayed(svc, claim, original, owner, idempotency_key, body_hash)
+                # The first attempt died before writing its record: do its work, under its id.
+                claimed = True
+                if slot is not None:
+                    svc.admission.move(tenant, slot, claim.task_id)
+                    slot = claim.task_id
+                task_id = claim.task_id
 
-    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
-    body_hash = ""
-    if idempotency_key:
-        if len(idempotency_key) > 255:
-            raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
-        # The body as sent: a retry is the same request even if the user's preferences changed.
-        body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
-        claim = svc.idempotency.claim(owner, idempotency_key, body_hash, task_id)
-        if claim.conflict:
-            raise ApiError(
-                422, "idempotency_key_reused", "this Idempotency-Key was used with a different body"
-            )
-        if not claim.new and claim.task_id:
-            original = svc.store.get(claim.task_id)
-            if original is not None:
-                request_sent = original.get("request")
-                if (
-                    not claim.published
-                    and original.get("status") == QUEUED
-                    and isinstance(request_sent, dict)
-                ):
-                    # The first attempt died between writing the record and publishing it (or
-                    # is still on its way: a message sent twice is answered once).
-                    submitted = float(original.get("submitted_at") or time.time())
-                    svc.publisher.publish(claim.task_id, request_sent, submitted)
-                    svc.idempotency.mark_published(owner, idempotency_key, claim.task_id, body_hash)
-                return claim.task_id, original
-            task_id = claim.task_id  # the first attempt died before its record: do its work
-
-    submitted_at = time.time()
-    if task.session_id:
-        seq = svc.sessions.claim_turn(task.session_id, owner, submitted_at)
-        if seq is None:
-            raise ApiError(409, "session_conflict", f"session {task.session_id!r} belongs to another API key")
-        message["session_seq"] = seq
-    if key is not None:
-        cached = svc.cache.decode(decision.read_value)
+        submitted_at = time.time()
+        if task.session_id:
+            message["session_seq"] = _claim_turn(svc, tenant, task.session_id, submitted_at)
+        cached = svc.cache.decode(decision.read_value) if digest is not None else None
         if cached is not None:
-            svc.store.create_cached(task_id, message, submitted_at, caller.owner, cached, request_id())
+            svc.store.create_cached(
+                task_id, message, submitted_at, caller.owner, cached, request_id(), tenant
+            )
+            done = True
             elapsed_ms = (time.perf_counter() - started) * 1000
             svc.metrics.record([RequestRecord("cached", submitted_at, end_to_end_ms=elapsed_ms)])
-            return task_id, {
-                "status": "succeeded",
-                "result": cached,
-                "cached": True,
-                "submitted_at": submitted_at,
-                "request_id": request_id(),
-            }
-        message["cache_key"] = key
+            body = {"status": "succeeded", "result": cached, "cached": True, "submitted_at": submitted_at}
+            return task_id, {**body, "request_id": request_id()}
+        if digest is not None:
+            message["cache_key"] = svc.cache.record_key(tenant, digest)
+        _enqueue(svc, task_id, message, submitted_at, caller)
+        done = True
+        if idempotency_key:
+            svc.idempotency.mark_published(owner, idempotency_key, task_id, body_hash)
+        return task_id, {"status": "queued", "queue_depth": decision.queue_depth + 1}
+    finally:
+        if not done and slot is not None:
+            svc.admission.release(tenant, slot)
+        if not done and claimed:
+            svc.idempotency.release(owner, idempotency_key)
 
-    svc.store.create(task_id, message, submitted_at, caller.owner, request_id())
+
+def _enqueue(
+    svc: Services, task_id: str, message: dict[str, Any], submitted_at: float, caller: Caller
+) -> None:
+    """Write the record, then publish; a message that cannot be published leaves no record (503)."""
+    svc.store.create(task_id, message, submitted_at, caller.owner, request_id(), caller.tenant)
     try:
         svc.publisher.publish(task_id, message, submitted_at)
     except Exception as exc:
-        svc.store.delete(task_id)
-        if idempotency_key:
-            svc.idempotency.release(owner, idempotency_key)
+        svc.store.delete(task_id, caller.tenant)
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry later") from exc
-    if idempotency_key:
-        svc.idempotency.mark_published(owner, idempotency_key, task_id, body_hash)
-    return task_id, {"status": "queued", "queue_depth": decision.queue_depth + 1}
+
+
+def _replayed(
+    svc: Services, claim: Claim, original: dict[str, Any], owner: str, idempotency_key: str, body_hash: str
+) -> dict[str, Any]:
+    """The original task of a retried Idempotency-Key, sent again when its first attempt died
+    between writing the record and publishing it (or is still on its way: a message sent
+    twice is answered once)."""
+    request_sent = original.get("request")
+    if not claim.published and original.get("status") == QUEUED and isinstance(request_sent, dict):
+        submitted = float(original.get("submitted_at") or time.time())
+        svc.publisher.publish(str(claim.task_id), request_sent, submitted)
+        svc.idempotency.mark_published(owner, idempotency_key, str(claim.task_id), body_hash)
+    return original
+
+
+def _idempotency_key() -> str:
+    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+    if len(idempotency_key) > 255:
+        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
+    return idempotency_key
+
+
+def _claim_turn(svc: Services, tenant: str, session_id: str, now: float) -> int:
+    """The task's turn number in its tenant's session; 409 when the session's state is unreadable."""
+    try:
+        return svc.sessions.claim_turn(tenant, session_id, now)
+    except SessionUnreadable:
+        raise ApiError(
+            409, "session_unreadable", f"session {session_id!r} cannot be read; start a new session_id"
+        ) from None
 
 
 def _refuse_without_key(svc: Services) -> None:
@@ -184,17 +220,17 @@ def _parse_body(svc: Services) -> TaskRequest:
     return parse_task_request(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
 
 
-def _cache_key_for(svc: Services, task: TaskRequest, message: dict[str, Any]) -> str | None:
-    """The response-cache key, or None when this request must bypass the cache."""
+def _cache_digest(svc: Services, task: TaskRequest, message: dict[str, Any]) -> str | None:
+    """The request's answer fingerprint in the response cache, or None when it must bypass it."""
     settings = svc.settings
-    if not settings.cache_enabled or task.cache is False or task.session_id or task.history:
-        return None  # a conversation's answer depends on its history
+    if not settings.cache_enabled or task.cache is False or task.session_id:
+        return None  # a session's answer depends on a history only the worker reads
     context_text = json.dumps(task.context, ensure_ascii=False) if task.context else ""
-    if is_time_sensitive((task.prompt, task.system or "", context_text), settings.bypass_words):
+    history_text = " ".join(turn.text for turn in task.history or [])
+    texts = (task.prompt, task.system or "", context_text, history_text)
+    if is_time_sensitive(texts, settings.bypass_words):
         return None
-    return cache_key(
-        message["model"], task.system, message.get("generation") or {}, task.prompt, task.context
-    )
+    return cache_key(message)
 
 
 def _wait_arg(svc: Services, default: float) -> float:

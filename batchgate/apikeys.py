@@ -1,8 +1,10 @@
-"""API keys and their tiers, stored in Redis as hashes of the key, never the key itself.
+"""API keys, their tiers and tenants, stored in Redis as hashes of the key, never the key itself.
 
 A key is ``bg_`` + 32 random bytes (url-safe). Its SHA-256 names a hash
-``<prefix>:apikey:<sha256>`` holding the tier, a label and the creation time; the set
-``<prefix>:apikeys`` lists the hashes so keys can be listed and revoked.
+``<prefix>:apikey:<sha256>`` holding the tier, the tenant (absent: the key is its own
+tenant, ``batchgate.tenants.own_tenant``), a label and the creation time; the set
+``<prefix>:apikeys`` lists the hashes so keys can be listed and revoked, and the hash
+``<prefix>:tenants`` lists the named tenants with their creation time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import redis
 
+from batchgate.tenants import check_name, own_tenant
+
 TIERS = ("free", "basic", "premium")
 KEY_PREFIX = "bg_"
 
@@ -25,12 +29,14 @@ class ApiKeyError(ValueError):
 
 @dataclass(frozen=True)
 class ApiKey:
-    """What the API knows of a caller: the key's hash (its identity) and its tier."""
+    """What the API knows of a caller: the key's hash (its identity), its tier and tenant."""
 
     key_hash: str
     tier: str
     label: str = ""
     created_at: float = 0.0
+    #: The tenant the key belongs to (``own_tenant(key_hash)`` unless created in a named one).
+    tenant: str = ""
 
 
 def hash_key(key: str) -> str:
@@ -57,19 +63,37 @@ class ApiKeyStore:
     def _index(self) -> str:
         return f"{self._prefix}:apikeys"
 
-    def create(self, tier: str, label: str = "", key: str | None = None) -> str:
-        """Store a new key (or the given one) with ``tier``; return the key itself, shown once."""
+    @property
+    def _tenants(self) -> str:
+        return f"{self._prefix}:tenants"
+
+    def create(self, tier: str, label: str = "", key: str | None = None, tenant: str | None = None) -> str:
+        """Store a new key (or the given one) with ``tier``, in ``tenant`` (created if new; None:
+        the key is its own tenant); return the key itself, shown once."""
         if tier not in TIERS:
             raise ApiKeyError(f"unknown tier {tier!r}; choose one of {', '.join(TIERS)}")
+        if tenant is not None:
+            try:
+                check_name(tenant)
+            except ValueError as exc:
+                raise ApiKeyError(str(exc)) from None
         key = key or new_key()
         key_hash = hash_key(key)
+        now = repr(time.time())
+        fields = {"tier": tier, "label": label, "created_at": now}
+        if tenant is not None:
+            fields["tenant"] = tenant
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(
-            self.record_key(key_hash), mapping={"tier": tier, "label": label, "created_at": repr(time.time())}
-        )
+        pipe.hset(self.record_key(key_hash), mapping=fields)  # type: ignore[arg-type]
         pipe.sadd(self._index, key_hash)
+        if tenant is not None:
+            pipe.hsetnx(self._tenants, tenant, now)
         pipe.execute()
         return key
+
+    def tenants(self) -> dict[str, float]:
+        """The named tenants and when each was created."""
+        return {_text(k): float(_text(v)) for k, v in self._redis.hgetall(self._tenants).items()}
 
     def lookup(self, key: str) -> ApiKey | None:
         """The stored key for ``key``, or None if unknown or revoked."""
@@ -126,4 +150,5 @@ def _parse(key_hash: str, fields: dict[str, str]) -> ApiKey:
         tier=fields.get("tier", "free"),
         label=fields.get("label", ""),
         created_at=float(fields.get("created_at") or 0),
+        tenant=fields.get("tenant") or own_tenant(key_hash),
     )

@@ -12,6 +12,7 @@ import redis
 from batchgate.apikeys import TIERS, ApiKeyError, ApiKeyStore
 from batchgate.programs import redacted_url
 from batchgate.settings import Settings
+from batchgate.tenants import own_tenant
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     create = commands.add_parser("create", help="create a key and print it (one line)")
     create.add_argument("--tier", choices=TIERS, default="free")
     create.add_argument("--label", default="")
-    commands.add_parser("list", help="list keys: hash prefix, tier, label, created")
+    create.add_argument(
+        "--tenant", default=None, help="the tenant the key belongs to (created if new); default: its own"
+    )
+    commands.add_parser("list", help="list keys: hash prefix, tier, tenant, label, created")
     revoke = commands.add_parser("revoke", help="revoke a key, by the key or a hash prefix")
     revoke.add_argument("reference")
     args = parser.parse_args(argv)
@@ -29,11 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = ApiKeyStore(redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix)
     try:
         if args.command == "create":
-            print(store.create(args.tier, args.label))
+            print(store.create(args.tier, args.label, tenant=args.tenant or None))
         elif args.command == "list":
             for key in store.list():
                 created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(key.created_at))
-                print(f"{key.key_hash[:12]}  {key.tier:<8} {created}Z  {key.label}")
+                tenant = "(own)" if key.tenant == own_tenant(key.key_hash) else key.tenant
+                print(f"{key.key_hash[:12]}  {key.tier:<8} {tenant:<20} {created}Z  {key.label}")
         else:
             revoked = store.revoke(args.reference)
             print(f"revoked {revoked.key_hash[:12]} ({revoked.tier})")

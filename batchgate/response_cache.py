@@ -1,9 +1,12 @@
-"""The response cache: identical requests answered from an earlier success.
+"""The response cache: identical requests of one tenant answered from an earlier success.
 
-The key is a SHA-256 over the canonical JSON of what determines an answer (model, system
-text, generation settings, prompt, context). Time-sensitive prompts (a configurable word
-list: now, today, latest, ...) are neither read from nor written to the cache, and only
-successes are ever written.
+Entries belong to a tenant (``<prefix>:cache:<tenant>:<digest>``): a tenant is answered only
+from its own entries, so ``cached`` never tells it what another tenant asked. The digest is a
+SHA-256 over the canonical JSON of everything that shapes an answer (``ANSWER_FIELDS``: model,
+system text, generation settings, prompt, context, client-held history, strategy, streaming;
+preferences count as merged into those). Time-sensitive prompts (a configurable word list:
+now, today, latest, ...) are neither read from nor written to the cache, and only complete
+successes (finish reason ``STOP``) are ever written.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from typing import Any
 
 import redis
 
+#: The fields of a task message that shape its answer (absent, None, empty and false alike).
+ANSWER_FIELDS = ("model", "system", "generation", "prompt", "context", "history", "strategy", "stream")
 
-def cache_key(model: str, system: str | None, generation: dict[str, Any], prompt: str, context: Any) -> str:
-    """Hex SHA-256 of the canonical JSON of the answer-determining fields."""
-    canonical = json.dumps(
-        {"model": model, "system": system, "generation": generation, "prompt": prompt, "context": context},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+#: The only finish reason whose answer is complete, and so may be cached.
+COMPLETE = "STOP"
+
+
+def cache_key(message: dict[str, Any]) -> str:
+    """Hex SHA-256 of the canonical JSON of a task message's answer-shaping fields."""
+    shaping = {name: message[name] for name in ANSWER_FIELDS if message.get(name)}
+    canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -44,19 +49,20 @@ def is_time_sensitive(texts: Iterable[str], words: tuple[str, ...]) -> bool:
 
 
 class ResponseCache:
-    """Cached results by key, each expiring ``ttl_s`` after it was written."""
+    """Cached results by tenant and digest, each expiring ``ttl_s`` after it was written."""
 
     def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl_s = ttl_s
 
-    def record_key(self, key: str) -> str:
-        """The Redis string holding the entry for ``key`` (read by the admission's pipeline too)."""
-        return f"{self._prefix}:cache:{key}"
+    def record_key(self, tenant: str, digest: str) -> str:
+        """The Redis string holding ``tenant``'s entry for ``digest`` (the admission script builds
+        the same name)."""
+        return f"{self._prefix}:cache:{tenant}:{digest}"
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.decode(self._redis.get(self.record_key(key)))
+    def get(self, tenant: str, digest: str) -> dict[str, Any] | None:
+        return self.decode(self._redis.get(self.record_key(tenant, digest)))
 
     @staticmethod
     def decode(raw: str | bytes | None) -> dict[str, Any] | None:
@@ -64,13 +70,14 @@ class ResponseCache:
         return json.loads(raw) if raw else None
 
     def put_many(self, entries: list[tuple[str, dict[str, Any]]]) -> None:
-        """Write results (successes only: the caller's duty) in one round trip."""
+        """Write results under their record keys (``record_key``; complete successes only: the
+        caller's duty) in one round trip."""
         if not entries:
             return
         pipe = self._redis.pipeline(transaction=False)
-        for key, result in entries:
+        for record_key, result in entries:
             pipe.set(
-                self.record_key(key),
+                record_key,
                 json.dumps(result, separators=(",", ":"), ensure_ascii=False),
                 ex=self._ttl_s,
             )

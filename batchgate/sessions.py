@@ -1,11 +1,18 @@
-"""Conversation sessions in Redis: ordered turns, owned by the API key that started them.
+"""Conversation sessions in Redis: ordered turns, in the namespace of the tenant that uses them.
 
-A session is two keys that expire together, ``ttl_s`` after their last use:
+A session id is the client's choice, and means something only within its tenant: two
+tenants may use the same id, each for a conversation of its own, and neither can learn
+that the other did. A session is two keys that expire together, ``ttl_s`` after their
+last use, named by a digest of (tenant, id), so no id, whatever it contains, can name
+another session's keys or anything else in Redis:
 
-- ``<prefix>:session:<id>`` (hash): ``owner``, ``next`` (the last turn number handed out)
-  and ``applied`` (the last turn number that has landed, answered or failed);
-- ``<prefix>:session:<id>:turns`` (list): the history, one JSON turn per entry
+- ``<prefix>:session:<digest>`` (hash): ``tenant``, ``id``, ``next`` (the last turn number
+  handed out) and ``applied`` (the last turn number that has landed, answered or failed);
+- ``<prefix>:session:<digest>:turns`` (list): the history, one JSON turn per entry
   (``{"role": "user"|"model", "text", "task_id", "seq", "at"}``).
+
+State that cannot be read (a key of another type, an entry that is not JSON) is reported
+as ``unreadable``: it fails that session's turns, with a clear error, and nobody else's.
 
 The API numbers each task of a session as it is accepted (``claim_turn``), so the order
 is the order of acceptance, whichever replica accepted it. A worker answers turn ``n``
@@ -17,6 +24,7 @@ message can never append twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,22 +34,35 @@ import redis
 
 from batching.tokens import estimate_tokens
 
-#: Returned by the claim script when the session belongs to another key.
-_FOREIGN = -1
+#: Returned by the claim script when the session's stored state cannot be used.
+_UNREADABLE = -2
 
 _CLAIM_TURN = """
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then
-  return -1
+local meta_type = redis.call('TYPE', KEYS[1])['ok']
+local turns_type = redis.call('TYPE', KEYS[2])['ok']
+if (meta_type ~= 'hash' and meta_type ~= 'none') or (turns_type ~= 'list' and turns_type ~= 'none') then
+  return -2
 end
-if not owner then
-  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_at', ARGV[3], 'applied', 0)
+if meta_type == 'none' then
+  redis.call('HSET', KEYS[1], 'tenant', ARGV[1], 'id', ARGV[4], 'created_at', ARGV[3], 'applied', 0)
+end
+local next_seq = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')
+if not next_seq then
+  return -2
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'next', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return seq
 """
+
+
+class SessionUnreadable(Exception):
+    """A session's stored state cannot be read or used."""
+
+
+#: A session as the workers address it: (tenant, session id).
+SessionRef = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,11 @@ class SessionTurn:
 
     session_id: str
     seq: int
+    tenant: str = ""
+
+    @property
+    def ref(self) -> SessionRef:
+        return (self.tenant, self.session_id)
 
 
 @dataclass(frozen=True)
@@ -83,68 +109,93 @@ class SessionStore:
         self.max_turns = max_turns
         self._claim = client.register_script(_CLAIM_TURN)
 
-    def meta_key(self, session_id: str) -> str:
-        return f"{self._prefix}:session:{session_id}"
+    def meta_key(self, tenant: str, session_id: str) -> str:
+        digest = hashlib.sha256(f"{tenant}\n{session_id}".encode()).hexdigest()
+        return f"{self._prefix}:session:{digest}"
 
-    def turns_key(self, session_id: str) -> str:
-        return f"{self._prefix}:session:{session_id}:turns"
+    def turns_key(self, tenant: str, session_id: str) -> str:
+        return f"{self.meta_key(tenant, session_id)}:turns"
 
-    def claim_turn(self, session_id: str, owner: str, now: float) -> int | None:
-        """The next turn number of the session (created for ``owner`` if new); None when the
-        session belongs to another key."""
+    def claim_turn(self, tenant: str, session_id: str, now: float) -> int:
+        """The next turn number of ``tenant``'s session (created if new); ``SessionUnreadable``
+        when its stored state cannot be used."""
         seq = int(
             self._claim(
-                keys=[self.meta_key(session_id), self.turns_key(session_id)],
-                args=[owner, self.ttl_s, repr(now)],
+                keys=[self.meta_key(tenant, session_id), self.turns_key(tenant, session_id)],
+                args=[tenant, self.ttl_s, repr(now), session_id],
             )
         )
-        return None if seq == _FOREIGN else seq
+        if seq == _UNREADABLE:
+            raise SessionUnreadable(session_id)
+        return seq
 
-    def read(self, session_id: str, owner: str) -> dict[str, Any] | None:
-        """The session as the API shows it, refreshing its TTL; None if unknown or foreign."""
-        meta_key, turns_key = self.meta_key(session_id), self.turns_key(session_id)
+    def read(self, tenant: str, session_id: str) -> dict[str, Any] | None:
+        """The session as the API shows it, refreshing its TTL; None if the tenant has none by
+        that id; ``SessionUnreadable`` when its stored state cannot be read."""
+        meta_key, turns_key = self.meta_key(tenant, session_id), self.turns_key(tenant, session_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(meta_key)
         pipe.lrange(turns_key, 0, -1)
         pipe.expire(meta_key, self.ttl_s)
         pipe.expire(turns_key, self.ttl_s)
-        meta, turns, _, _ = pipe.execute()
-        if not meta or meta.get("owner") != owner:
+        meta, turns, _, _ = pipe.execute(raise_on_error=False)
+        if isinstance(meta, Exception) or isinstance(turns, Exception):
+            raise SessionUnreadable(session_id)
+        if not meta:
             return None
-        return {
-            "id": session_id,
-            "turns": [json.loads(t) for t in turns],
-            "turns_submitted": int(meta.get("next", 0)),
-            "turns_landed": int(meta.get("applied", 0)),
-            "created_at": float(meta.get("created_at", 0)),
-            "expires_in_s": self.ttl_s,
-        }
+        try:
+            return {
+                "id": session_id,
+                "turns": [json.loads(t) for t in turns],
+                "turns_submitted": int(meta.get("next", 0)),
+                "turns_landed": int(meta.get("applied", 0)),
+                "created_at": float(meta.get("created_at", 0)),
+                "expires_in_s": self.ttl_s,
+            }
+        except ValueError:
+            raise SessionUnreadable(session_id) from None
 
-    def clear(self, session_id: str, owner: str) -> bool:
+    def clear(self, tenant: str, session_id: str) -> bool:
         """Empty the history (turn numbering goes on, so turns in flight still land in order);
-        False if unknown or foreign."""
-        meta_key = self.meta_key(session_id)
-        if self._redis.hget(meta_key, "owner") != owner:
+        False if the tenant has no session by that id."""
+        if not self._redis.exists(self.meta_key(tenant, session_id)):
             return False
-        self._redis.delete(self.turns_key(session_id))
+        self._redis.delete(self.turns_key(tenant, session_id))
         return True
 
-    def applied(self, session_ids: Sequence[str]) -> dict[str, int]:
-        """The last landed turn number of each session, in one round trip."""
+    def applied(self, refs: Sequence[SessionRef]) -> tuple[dict[SessionRef, int], set[SessionRef]]:
+        """The last landed turn number of each session, in one round trip, and the sessions
+        whose state cannot be read."""
         pipe = self._redis.pipeline(transaction=False)
-        for session_id in session_ids:
-            pipe.hget(self.meta_key(session_id), "applied")
-        return {s: int(v or 0) for s, v in zip(session_ids, pipe.execute(), strict=True)}
+        for tenant, session_id in refs:
+            pipe.hget(self.meta_key(tenant, session_id), "applied")
+        landed: dict[SessionRef, int] = {}
+        unreadable: set[SessionRef] = set()
+        for ref, value in zip(refs, pipe.execute(raise_on_error=False), strict=True):
+            try:
+                if isinstance(value, Exception):
+                    raise ValueError(str(value))
+                landed[ref] = int(value or 0)
+            except ValueError:
+                unreadable.add(ref)
+        return landed, unreadable
 
-    def histories(self, session_ids: Sequence[str]) -> dict[str, list[Turn]]:
-        """Every turn of each session, oldest first, in one round trip."""
+    def histories(self, refs: Sequence[SessionRef]) -> tuple[dict[SessionRef, list[Turn]], set[SessionRef]]:
+        """Every turn of each session, oldest first, in one round trip, and the sessions whose
+        history cannot be read."""
         pipe = self._redis.pipeline(transaction=False)
-        for session_id in session_ids:
-            pipe.lrange(self.turns_key(session_id), 0, -1)
-        return {
-            s: [_turn(json.loads(raw)) for raw in entries]
-            for s, entries in zip(session_ids, pipe.execute(), strict=True)
-        }
+        for tenant, session_id in refs:
+            pipe.lrange(self.turns_key(tenant, session_id), 0, -1)
+        found: dict[SessionRef, list[Turn]] = {}
+        unreadable: set[SessionRef] = set()
+        for ref, entries in zip(refs, pipe.execute(raise_on_error=False), strict=True):
+            try:
+                if isinstance(entries, Exception):
+                    raise ValueError(str(entries))
+                found[ref] = [_turn(json.loads(raw)) for raw in entries]
+            except (ValueError, TypeError, AttributeError):
+                unreadable.add(ref)
+        return found, unreadable
 
     def landing(
         self, turn: SessionTurn, task_id: str, prompt: str, answer: str | None, now: float
@@ -161,8 +212,8 @@ class SessionStore:
                 for role, text in (("user", prompt), ("model", answer))
             )
         return Landing(
-            meta_key=self.meta_key(turn.session_id),
-            turns_key=self.turns_key(turn.session_id),
+            meta_key=self.meta_key(turn.tenant, turn.session_id),
+            turns_key=self.turns_key(turn.tenant, turn.session_id),
             seq=turn.seq,
             turns=turns,
             ttl_s=self.ttl_s,
@@ -187,26 +238,28 @@ def fit_history(turns: Sequence[Turn], budget_tokens: int) -> list[Turn]:
     return kept
 
 
-def ready_turns(pending: Sequence[SessionTurn | None], applied: dict[str, int]) -> list[int]:
+def ready_turns(pending: Sequence[SessionTurn | None], applied: dict[SessionRef, int]) -> list[int]:
     """Indexes of the pending requests that may run now: every request outside a session,
     and each session's lowest pending turn once the turn before it has landed."""
     outside = [index for index, turn in enumerate(pending) if turn is None]
     landed = [
         index
         for index in lowest_turns(pending)
-        if (turn := pending[index]) is not None and applied.get(turn.session_id, 0) >= turn.seq - 1
+        if (turn := pending[index]) is not None and applied.get(turn.ref, 0) >= turn.seq - 1
     ]
     return sorted(outside + landed)
 
 
 def lowest_turns(pending: Sequence[SessionTurn | None]) -> list[int]:
     """Indexes of each session's lowest pending turn (run them when waiting is over)."""
-    lowest: dict[str, tuple[int, int]] = {}
+    lowest: dict[SessionRef, tuple[int, int]] = {}
     for index, turn in enumerate(pending):
-        if turn is not None and (turn.session_id not in lowest or turn.seq < lowest[turn.session_id][0]):
-            lowest[turn.session_id] = (turn.seq, index)
+        if turn is not None and (turn.ref not in lowest or turn.seq < lowest[turn.ref][0]):
+            lowest[turn.ref] = (turn.seq, index)
     return sorted(index for _, index in lowest.values())
 
 
-def _turn(entry: dict[str, Any]) -> Turn:
+def _turn(entry: Any) -> Turn:
+    if not isinstance(entry, dict):
+        raise ValueError("a turn must be a JSON object")
     return Turn(role=str(entry.get("role", "user")), text=str(entry.get("text", "")))

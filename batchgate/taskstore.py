@@ -1,11 +1,14 @@
 """Task records in Redis: the one place a request's status and result live.
 
-A record is a hash ``<prefix>:task:<id>`` (status, request, submitted_at, result, error,
-timings, the submission's X-Request-ID as request_id) that expires ``task_ttl_s`` after
-submission. Workers finish records with a script that writes only once, so a redelivered
-message can never replace an answer, and announce finished ids on ``<prefix>:done`` (and
-ids that started running on ``<prefix>:progress``) so long-polls and event streams wake
-without polling Redis.
+A record is a hash ``<prefix>:task:<id>`` (status, request, its sizes, owner, tenant,
+submitted_at, result, error, timings, the submission's X-Request-ID as request_id) that
+expires ``task_ttl_s`` after submission. Workers finish records with a script that writes
+only once, so a redelivered message can never replace an answer; the same script drops the
+request itself (only its sizes stay: a finished task holds its answer, not up to a
+megabyte of context for a day) and takes the task out of its tenant's in-flight set
+(``batchgate.admission``). Finished ids are announced on ``<prefix>:done`` (and ids that
+started running on ``<prefix>:progress``) so long-polls and event streams wake without
+polling Redis.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import redis
 
 from batchgate.sessions import Landing
+from batchgate.tenants import inflight_prefix
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
@@ -35,30 +39,40 @@ end
 return #marked
 """
 
-# KEYS[2] is the in-flight index the task leaves. KEYS[3], KEYS[4] (a session's hash and
-# turn list) are given for a session's task: its turns land with the answer, once, and only
-# in order (an older turn that lands after a newer one, having been waited for in vain, is
-# answered but not appended).
+# KEYS[2] is the in-flight index the task leaves; ARGV[7] + the record's tenant is its
+# tenant's in-flight set. KEYS[3], KEYS[4] (a session's hash and turn list) are given for a
+# session's task: its turns land with the answer, once, and only in order (an older turn that
+# lands after a newer one, having been waited for in vain, is answered but not appended). A
+# session whose keys hold something else is left alone: only this task's turn is lost.
 _FINISH = """
 redis.call('ZREM', KEYS[2], ARGV[6])
-local status = redis.call('HGET', KEYS[1], 'status')
+local found = redis.call('HMGET', KEYS[1], 'status', 'tenant')
+local status = found[1]
+if found[2] then
+  redis.call('ZREM', ARGV[7] .. found[2], ARGV[6])
+end
 if not status or status == 'succeeded' or status == 'failed' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result', ARGV[2], 'error', ARGV[3],
            'timings', ARGV[4], 'finished_at', ARGV[5])
+redis.call('HDEL', KEYS[1], 'request')
 if #KEYS == 4 then
-  local seq = tonumber(ARGV[7])
-  local applied = tonumber(redis.call('HGET', KEYS[3], 'applied') or '0')
-  if seq > applied then
-    for i = 10, #ARGV do
-      redis.call('RPUSH', KEYS[4], ARGV[i])
+  local meta_type = redis.call('TYPE', KEYS[3])['ok']
+  local turns_type = redis.call('TYPE', KEYS[4])['ok']
+  if (meta_type == 'hash' or meta_type == 'none') and (turns_type == 'list' or turns_type == 'none') then
+    local seq = tonumber(ARGV[8])
+    local applied = tonumber(redis.call('HGET', KEYS[3], 'applied') or '0') or 0
+    if seq > applied then
+      for i = 11, #ARGV do
+        redis.call('RPUSH', KEYS[4], ARGV[i])
+      end
+      redis.call('LTRIM', KEYS[4], -tonumber(ARGV[10]), -1)
+      redis.call('HSET', KEYS[3], 'applied', seq)
     end
-    redis.call('LTRIM', KEYS[4], -tonumber(ARGV[9]), -1)
-    redis.call('HSET', KEYS[3], 'applied', seq)
+    redis.call('EXPIRE', KEYS[3], ARGV[9])
+    redis.call('EXPIRE', KEYS[4], ARGV[9])
   end
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
-  redis.call('EXPIRE', KEYS[4], ARGV[8])
 end
 return 1
 """
@@ -84,6 +98,7 @@ class TaskStore:
         self._redis = client
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._tenant_inflight = inflight_prefix(prefix)
         self._mark_running = client.register_script(_MARK_RUNNING)
         self._finish = client.register_script(_FINISH)
 
@@ -112,11 +127,13 @@ class TaskStore:
         submitted_at: float,
         owner: str | None = None,
         request_id: str | None = None,
+        tenant: str = "",
     ) -> None:
         """Write a new queued record (before the message is published, so a fast worker finds
         it) and enter it in the in-flight index. ``request_id``: the submission's X-Request-ID."""
-        fields = {"status": QUEUED, **({"request_id": request_id} if request_id else {})}
-        self._write_new(task_id, fields, request, submitted_at, owner, inflight=True)
+        body = json.dumps(request, separators=(",", ":"))
+        fields = {"status": QUEUED, "request": body, **({"request_id": request_id} if request_id else {})}
+        self._write_new(task_id, fields, request, len(body), submitted_at, owner, tenant, inflight=True)
 
     def create_cached(
         self,
@@ -126,8 +143,10 @@ class TaskStore:
         owner: str | None,
         result: dict[str, Any],
         request_id: str | None = None,
+        tenant: str = "",
     ) -> None:
-        """Write a record that is born finished, answered from the response cache."""
+        """Write a record that is born finished, answered from the response cache (the request
+        itself is not kept, only its sizes)."""
         fields = {
             "status": SUCCEEDED,
             "cached": "1",
@@ -135,23 +154,27 @@ class TaskStore:
             "finished_at": repr(submitted_at),
             **({"request_id": request_id} if request_id else {}),
         }
-        self._write_new(task_id, fields, request, submitted_at, owner)
+        body_bytes = len(json.dumps(request, separators=(",", ":")))
+        self._write_new(task_id, fields, request, body_bytes, submitted_at, owner, tenant)
 
     def _write_new(
         self,
         task_id: str,
         fields: dict[str, str],
         request: dict[str, Any],
+        request_bytes: int,
         submitted_at: float,
         owner: str | None,
+        tenant: str,
         inflight: bool = False,
     ) -> None:
         key = self.key(task_id)
         fields = {
             **fields,
-            "request": json.dumps(request, separators=(",", ":")),
+            "sizes": _dumps(request_sizes(request, request_bytes)),
             "submitted_at": repr(submitted_at),
             "owner": owner or "",
+            "tenant": tenant,
         }
         pipe = self._redis.pipeline(transaction=False)
         pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
@@ -160,10 +183,13 @@ class TaskStore:
             pipe.zadd(self.inflight_key, {task_id: submitted_at})
         pipe.execute()
 
-    def delete(self, task_id: str) -> None:
+    def delete(self, task_id: str, tenant: str = "") -> None:
+        """Forget a task that could not be enqueued (its tenant's in-flight slot too)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.delete(self.key(task_id), self.deltas_key(task_id))
         pipe.zrem(self.inflight_key, task_id)
+        if tenant:
+            pipe.zrem(self._tenant_inflight + tenant, task_id)
         pipe.execute()
 
     def overdue(self, older_than: float, limit: int = 500) -> list[tuple[str, dict[str, Any] | None]]:
@@ -250,6 +276,7 @@ class TaskStore:
                 _dumps(outcome.timings),
                 repr(finished_at),
                 outcome.task_id,
+                self._tenant_inflight,
             ]
             landing = outcome.landing
             if landing is not None:
@@ -260,6 +287,18 @@ class TaskStore:
         if written:
             self._redis.publish(self.done_channel, " ".join(written))
         return written
+
+
+def request_sizes(request: dict[str, Any], request_bytes: int) -> dict[str, int]:
+    """What a record keeps of its request once finished: how big it was."""
+    context = request.get("context")
+    history = request.get("history")
+    return {
+        "request_bytes": request_bytes,
+        "prompt_chars": len(str(request.get("prompt") or "")),
+        "context_chars": len(json.dumps(context, ensure_ascii=False)) if context else 0,
+        "history_turns": len(history) if isinstance(history, list) else 0,
+    }
 
 
 def _dumps(value: dict[str, Any] | None) -> str:
@@ -276,7 +315,7 @@ def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in raw.items():
         name, text = _text(key) or "", _text(value) or ""
-        if name in ("request", "result", "error", "timings"):
+        if name in ("request", "result", "error", "timings", "sizes"):
             record[name] = json.loads(text) if text else None
         elif name in ("submitted_at", "picked_at", "finished_at"):
             record[name] = float(text) if text else None

@@ -11,9 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
-from batchgate.apikeys import ApiKeyStore
+from batchgate.apikeys import ApiKeyStore, hash_key
 from batchgate.response_cache import ResponseCache, cache_key
 from batchgate.settings import Settings
+from batchgate.tenants import own_tenant
 from tests.conftest import stack_env
 
 Factory = Callable[..., tuple[Flask, Settings]]
@@ -106,7 +107,9 @@ def test_cache_hit_is_answered_at_submission_without_the_queue(make_app: Factory
     cache = ResponseCache(
         redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix, 60
     )
-    cache.put_many([(cache_key(settings.model, None, {}, "popular question", None), result)])
+    tenant = own_tenant(hash_key(key))
+    digest = cache_key({"model": settings.model, "prompt": "popular question"})
+    cache.put_many([(cache.record_key(tenant, digest), result)])
 
     hit = post(client, key, {"prompt": "popular question"})
     assert hit.status_code == 200
@@ -124,6 +127,10 @@ def test_cache_hit_is_answered_at_submission_without_the_queue(make_app: Factory
     )
     assert queue_length(settings) == 2
 
+    # Another tenant's identical request is not answered from this tenant's entry.
+    assert post(client, new_key(settings, "premium"), {"prompt": "popular question"}).status_code == 202
+    assert queue_length(settings) == 3
+
 
 def test_time_sensitive_prompts_bypass_the_cache(make_app: Factory) -> None:
     app, settings = make_app()
@@ -133,7 +140,8 @@ def test_time_sensitive_prompts_bypass_the_cache(make_app: Factory) -> None:
     cache = ResponseCache(
         redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix, 60
     )
-    cache.put_many([(cache_key(settings.model, None, {}, prompt, None), {"text": "stale"})])
+    digest = cache_key({"model": settings.model, "prompt": prompt})
+    cache.put_many([(cache.record_key(own_tenant(hash_key(key)), digest), {"text": "stale"})])
     response = post(client, key, {"prompt": prompt})
     assert response.status_code == 202 and "cached" not in response.get_json()
     assert queue_length(settings) == 1

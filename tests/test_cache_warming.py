@@ -9,10 +9,12 @@ from pathlib import Path
 
 import redis
 
+from batchgate.apikeys import hash_key
 from batchgate.response_cache import ResponseCache, cache_key
 from batchgate.settings import Settings
+from batchgate.tenants import own_tenant
 from batching.simulator.answers import answer_for
-from tests.conftest import Stack
+from tests.conftest import Stack, create_key
 from tests.harness import REPO, http_json
 from workers.cache_warming import load_queries, warm
 from workers.runtime import WorkerRuntime
@@ -31,8 +33,9 @@ def test_warm_is_rate_bounded_and_caches_only_fresh_cacheable_successes(stack: S
     cache = ResponseCache(
         redis.Redis.from_url(stack.redis_url, decode_responses=True), settings.key_prefix, 60
     )
-    known = cache_key(settings.model, None, {}, "already known", None)
-    cache.put_many([(known, {"text": "old"})])
+    tenant = "acme"
+    known = cache_key({"model": settings.model, "prompt": "already known"})
+    cache.put_many([(cache.record_key(tenant, known), {"text": "old"})])
     queries = [{"prompt": f"common question {i}"} for i in range(10)]
     queries += [{"prompt": "already known"}, {"prompt": "news today"}, {"prompt": 3}]
     sleeps: list[float] = []
@@ -43,7 +46,7 @@ def test_warm_is_rate_bounded_and_caches_only_fresh_cacheable_successes(stack: S
         now[0] += seconds
 
     report = warm(
-        queries, settings, cache, runtime.run_engine, rate_per_s=4.0, sleep=fake_sleep, clock=lambda: now[0]
+        queries, tenant, settings, cache, runtime.run_engine, 4.0, sleep=fake_sleep, clock=lambda: now[0]
     )
     assert (report.cached, report.already_cached, report.time_sensitive, report.invalid, report.failed) == (
         10,
@@ -54,17 +57,31 @@ def test_warm_is_rate_bounded_and_caches_only_fresh_cacheable_successes(stack: S
     )
     assert sleeps == [1.0, 1.0]  # chunks of 4 at 4/s: the 2nd and 3rd chunk wait their turn
     for i in range(10):
-        entry = cache.get(cache_key(settings.model, None, {}, f"common question {i}", None))
+        digest = cache_key({"model": settings.model, "prompt": f"common question {i}"})
+        entry = cache.get(tenant, digest)
         assert entry is not None and entry["text"] == answer_for(f"common question {i}")
+        assert cache.get("another-tenant", digest) is None
 
 
 def test_make_warm_cache_fills_the_cache_through_the_worker(stack: Stack, tmp_path: Path) -> None:
+    tenant = own_tenant(hash_key(stack.api_key))  # the stack's key is its own tenant
     queries = tmp_path / "queries.jsonl"
     queries.write_text(
         "\n".join(json.dumps({"prompt": f"faq {i}: how do I reset my password?"}) for i in range(6))
     )
     done = subprocess.run(
-        [sys.executable, "-m", "workers.warm_cli", str(queries), "--rate", "50", "--timeout", "60"],
+        [
+            sys.executable,
+            "-m",
+            "workers.warm_cli",
+            str(queries),
+            "--tenant",
+            tenant,
+            "--rate",
+            "50",
+            "--timeout",
+            "60",
+        ],
         cwd=REPO,
         env=stack.env,
         capture_output=True,
@@ -84,3 +101,9 @@ def test_make_warm_cache_fills_the_cache_through_the_worker(stack: Stack, tmp_pa
     assert status == 200 and task["cached"] is True
     assert task["result"]["text"] == answer_for("faq 3: how do I reset my password?")
     assert stack.sim_stats()["items"] == items
+    # Another tenant asking the same is not answered from this tenant's warmed entry.
+    other = {"X-API-Key": create_key(stack.env, "premium")}
+    status, _, theirs = http_json(
+        "POST", f"{stack.api}/api/v1/tasks", {"prompt": "faq 3: how do I reset my password?"}, headers=other
+    )
+    assert status == 202 and "cached" not in theirs

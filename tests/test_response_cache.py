@@ -1,23 +1,65 @@
-"""Cache keys are canonical; time-sensitive prompts are recognised."""
+"""Cache keys are canonical and cover every field that shapes an answer; entries are per
+tenant; time-sensitive prompts are recognised."""
 
 from __future__ import annotations
 
-from batchgate.response_cache import cache_key, is_time_sensitive
+import secrets
+
+import redis
+
+from batchgate.response_cache import ANSWER_FIELDS, ResponseCache, cache_key, is_time_sensitive
 
 WORDS = ("now", "today", "latest", "this week")
 
 
-def test_key_ignores_dict_order_and_distinguishes_every_field() -> None:
-    base = cache_key("m", "sys", {"temperature": 0.1, "top_k": 3}, "p", {"a": 1, "b": 2})
-    assert base == cache_key("m", "sys", {"top_k": 3, "temperature": 0.1}, "p", {"b": 2, "a": 1})
-    variants = [
-        cache_key("m2", "sys", {"temperature": 0.1, "top_k": 3}, "p", {"a": 1, "b": 2}),
-        cache_key("m", None, {"temperature": 0.1, "top_k": 3}, "p", {"a": 1, "b": 2}),
-        cache_key("m", "sys", {"temperature": 0.2, "top_k": 3}, "p", {"a": 1, "b": 2}),
-        cache_key("m", "sys", {"temperature": 0.1, "top_k": 3}, "p ", {"a": 1, "b": 2}),
-        cache_key("m", "sys", {"temperature": 0.1, "top_k": 3}, "p", None),
-    ]
-    assert len({base, *variants}) == 6
+BASE = {
+    "model": "m",
+    "system": "sys",
+    "generation": {"temperature": 0.1, "top_k": 3},
+    "prompt": "p",
+    "context": {"a": 1, "b": 2},
+    "history": [{"role": "user", "text": "hi"}, {"role": "model", "text": "hello"}],
+    "strategy": "pack",
+    "stream": True,
+}
+
+
+def test_key_ignores_dict_order_and_fields_that_do_not_shape_the_answer() -> None:
+    reordered = {**BASE, "generation": {"top_k": 3, "temperature": 0.1}, "context": {"b": 2, "a": 1}}
+    assert cache_key(BASE) == cache_key(reordered)
+    # Who sent it, and bookkeeping fields, are not part of the digest (the tenant is in the
+    # entry's name: ResponseCache.record_key).
+    assert cache_key(BASE) == cache_key({**BASE, "tenant": "t", "user_id": "u", "session_seq": 3})
+    # Absent, None, empty and false are one and the same.
+    assert cache_key({"prompt": "p"}) == cache_key(
+        {"prompt": "p", "system": None, "stream": False, "history": []}
+    )
+
+
+def test_key_distinguishes_every_field_that_shapes_the_answer() -> None:
+    changed = {
+        "model": "m2",
+        "system": "other",
+        "generation": {"temperature": 0.2, "top_k": 3},
+        "prompt": "p ",
+        "context": None,
+        "history": [{"role": "user", "text": "hi"}],
+        "strategy": "concurrent",
+        "stream": False,
+    }
+    assert set(changed) == set(ANSWER_FIELDS)
+    keys = {cache_key({**BASE, name: value}) for name, value in changed.items()}
+    assert len(keys | {cache_key(BASE)}) == len(ANSWER_FIELDS) + 1
+
+
+def test_entries_belong_to_a_tenant(redis_client: redis.Redis) -> None:
+    cache = ResponseCache(redis_client, f"cache-{secrets.token_hex(4)}", ttl_s=60)
+    digest = cache_key(BASE)
+    cache.put_many([(cache.record_key("a", digest), {"text": "for a"})])
+    assert cache.get("a", digest) == {"text": "for a"}
+    assert cache.get("b", digest) is None
+    # No tenant id, however chosen, names another tenant's entry.
+    assert cache.record_key("a", digest) != cache.record_key("a:" + digest[:8], digest[8:])
 
 
 def test_time_sensitive_words_match_whole_words_in_any_case() -> None:

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from batchgate.sessions import SessionStore, SessionTurn, Turn, fit_history, lowest_turns, ready_turns
+from batchgate.sessions import (
+    SessionStore,
+    SessionTurn,
+    SessionUnreadable,
+    Turn,
+    fit_history,
+    lowest_turns,
+    ready_turns,
+)
 from batchgate.taskstore import FAILED, SUCCEEDED, Outcome, TaskStore
 from batching.packing import PackingLimits, plan_calls
 from batching.simulator.answers import answer_for
@@ -36,9 +44,11 @@ def test_fit_history_drops_the_oldest_turns_first_and_starts_with_a_user_turn() 
 def test_ready_turns_take_each_sessions_next_turn_once_its_predecessor_landed() -> None:
     pending = [None, SessionTurn("s", 2), SessionTurn("s", 3), SessionTurn("t", 5), None]
     # s landed turn 1, t landed up to 3 (turn 4 is elsewhere): only s#2 and the others are ready.
-    assert ready_turns(pending, {"s": 1, "t": 3}) == [0, 1, 4]
-    assert ready_turns(pending, {"s": 0, "t": 4}) == [0, 3, 4]
-    assert ready_turns(pending[1:3], {"s": 0}) == []
+    assert ready_turns(pending, {("", "s"): 1, ("", "t"): 3}) == [0, 1, 4]
+    assert ready_turns(pending, {("", "s"): 0, ("", "t"): 4}) == [0, 3, 4]
+    assert ready_turns(pending[1:3], {("", "s"): 0}) == []
+    # One tenant's session "s" is not another's.
+    assert ready_turns([SessionTurn("s", 2, "a"), SessionTurn("s", 2, "b")], {("a", "s"): 1}) == [0]
     assert lowest_turns(pending) == [1, 3]
 
 
@@ -67,34 +77,76 @@ def stores(redis_client: redis.Redis) -> Iterator[tuple[SessionStore, TaskStore]
     yield SessionStore(redis_client, prefix, ttl_s=60, max_turns=6), TaskStore(redis_client, prefix, 60)
 
 
-def test_turns_are_numbered_per_session_and_owned_by_the_first_key(
-    stores: tuple[SessionStore, TaskStore],
+def test_turns_are_numbered_per_session_within_each_tenant(stores: tuple[SessionStore, TaskStore]) -> None:
+    sessions, _ = stores
+    assert [sessions.claim_turn("a", "s1", 1.0) for _ in range(3)] == [1, 2, 3]
+    assert sessions.claim_turn("b", "s1", 1.0) == 1  # tenant b's own "s1": no conflict, no hint
+    assert sessions.read("b", "s1")["turns_submitted"] == 1  # type: ignore[index]
+    assert sessions.read("a", "s1")["turns_submitted"] == 3  # type: ignore[index]
+    assert sessions.read("c", "s1") is None
+
+
+def test_no_session_id_can_name_another_sessions_keys(stores: tuple[SessionStore, TaskStore]) -> None:
+    sessions, _ = stores
+    ids = ("zz9", "zz9:turns", "a:b:c", "x" * 128, "a\nb")
+    names = [
+        key
+        for tenant in ("a", "b", "a\nb")
+        for sid in ids
+        for key in (sessions.meta_key(tenant, sid), sessions.turns_key(tenant, sid))
+    ]
+    assert len(set(names)) == len(names) == 30  # every (tenant, id) has two keys of its own
+    assert not any(sid in key for sid in ids[:3] for key in names)  # no client text in a key name
+
+
+def test_a_session_whose_state_is_unreadable_fails_only_its_own_turns(
+    stores: tuple[SessionStore, TaskStore], redis_client: redis.Redis
 ) -> None:
     sessions, _ = stores
-    assert [sessions.claim_turn("s1", "key-a", 1.0) for _ in range(3)] == [1, 2, 3]
-    assert sessions.claim_turn("s1", "key-b", 1.0) is None
-    assert sessions.claim_turn("s2", "key-b", 1.0) == 1
-    assert sessions.read("s1", "key-b") is None
-    assert sessions.read("s1", "key-a")["turns_submitted"] == 3  # type: ignore[index]
+    sessions.claim_turn("a", "good", 1.0)
+    redis_client.set(sessions.meta_key("a", "broken"), "not a hash")
+    redis_client.rpush(sessions.turns_key("a", "corrupt"), "{not json")
+    sessions.claim_turn("a", "corrupt", 1.0)
+    with pytest.raises(SessionUnreadable):
+        sessions.claim_turn("a", "broken", 1.0)
+    with pytest.raises(SessionUnreadable):
+        sessions.read("a", "corrupt")
+    refs = [("a", "good"), ("a", "broken"), ("a", "corrupt")]
+    landed, unreadable = sessions.applied(refs)
+    assert landed == {("a", "good"): 0, ("a", "corrupt"): 0} and unreadable == {("a", "broken")}
+    histories, unreadable = sessions.histories(refs)
+    assert ("a", "good") in histories and unreadable == {("a", "corrupt")}
+
+    rounds = ConversationRounds(sessions, 1000, order_wait_s=0.0)
+    requests = [InferenceRequest(id=i, prompt=i, model="m") for i in ("plain", "ok", "bad", "bad2")]
+    turns = [None, SessionTurn("good", 1, "a"), SessionTurn("broken", 1, "a"), SessionTurn("corrupt", 1, "a")]
+    it = rounds.rounds(requests, turns)
+    first = next(it)
+    assert first.requests == [] and [r.id for r in first.unreadable] == ["bad"]
+    second = next(it)
+    assert [r.id for r in second.requests] == ["plain", "ok"] and [r.id for r in second.unreadable] == [
+        "bad2"
+    ]
+    assert next(it, None) is None
 
 
 def test_every_use_refreshes_the_sessions_ttl(
     stores: tuple[SessionStore, TaskStore], redis_client: redis.Redis
 ) -> None:
     sessions, tasks = stores  # ttl_s=60
-    sessions.claim_turn("s", "k", 1.0)
-    meta, turns = sessions.meta_key("s"), sessions.turns_key("s")
+    sessions.claim_turn("k", "s", 1.0)
+    meta, turns = sessions.meta_key("k", "s"), sessions.turns_key("k", "s")
     redis_client.expire(meta, 5)
     tasks.create("t1", {}, 1.0, "k")
-    landing = sessions.landing(SessionTurn("s", 1), "t1", "p", "a", 2.0)
+    landing = sessions.landing(SessionTurn("s", 1, "k"), "t1", "p", "a", 2.0)
     tasks.finish([Outcome("t1", SUCCEEDED, {"text": "a"}, None, {}, landing)], 2.0)
     assert 55 < redis_client.ttl(meta) <= 60 and 55 < redis_client.ttl(turns) <= 60
     redis_client.expire(meta, 5)
     redis_client.expire(turns, 5)
-    assert sessions.read("s", "k") is not None
+    assert sessions.read("k", "s") is not None
     assert 55 < redis_client.ttl(meta) <= 60 and 55 < redis_client.ttl(turns) <= 60
     redis_client.expire(meta, 5)
-    sessions.claim_turn("s", "k", 3.0)
+    sessions.claim_turn("k", "s", 3.0)
     assert 55 < redis_client.ttl(meta) <= 60
 
 
@@ -103,12 +155,12 @@ def test_a_turn_lands_once_with_its_answer_and_a_failure_only_advances(
 ) -> None:
     sessions, tasks = stores
     for seq in (1, 2, 3):
-        assert sessions.claim_turn("s", "k", 1.0) == seq
+        assert sessions.claim_turn("k", "s", 1.0) == seq
         tasks.create(f"t{seq}", {"prompt": f"p{seq}"}, 1.0, "k")
 
     def finish(seq: int, ok: bool) -> list[str]:
         answer = f"a{seq}" if ok else None
-        landing = sessions.landing(SessionTurn("s", seq), f"t{seq}", f"p{seq}", answer, 2.0)
+        landing = sessions.landing(SessionTurn("s", seq, "k"), f"t{seq}", f"p{seq}", answer, 2.0)
         outcome = Outcome(
             f"t{seq}", SUCCEEDED if ok else FAILED, {"text": answer} if ok else None, None, {}, landing
         )
@@ -118,7 +170,7 @@ def test_a_turn_lands_once_with_its_answer_and_a_failure_only_advances(
     assert finish(1, ok=True) == []  # a redelivery neither rewrites the answer nor appends again
     assert finish(2, ok=False) == ["t2"]
     assert finish(3, ok=True) == ["t3"]
-    session = sessions.read("s", "k")
+    session = sessions.read("k", "s")
     assert session is not None
     assert [(t["role"], t["text"], t["seq"]) for t in session["turns"]] == [
         ("user", "p1", 1),
@@ -134,16 +186,16 @@ def test_history_is_trimmed_to_max_turns_and_clear_keeps_numbering(
 ) -> None:
     sessions, tasks = stores
     for seq in range(1, 6):
-        sessions.claim_turn("s", "k", 1.0)
+        sessions.claim_turn("k", "s", 1.0)
         tasks.create(f"t{seq}", {}, 1.0, "k")
-        landing = sessions.landing(SessionTurn("s", seq), f"t{seq}", f"p{seq}", f"a{seq}", 2.0)
+        landing = sessions.landing(SessionTurn("s", seq, "k"), f"t{seq}", f"p{seq}", f"a{seq}", 2.0)
         tasks.finish([Outcome(f"t{seq}", SUCCEEDED, {"text": "x"}, None, {}, landing)], 2.0)
-    turns = sessions.read("s", "k")["turns"]  # type: ignore[index]
+    turns = sessions.read("k", "s")["turns"]  # type: ignore[index]
     assert [t["text"] for t in turns] == ["p3", "a3", "p4", "a4", "p5", "a5"]  # max_turns=6
-    assert not sessions.clear("s", "other")
-    assert sessions.clear("s", "k")
-    assert sessions.read("s", "k")["turns"] == []  # type: ignore[index]
-    assert sessions.claim_turn("s", "k", 3.0) == 6
+    assert not sessions.clear("other", "s")
+    assert sessions.clear("k", "s")
+    assert sessions.read("k", "s")["turns"] == []  # type: ignore[index]
+    assert sessions.claim_turn("k", "s", 3.0) == 6
 
 
 def test_rounds_wait_for_a_predecessor_elsewhere_then_give_up_at_the_deadline(
@@ -159,19 +211,19 @@ def test_rounds_wait_for_a_predecessor_elsewhere_then_give_up_at_the_deadline(
 
     rounds = ConversationRounds(sessions, 1000, order_wait_s=1.0, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
-        sessions.claim_turn("s", "k", 0.0)  # turn 1 is "on another worker" and never lands
+        sessions.claim_turn("k", "s", 0.0)  # turn 1 is "on another worker" and never lands
     requests = [
         InferenceRequest(id="x", prompt="plain", model="m"),
         InferenceRequest(id="b", prompt="turn 2", model="m"),
         InferenceRequest(id="c", prompt="turn 3", model="m"),
     ]
-    turns = [None, SessionTurn("s", 2), SessionTurn("s", 3)]
+    turns = [None, SessionTurn("s", 2, "k"), SessionTurn("s", 3, "k")]
     it = rounds.rounds(requests, turns)
-    assert [r.id for r in next(it)] == ["x"]  # the plain request does not wait
-    assert [r.id for r in next(it)] == ["b"]  # after the deadline, in order
+    assert [r.id for r in next(it).requests] == ["x"]  # the plain request does not wait
+    assert [r.id for r in next(it).requests] == ["b"]  # after the deadline, in order
     assert 1.0 <= now[0] < 1.1 and slept
-    redis_client.hset(sessions.meta_key("s"), "applied", 2)  # turn 2 landed
-    assert [r.id for r in next(it)] == ["c"]
+    redis_client.hset(sessions.meta_key("k", "s"), "applied", 2)  # turn 2 landed
+    assert [r.id for r in next(it).requests] == ["c"]
     assert next(it, None) is None
 
 
@@ -240,14 +292,12 @@ def test_turns_submitted_back_to_back_are_answered_in_order_with_their_history(s
     assert max(t["timings"]["batch_size"] for t in tasks) >= 2
 
 
-def test_session_tasks_skip_the_cache_and_belong_to_their_key(stack: Stack) -> None:
+def test_session_tasks_skip_the_cache_and_belong_to_their_tenant(stack: Stack) -> None:
     session = f"own-{secrets.token_hex(4)}"
     prompt = f"{session}: a question asked twice"
     first = run_conversation(stack, session, [prompt, prompt])
     assert not any(t.get("cached") for t in first)
-    other = {"X-API-Key": create_key(stack.env, "premium")}
-    status, reply = submit(stack, {"prompt": "hijack", "session_id": session}, headers=other)
-    assert status == 409 and reply["error"]["code"] == "session_conflict"
+    other = {"X-API-Key": create_key(stack.env, "premium")}  # its own tenant
     assert http_json("GET", f"{stack.api}/api/v1/sessions/{session}", headers=other)[0] == 404
     assert http_json("DELETE", f"{stack.api}/api/v1/sessions/{session}", headers=other)[0] == 404
     assert http_json("DELETE", f"{stack.api}/api/v1/sessions/{session}", headers=stack.headers)[0] == 204

@@ -19,11 +19,11 @@ from typing import Any
 import redis
 
 from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
-from batchgate.response_cache import ResponseCache
+from batchgate.response_cache import COMPLETE, ResponseCache
 from batchgate.sessions import SessionTurn
 from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
 from batching.types import STRATEGIES, InferenceRequest, InferenceResult
-from workers.conversation_rounds import ConversationRounds
+from workers.conversation_rounds import ConversationRounds, Round
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def process_batch(
         return _process(
             deliveries, store, run_engine, default_model, picked_at, cache, metrics, conversations
         )
-    except redis.RedisError:
+    except (redis.ConnectionError, redis.TimeoutError):
         # Redis stayed unreachable through the client's retries: nothing can be stored now.
         # The messages come back (visibility timeout) or the orphan sweeper re-enqueues them.
         log.exception("batch of %d could not reach Redis; its requests will be redelivered", len(deliveries))
@@ -114,11 +114,12 @@ def _process(
     by_id = {d.task_id: d for d in live}
     turns = [session_turn(by_id[r.id]) if conversations else None for r in requests]
     turn_of = {r.id: turn for r, turn in zip(requests, turns, strict=True)}
-    rounds = conversations.rounds(requests, turns) if conversations else iter([requests])
+    rounds = conversations.rounds(requests, turns) if conversations else iter([Round(requests)])
     written: set[str] = set()
     landed = 0  # outcomes[:landed] are written; each round lands before the next is read
-    for round_requests in rounds:
-        for result in run_engine(round_requests) if round_requests else []:
+    for batch_round in rounds:
+        outcomes.extend(_unreadable(request.id) for request in batch_round.unreadable)
+        for result in run_engine(batch_round.requests) if batch_round.requests else []:
             outcome = _outcome(result, by_id[result.id], picked_at, len(requests))
             turn = turn_of[result.id]
             if conversations is not None and turn is not None:
@@ -139,6 +140,15 @@ def _process(
     return outcomes
 
 
+def _unreadable(task_id: str) -> Outcome:
+    """The outcome of a conversation turn whose session's stored state cannot be read."""
+    error = {
+        "code": "session_unreadable",
+        "message": "this conversation's stored state cannot be read; start a new session_id",
+    }
+    return Outcome(task_id, FAILED, None, error, {})
+
+
 def _remember(
     outcomes: list[Outcome],
     written: set[str],
@@ -146,13 +156,14 @@ def _remember(
     cache: ResponseCache | None,
     metrics: InferenceMetricsCollector | None,
 ) -> None:
-    """Best effort, after the answers are stored: cache the successes, record the metrics."""
+    """Best effort, after the answers are stored: cache the complete successes, record the metrics."""
     if cache is not None:
         entries = [
             (str(by_id[o.task_id].payload["request"]["cache_key"]), o.result)
             for o in outcomes
             if o.status == SUCCEEDED
             and o.result
+            and o.result.get("finish_reason") == COMPLETE  # an answer cut short is never cached
             and o.task_id in written
             and by_id[o.task_id].payload["request"].get("cache_key")
         ]
@@ -180,6 +191,7 @@ def to_inference_request(delivery: Delivery, default_model: str) -> InferenceReq
         strategy=strategy,
         stream=body.get("stream") is True,
         history=_history(body.get("history")),
+        tenant=str(body.get("tenant") or ""),
     )
 
 
@@ -204,7 +216,7 @@ def session_turn(delivery: Delivery) -> SessionTurn | None:
     body = delivery.payload.get("request") or {}
     session_id, seq = body.get("session_id"), body.get("session_seq")
     if isinstance(session_id, str) and session_id and isinstance(seq, int) and seq > 0:
-        return SessionTurn(session_id, seq)
+        return SessionTurn(session_id, seq, str(body.get("tenant") or ""))
     return None
 
 
@@ -227,6 +239,7 @@ def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batc
             "text": result.text,
             "model": result.model,
             "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
+            "finish_reason": result.finish_reason,
         }
         return Outcome(result.id, SUCCEEDED, payload, None, timings)
     error = {

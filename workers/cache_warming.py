@@ -1,4 +1,4 @@
-"""Pre-compute answers to common queries into the response cache, at a bounded rate.
+"""Pre-compute answers to common queries into one tenant's response cache, at a bounded rate.
 
 Queries are answered in chunks straight through the engine (packing applies), never
 through the live queue, so warming does not compete with clients for queue slots; the
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgate.response_cache import ResponseCache, cache_key, is_time_sensitive
+from batchgate.response_cache import COMPLETE, ResponseCache, cache_key, is_time_sensitive
 from batchgate.settings import Settings
 from batching.types import InferenceRequest, InferenceResult
 
@@ -49,6 +49,7 @@ def load_queries(path: Path) -> list[dict[str, Any]]:
 
 def warm(
     queries: list[dict[str, Any]],
+    tenant: str,
     settings: Settings,
     cache: ResponseCache,
     run_engine: RunEngine,
@@ -56,11 +57,12 @@ def warm(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> WarmReport:
-    """Answer the uncached, cacheable queries at no more than ``rate_per_s`` and cache the successes."""
+    """Answer the uncached, cacheable queries at no more than ``rate_per_s`` and cache the
+    complete successes for ``tenant`` (only its keys are answered from them)."""
     report = WarmReport(queries=len(queries))
     pending: list[tuple[str, InferenceRequest]] = []
     for query in queries:
-        request = _request(query, settings)
+        request = _request(query, settings, tenant)
         if request is None:
             report.invalid += 1
             continue
@@ -68,11 +70,11 @@ def warm(
         if is_time_sensitive((request.prompt, request.system or "", context), settings.bypass_words):
             report.time_sensitive += 1
             continue
-        key = cache_key(request.model, request.system, request.generation, request.prompt, request.context)
-        if cache.get(key) is not None:
+        digest = cache_key(_message(request))
+        if cache.get(tenant, digest) is not None:
             report.already_cached += 1
             continue
-        pending.append((key, request))
+        pending.append((cache.record_key(tenant, digest), request))
 
     chunk = max(1, min(settings.batch_max_size, int(rate_per_s) or 1))
     started = clock()
@@ -85,9 +87,10 @@ def warm(
         results = run_engine([request for _, request in part])
         entries = []
         for (key, _), result in zip(part, results, strict=True):
-            if result.ok:
+            if result.ok and result.finish_reason == COMPLETE:
                 usage = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}
-                entries.append((key, {"text": result.text, "model": result.model, "usage": usage}))
+                answer = {"text": result.text, "model": result.model, "usage": usage}
+                entries.append((key, {**answer, "finish_reason": result.finish_reason}))
             else:
                 report.failed += 1
         cache.put_many(entries)
@@ -95,7 +98,18 @@ def warm(
     return report
 
 
-def _request(query: dict[str, Any], settings: Settings) -> InferenceRequest | None:
+def _message(request: InferenceRequest) -> dict[str, Any]:
+    """The request as the API would send it to a worker: what its cache digest is taken over."""
+    return {
+        "model": request.model,
+        "system": request.system,
+        "generation": request.generation,
+        "prompt": request.prompt,
+        "context": request.context,
+    }
+
+
+def _request(query: dict[str, Any], settings: Settings, tenant: str) -> InferenceRequest | None:
     prompt = query.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return None
@@ -113,6 +127,7 @@ def _request(query: dict[str, Any], settings: Settings) -> InferenceRequest | No
         system=system,
         context=context,
         generation={k: v for k, v in generation.items() if v is not None},
+        tenant=tenant,
     )
 
 

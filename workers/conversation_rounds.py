@@ -5,7 +5,9 @@ predecessor may still be running on another worker. The batch is therefore answe
 rounds: the first round holds every request outside a session and each session's next turn
 whose predecessor has landed; the next round runs once those have landed too, and so on.
 A turn whose predecessor does not land within ``order_wait_s`` (its message was lost or is
-waiting for redelivery) runs anyway with the history as it stands, and is logged.
+waiting for redelivery) runs anyway with the history as it stands, and is logged. A turn
+whose session's stored state cannot be read is not run: it is reported as ``unreadable``
+(the batch fails it alone), and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from batchgate.sessions import SessionStore, SessionTurn, fit_history, lowest_turns, ready_turns
 from batching.types import InferenceRequest
@@ -22,6 +25,14 @@ log = logging.getLogger(__name__)
 
 #: How often a waiting turn re-reads whether its predecessor has landed.
 POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class Round:
+    """Requests to answer now, and turns that cannot run because their session is unreadable."""
+
+    requests: list[InferenceRequest]
+    unreadable: list[InferenceRequest] = field(default_factory=list)
 
 
 class ConversationRounds:
@@ -44,17 +55,23 @@ class ConversationRounds:
 
     def rounds(
         self, requests: Sequence[InferenceRequest], turns: Sequence[SessionTurn | None]
-    ) -> Iterator[list[InferenceRequest]]:
+    ) -> Iterator[Round]:
         """Yield the requests round by round; the caller lands each round before asking for
         the next (the generator reads what has landed when it resumes)."""
         pending = list(zip(requests, turns, strict=True))
         if not any(turns):
-            yield list(requests)
+            yield Round(list(requests))
             return
         waiting_since: float | None = None
         while pending:
-            sessions = sorted({t.session_id for _, t in pending if t is not None})
-            ready = ready_turns([t for _, t in pending], self.sessions.applied(sessions))
+            refs = sorted({t.ref for _, t in pending if t is not None})
+            landed, unreadable = self.sessions.applied(refs)
+            if unreadable:
+                broken = [p for p in pending if p[1] is not None and p[1].ref in unreadable]
+                pending = [p for p in pending if p[1] is None or p[1].ref not in unreadable]
+                yield Round([], [request for request, _ in broken])
+                continue
+            ready = ready_turns([t for _, t in pending], landed)
             if not ready:
                 now = self._clock()
                 waiting_since = now if waiting_since is None else waiting_since
@@ -73,15 +90,17 @@ class ConversationRounds:
             pending = [p for i, p in enumerate(pending) if i not in taken]
             yield self._with_history(chosen)
 
-    def _with_history(
-        self, chosen: list[tuple[InferenceRequest, SessionTurn | None]]
-    ) -> list[InferenceRequest]:
-        sessions = sorted({t.session_id for _, t in chosen if t is not None})
-        histories = self.sessions.histories(sessions) if sessions else {}
+    def _with_history(self, chosen: list[tuple[InferenceRequest, SessionTurn | None]]) -> Round:
+        refs = sorted({t.ref for _, t in chosen if t is not None})
+        histories, unreadable = self.sessions.histories(refs) if refs else ({}, set())
         answered: list[InferenceRequest] = []
+        broken: list[InferenceRequest] = []
         for request, turn in chosen:
+            if turn is not None and turn.ref in unreadable:
+                broken.append(request)
+                continue
             if turn is not None:
-                kept = fit_history(histories.get(turn.session_id, []), self._history_tokens)
+                kept = fit_history(histories.get(turn.ref, []), self._history_tokens)
                 request = dataclasses.replace(request, history=tuple((t.role, t.text) for t in kept))
             answered.append(request)
-        return answered
+        return Round(answered, broken)

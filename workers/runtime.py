@@ -111,6 +111,7 @@ class WorkerRuntime:
             max_output_tokens_per_call=s.max_output_tokens_per_call,
             default_max_output_tokens=s.default_max_output_tokens,
             default_strategy=s.strategy,
+            share_calls_across_tenants=s.share_calls_across_tenants,
         )
         retry = RetryPolicy(attempts=s.retry_attempts, base_s=s.retry_base_s, max_s=s.retry_max_s)
         return BatchInferenceEngine(

@@ -59,10 +59,12 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
 
     @app.task(name=WARM_CACHE_TASK, ignore_result=True)
     def warm_cache(
-        queries: list[dict[str, Any]], rate_per_s: float, report_key: str | None = None
+        queries: list[dict[str, Any]], rate_per_s: float, report_key: str | None = None, tenant: str = ""
     ) -> dict[str, int]:
-        """Pre-compute answers for ``queries`` into the response cache at a bounded rate."""
-        report = report_dict(warm(queries, settings, runtime.cache, runtime.run_engine, rate_per_s))
+        """Pre-compute answers for ``queries`` into ``tenant``'s response cache at a bounded rate."""
+        if not tenant:
+            raise ValueError("a warming run names the tenant whose cache it fills")
+        report = report_dict(warm(queries, tenant, settings, runtime.cache, runtime.run_engine, rate_per_s))
         if report_key:
             runtime.redis.set(report_key, json.dumps(report), ex=3600)
         return report

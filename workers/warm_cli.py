@@ -1,4 +1,4 @@
-"""``python -m workers.warm_cli FILE [--rate N]`` (``make warm-cache``): queue a warming run.
+"""``python -m workers.warm_cli FILE --tenant T [--rate N]`` (``make warm-cache``): queue a warming run.
 
 Sends the queries to a worker as one ``batchgate.warm_cache`` task and, unless ``--no-wait``,
 waits for its report.
@@ -24,6 +24,11 @@ from workers.cache_warming import load_queries
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.warm_cli", description="warm the response cache")
     parser.add_argument("file", type=Path, help="JSON array or JSONL of task requests")
+    parser.add_argument(
+        "--tenant",
+        required=True,
+        help="whose cache to fill: a tenant name, or key:<hash> for a key that is its own tenant",
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="queries per second at most (default 5)")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for the report")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the report")
@@ -39,7 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     report_key = f"{settings.key_prefix}:warm:{secrets.token_hex(8)}"
     app = create_celery(settings)
-    app.send_task(WARM_CACHE_TASK, args=[queries, args.rate, report_key], ignore_result=True)
+    app.send_task(
+        WARM_CACHE_TASK,
+        args=[queries, args.rate, report_key],
+        kwargs={"tenant": args.tenant},
+        ignore_result=True,
+    )
     print(f"warming {len(queries)} queries at ≤ {args.rate:g}/s", file=sys.stderr)
     if args.no_wait:
         return 0
