@@ -715,13 +715,27 @@ def test_the_per_address_shield_answers_429_in_the_error_shape(tmp_path: Path) -
 def test_query_strings_and_keys_never_reach_nginx_logs(tmp_path: Path) -> None:
     secret = "AIzaSECRET0123456789abcdef"
     with nginx_in_front_of(tmp_path, [free_port()]) as edge:
-        # No replica answers: nginx logs the failure, the worst case for what it might quote.
+        # A key in the query is refused by nginx itself, before anything could log it...
         for path in ("/v1beta/models/gemini-2.5-flash:generateContent", "/v1/models/m:streamGenerateContent"):
-            status, _, _ = request("POST", f"{edge.url}{path}?key={secret}&alt=sse", b'{"contents": []}')
-            assert status == 502
-        wait_for_log(edge, "POST /v1/models/m:streamGenerateContent HTTP/1.1")
+            status, _, body = request("POST", f"{edge.url}{path}?key={secret}&alt=sse", b'{"contents": []}')
+            assert status == 400 and json.loads(body)["error"]["code"] == "key_in_query"
+        # ...except by the event streams; no replica answers them: nginx has a failure to log,
+        # the worst case for what it might quote.
+        for path in ("/api/v1/metrics/stream", "/api/v1/tasks/t1/events"):
+            assert request("GET", f"{edge.url}{path}?key={secret}")[0] == 502
+        wait_for_log(edge, "GET /api/v1/tasks/t1/events HTTP/1.1")
         assert "POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/1.1" in edge.access_log.read_text()
     assert secret not in edge.logs() and "key=" not in edge.logs()
+
+
+def test_compose_form_refuses_a_key_in_the_query_instead_of_redirecting(tmp_path: Path) -> None:
+    upstream = ScriptedUpstream()
+    with replicas(upstream), nginx_in_front_of(tmp_path, [upstream.port], compose=True) as edge:
+        status, headers, body = request("GET", f"{edge.url}/api/v1/tasks/abc?key=SECRETKEY123")
+        assert status == 400 and "Location" not in headers
+        assert json.loads(body)["error"]["code"] == "key_in_query"
+        assert upstream.hits == 0
+    assert "SECRETKEY123" not in edge.logs()
 
 
 def test_compose_form_redirects_http_to_https(tmp_path: Path) -> None:
