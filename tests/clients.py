@@ -32,11 +32,11 @@ class ClientRun:
 
 
 async def _submit(
-    session: aiohttp.ClientSession, base: str, body: dict[str, Any], run: ClientRun
+    session: aiohttp.ClientSession, base: str, body: dict[str, Any], run: ClientRun, key: str
 ) -> str | None:
     last = ""
     # Retries are safe: the same Idempotency-Key gets the same task back.
-    headers = {"Idempotency-Key": f"collect-{uuid.uuid4().hex}"}
+    headers = {"Idempotency-Key": f"collect-{uuid.uuid4().hex}", "X-API-Key": key}
     for _attempt in range(50):
         try:
             async with session.post(f"{base}/api/v1/tasks", json=body, headers=headers) as response:
@@ -55,11 +55,12 @@ async def _submit(
 
 
 async def _poll(
-    session: aiohttp.ClientSession, base: str, task_id: str, deadline: float, run: ClientRun
+    session: aiohttp.ClientSession, base: str, task_id: str, deadline: float, run: ClientRun, key: str
 ) -> Any:
     while time.monotonic() < deadline:
         try:
-            async with session.get(f"{base}/api/v1/tasks/{task_id}?wait=10") as response:
+            headers = {"X-API-Key": key}
+            async with session.get(f"{base}/api/v1/tasks/{task_id}?wait=10", headers=headers) as response:
                 if response.status == 200:
                     body = await response.json()
                     if body["status"] in ("succeeded", "failed"):
@@ -78,37 +79,45 @@ async def _poll(
 
 
 async def _one(
-    session: aiohttp.ClientSession, base: str, body: dict[str, Any], deadline: float, run: ClientRun, i: int
+    session: aiohttp.ClientSession,
+    base: str,
+    body: dict[str, Any],
+    deadline: float,
+    run: ClientRun,
+    i: int,
+    key: str,
 ) -> None:
-    task_id = await _submit(session, base, body, run)
+    task_id = await _submit(session, base, body, run, key)
     run.ids[i] = task_id
     if task_id is not None:
-        run.bodies[i] = await _poll(session, base, task_id, deadline, run)
+        run.bodies[i] = await _poll(session, base, task_id, deadline, run, key)
 
 
 def submit_and_collect(
-    base: str, bodies: list[dict[str, Any]], api_key: str, timeout: float = 90.0
+    base: str, bodies: list[dict[str, Any]], api_key: str | list[str], timeout: float = 90.0
 ) -> ClientRun:
     """Send every body at once (one connection each), then long-poll each task to the end.
 
-    Like a careful client, retry 502/503/504, connection errors and answers cut short (nginx
-    answers those while a replica is down; submissions carry an Idempotency-Key so a retry is
-    safe); anything else is recorded as seen.
+    ``api_key``: one key for all, or one per body (several tenants at once). Like a careful
+    client, retry 502/503/504, connection errors and answers cut short (nginx answers those
+    while a replica is down; submissions carry an Idempotency-Key so a retry is safe);
+    anything else is recorded as seen.
     """
     run = ClientRun(
         prompts=[b["prompt"] for b in bodies], ids=[None] * len(bodies), bodies=[None] * len(bodies)
     )
+    keys = [api_key] * len(bodies) if isinstance(api_key, str) else api_key
 
     async def main() -> None:
         connector = aiohttp.TCPConnector(limit=len(bodies) + 10)
         timeout_cfg = aiohttp.ClientTimeout(total=30)
-        headers = {"X-API-Key": api_key}
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=timeout_cfg, headers=headers
-        ) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout_cfg) as session:
             deadline = time.monotonic() + timeout
             await asyncio.gather(
-                *(_one(session, base, body, deadline, run, i) for i, body in enumerate(bodies))
+                *(
+                    _one(session, base, body, deadline, run, i, key)
+                    for i, (body, key) in enumerate(zip(bodies, keys, strict=True))
+                )
             )
 
     asyncio.run(main())

@@ -91,12 +91,13 @@ def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
     return clean_env(**values)
 
 
-def create_key(env: dict[str, str], tier: str) -> str:
-    """A new API key of ``tier`` in the Redis and key prefix that ``env`` names."""
+def create_key(env: dict[str, str], tier: str, tenant: str | None = None) -> str:
+    """A new API key of ``tier`` (in ``tenant``; None: its own) in the Redis and key prefix that
+    ``env`` names."""
     settings = Settings.from_env(env)
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        return ApiKeyStore(client, settings.key_prefix).create(tier, f"test {tier}")
+        return ApiKeyStore(client, settings.key_prefix).create(tier, f"test {tier}", tenant=tenant)
     finally:
         client.close()
 
