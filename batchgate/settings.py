@@ -315,6 +315,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
+        if not self.metrics_stream_max_s > 0:
+            raise SettingsError("BATCHGATE_METRICS_STREAM_MAX_S must be positive")
         if self.nginx_tls_port and self.nginx_tls_port == self.nginx_port:
             raise SettingsError("BATCHGATE_NGINX_TLS_PORT must differ from BATCHGATE_NGINX_PORT (or be 0)")
         if self.nginx_tls_port < 0 or self.nginx_rate_per_s < 0:

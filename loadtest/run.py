@@ -185,7 +185,11 @@ def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.
     notes = []
     if not child.get("BATCHGATE_DEMO_API_KEY"):
         child["BATCHGATE_DEMO_API_KEY"] = new_key()
-    for name in ("BATCHGATE_TIER_PREMIUM_RATE", "BATCHGATE_TIER_PREMIUM_BURST"):
+    for name in (
+        "BATCHGATE_TIER_PREMIUM_RATE",
+        "BATCHGATE_TIER_PREMIUM_BURST",
+        "BATCHGATE_TIER_PREMIUM_MAX_IN_FLIGHT",
+    ):
         if not child.get(name):
             child[name] = RATE_OUT_OF_THE_WAY
     try:
@@ -194,8 +198,8 @@ def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.
         raise RunFailed(f"bad setting: {exc}") from None
     notes.append(
         f"stack started for this run; the demo key's premium tier raised to {settings.tier_premium_rate:,.0f}/s, "
-        f"burst {settings.tier_premium_burst:,} (BATCHGATE_TIER_PREMIUM_RATE/_BURST) so that rate limiting "
-        "stays out of the measurement"
+        f"burst {settings.tier_premium_burst:,}, {settings.tier_premium_max_in_flight:,} tasks in flight "
+        "(BATCHGATE_TIER_PREMIUM_RATE/_BURST/_MAX_IN_FLIGHT) so that its limits stay out of the measurement"
     )
     cluster = Cluster(settings, Path(settings.run_dir), child)
     print(f"loadtest: starting the local stack (logs in {cluster.logs_dir})", flush=True)
@@ -209,10 +213,10 @@ def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.
     except (ClusterError, TimeoutError) as exc:
         raise RunFailed(f"the stack did not become ready: {exc}") from None
     host = cluster.urls()["api"]
-    deadline = time.monotonic() + METRICS_TIMEOUT_S
-    while _status(f"{host}/api/v1/metrics") != 200 and time.monotonic() < deadline:
-        time.sleep(0.5)
     key = load.api_key or settings.demo_api_key
+    deadline = time.monotonic() + METRICS_TIMEOUT_S
+    while _status(f"{host}/api/v1/metrics", {"X-API-Key": key}) != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
     return Target(host, key, cluster=cluster, stack=settings, notes=notes)
 
 
@@ -402,10 +406,10 @@ def _public_settings(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def _status(url: str) -> int:
+def _status(url: str, headers: Mapping[str, str] | None = None) -> int:
     """HTTP status of a GET, 0 when nothing answered."""
     try:
-        with _OPENER.open(url, timeout=2.0) as response:
+        with _OPENER.open(urllib.request.Request(url, headers=dict(headers or {})), timeout=2.0) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)

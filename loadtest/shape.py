@@ -4,9 +4,10 @@ Concurrency rises through ``LOADTEST_STEPS``, each step ``LOADTEST_STEP_S`` long
 ``LOADTEST_WARMUP_S`` of a step are not measured (users ramp, queues settle); at the end of
 the warm-up the shape resets ``runner.stats``, so the row written at the step's end covers
 exactly its measured part (Locust's ``_stats_history.csv`` percentiles are over a rolling
-10 s window, useless per step). Meanwhile a greenlet reads ``GET /api/v1/metrics`` every
-``LOADTEST_METRICS_INTERVAL_S`` for the queue depth the stack itself reports. The step table
-is rewritten as ``steps.json`` and ``steps.csv`` in ``LOADTEST_OUTPUT_DIR`` after each step.
+10 s window, useless per step). Meanwhile a greenlet reads ``GET /api/v1/metrics`` (with the
+run's API key) every ``LOADTEST_METRICS_INTERVAL_S`` for the queue depth the stack itself
+reports. The step table is rewritten as ``steps.json`` and ``steps.csv`` in
+``LOADTEST_OUTPUT_DIR`` after each step.
 
 Because the stats are reset per step, Locust's own end-of-run ``_stats.csv`` holds only the
 last step; the step table is the record.
@@ -133,10 +134,11 @@ def step_row(stats: RequestStats, duration_s: float) -> dict[str, Any]:
     }
 
 
-def read_queue_depth(url: str, timeout: float = 2.0) -> tuple[int, float | None]:
-    """``queue_depth`` and ``generated_at`` of the API's latest metrics snapshot."""
+def read_queue_depth(url: str, api_key: str, timeout: float = 2.0) -> tuple[int, float | None]:
+    """``queue_depth`` and ``generated_at`` of the API's latest metrics snapshot (it needs a key)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout) as response:
+    request = urllib.request.Request(url, headers={"X-API-Key": api_key})
+    with opener.open(request, timeout=timeout) as response:
         snapshot = json.load(response)
     generated = snapshot.get("generated_at")
     return int(snapshot["queue_depth"]), None if generated is None else float(generated)
@@ -180,7 +182,7 @@ class StepRecorder:
         url = f"{self.host}/api/v1/metrics"
         while True:
             try:
-                depth, generated_at = read_queue_depth(url)
+                depth, generated_at = read_queue_depth(url, self.settings.api_key)
             except Exception as exc:  # not ready yet (503), or unreachable: count it, keep going
                 self.metrics_errors += 1
                 self.last_metrics_error = f"{type(exc).__name__}: {exc}"

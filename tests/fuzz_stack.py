@@ -116,7 +116,11 @@ def _seed(stack: FuzzStack) -> None:
         BaselineStore(client, stack.settings.key_prefix).activate(_baseline())
     finally:
         client.close()
-    wait_until(lambda: http_json("GET", f"{stack.api}/api/v1/metrics")[0] == 200, 30, "a metrics snapshot")
+    wait_until(
+        lambda: http_json("GET", f"{stack.api}/api/v1/metrics", headers=headers)[0] == 200,
+        30,
+        "a metrics snapshot",
+    )
     wait_until(lambda: http_json("GET", f"{stack.api}/api/v1/drift")[0] == 200, 30, "a drift signal")
 
 

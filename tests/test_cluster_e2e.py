@@ -11,6 +11,7 @@ import signal
 import ssl
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,10 +217,17 @@ def test_prompts_and_keys_never_reach_the_logs(cluster: RunningCluster) -> None:
         "POST", f"{cluster.url}/api/v1/task?wait=30", {"prompt": prompts[0]}, headers={"X-API-Key": key}
     )
     assert status == 200 and task["status"] == "succeeded", task
-    # The Gemini drop-in with the key in the query string, as some clients send it.
+    # An event stream with the key in the query string, as a browser's EventSource sends it.
+    events = read_events(f"{cluster.url}/api/v1/tasks/{task['id']}/events?key={key}", {})
+    assert events[-1][1] == "succeeded", events
+    # The Gemini drop-in with the key in the header the google-genai SDK sends.
     gemini = {"contents": [{"role": "user", "parts": [{"text": prompts[1]}]}]}
     status, _, reply = http_json(
-        "POST", f"{cluster.url}/v1beta/models/gemini-2.5-flash:generateContent?key={key}", gemini, timeout=40
+        "POST",
+        f"{cluster.url}/v1beta/models/gemini-2.5-flash:generateContent",
+        gemini,
+        headers={"x-goog-api-key": key},
+        timeout=40,
     )
     assert status == 200, reply
     openai = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": prompts[2]}]}
@@ -348,7 +356,9 @@ def test_dashboard_and_its_stream_work_through_nginx(cluster: RunningCluster) ->
     assert status == 200 and headers["Content-Type"].startswith("text/html") and "batchgate" in page
 
     def first_event() -> bool:
-        with urllib.request.urlopen(f"{cluster.url}/api/v1/metrics/stream", timeout=10) as response:
+        # The key as the dashboard's EventSource sends it (nginx logs the path without it).
+        url = f"{cluster.url}/api/v1/metrics/stream?key={urllib.parse.quote(cluster.api_key)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
             assert response.headers["Content-Type"].startswith("text/event-stream")
             return response.readline() == b"event: metrics\n" and response.readline().startswith(b"data: {")
 

@@ -1,4 +1,5 @@
-"""The live dashboard: its blueprint, then the page in headless Chromium on a real stack.
+"""The live dashboard: its blueprint, then the page in headless Chromium on a real stack
+(the page asks for an API key, and copes with a refused key and with too many streams).
 
 Chromium (Debian's ``chromium``) is driven over its DevTools protocol on a pipe
 (``--remote-debugging-pipe``): no driver, no port, no extra Python package.
@@ -24,9 +25,11 @@ from flask import Flask
 
 from api import dashboard_view
 from api.errors import register_error_handlers
+from batchgate.settings import Settings
 from tests.clients import submit_and_collect
-from tests.conftest import Stack
+from tests.conftest import Stack, create_key
 from tests.harness import BIN, REPO, Process, free_port, http_json, start_beat, wait_until
+from tests.test_metrics_stream import Stream
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -43,6 +46,8 @@ CHROMIUM_FLAGS = [
     "--window-size=1400,1250",
 ]
 ARTIFACTS = REPO / "test-artifacts"
+#: Where the page keeps the key it was given (this tab only).
+KEY_STORAGE = "batchgate.apiKey"
 
 
 # -- the blueprint, without a browser ---------------------------------------------------------
@@ -224,8 +229,41 @@ class Page:
         return result["result"].get("value")
 
     def connection(self) -> str:
-        """What the page says of its metrics stream: connecting, connected or disconnected."""
+        """What the page says of its metrics stream: key (waiting for one), connecting,
+        connected or disconnected."""
         return str(self.evaluate("document.getElementById('connection').dataset.state"))
+
+    def asks_for_key(self) -> bool:
+        return not self.evaluate("document.getElementById('key-form').hidden")
+
+    def key_refused(self) -> bool:
+        """The form is back, saying that the key it was given is not valid."""
+        message = "document.getElementById('key-message').dataset.reason"
+        return self.asks_for_key() and self.evaluate(message) == "invalid_key"
+
+    def notice(self) -> str:
+        """The reason of the notice shown above the tiles ("" when none is)."""
+        notice = "document.getElementById('notice')"
+        return str(self.evaluate(f"{notice}.hidden ? '' : {notice}.dataset.reason"))
+
+    def enter_key(self, key: str) -> None:
+        """Type ``key`` into the page's key form and press its button, as a person would."""
+        self.evaluate("document.getElementById('api-key').focus()")
+        self.devtools.call("Input.insertText", {"text": key}, session=self.session)
+        self.evaluate("document.querySelector('#key-form button').click()")
+
+    def reload(self) -> None:
+        self.evaluate("window.beforeReload = true")
+        self.devtools.call("Page.reload", session=self.session)
+        wait_until(
+            lambda: self.evaluate("!window.beforeReload && document.readyState === 'complete'"),
+            10,
+            "the page to load again",
+        )
+
+    def events_so_far(self) -> int:
+        """A mark for ``problems(since=...)``."""
+        return len(self.devtools.events)
 
     def metric(self, name: str) -> float | None:
         """The raw value behind ``[data-metric=name]`` (None until a snapshot set it)."""
@@ -252,10 +290,11 @@ class Page:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
 
-    def problems(self) -> list[str]:
-        """Uncaught exceptions, console errors and browser errors (blocked or failed loads) so far."""
+    def problems(self, since: int = 0) -> list[str]:
+        """Uncaught exceptions, console errors and browser errors (blocked or failed loads) so far
+        (or since the mark ``since``)."""
         found = []
-        for event in list(self.devtools.events):
+        for event in list(self.devtools.events)[since:]:
             if event.get("sessionId") != self.session:
                 continue
             params = event.get("params", {})
@@ -320,9 +359,35 @@ def site(stack: Stack, logs_dir: Path) -> Iterator[Site]:
         beat.stop()
 
 
-def test_dashboard_shows_live_metrics(site: Site, chromium: DevTools) -> None:
+def test_dashboard_asks_for_a_key_and_shows_live_metrics(site: Site, chromium: DevTools) -> None:
+    key = create_key(site.stack.env, "free")
     page = chromium.open(f"{site.base}/dashboard")
     try:
+        # No key yet: the page asks for one (and opens no stream).
+        assert page.connection() == "key" and page.asks_for_key()
+        page.enter_key("bg_not-a-valid-key")
+        wait_until(page.key_refused, 15, "the page to say that the key was refused")
+        assert page.evaluate(f"sessionStorage.getItem('{KEY_STORAGE}')") is None
+
+        # The key already holds every stream it may: the page says so, then connects by itself
+        # once a slot is free.
+        held = [Stream(site.base, key) for _ in range(Settings().metrics_streams_per_key)]
+        try:
+            assert all(stream.status == 200 for stream in held), [s.body for s in held]
+            page.enter_key(key)
+            wait_until(lambda: page.notice() == "too_many_streams", 15, "the page to say: too many streams")
+            assert page.connection() != "connected" and not page.asks_for_key()
+        finally:
+            for stream in held:
+                stream.close()
+        wait_until(lambda: page.connection() == "connected", 30, "the page to connect once a slot is free")
+        assert page.notice() == ""
+        assert page.evaluate(f"sessionStorage.getItem('{KEY_STORAGE}')") == key
+
+        # A reload keeps the key (sessionStorage): no question asked. From here on, no errors.
+        mark = page.events_so_far()
+        page.reload()
+        assert not page.asks_for_key()
         wait_until(lambda: page.connection() == "connected", 15, "the page to connect to the metrics stream")
         wait_until(lambda: page.metric("requests_1m") is not None, 15, "a first snapshot on the page")
         before = page.metric("requests_1m") or 0
@@ -344,7 +409,7 @@ def test_dashboard_shows_live_metrics(site: Site, chromium: DevTools) -> None:
         assert page.evaluate("document.getElementById('drift').dataset.drift") == "n/a"
         batches = page.chart("batch_sizes")
         assert batches["values"] > 0 and batches["painted"] > 0, batches
-        assert page.problems() == []
+        assert page.problems(since=mark) == []
 
         # The replica dies: the page says so, and reconnects by itself once it is back.
         site.stop(signal.SIGKILL)

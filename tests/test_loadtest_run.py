@@ -35,7 +35,11 @@ def loadtest_env(redis_url: str, tmp_path: Path, **overrides: str) -> dict[str, 
         BATCHGATE_FLOWER_AUTH="ops:test-password",
     )
     # run.py raises the premium tier itself for the stack it starts: leave that to it.
-    for name in ("BATCHGATE_TIER_PREMIUM_RATE", "BATCHGATE_TIER_PREMIUM_BURST"):
+    for name in (
+        "BATCHGATE_TIER_PREMIUM_RATE",
+        "BATCHGATE_TIER_PREMIUM_BURST",
+        "BATCHGATE_TIER_PREMIUM_MAX_IN_FLIGHT",
+    ):
         env.pop(name, None)
     env = {k: v for k, v in env.items() if not k.startswith("LOADTEST_")}
     env.update(

@@ -31,7 +31,7 @@ def exact(values: list[float], q: float) -> float:
 
 
 def snapshot(stack: Stack) -> dict:
-    status, _, body = http_json("GET", f"{stack.api}/api/v1/metrics")
+    status, _, body = http_json("GET", f"{stack.api}/api/v1/metrics", headers=stack.headers)
     assert status == 200, body
     return body
 
@@ -44,7 +44,7 @@ def test_snapshot_percentiles_agree_with_the_clients_timings(stack: Stack, beat:
     told = [b["timings"]["total_ms"] for b in run.bodies if b]
 
     def caught_up() -> dict | None:
-        status, _, body = http_json("GET", f"{stack.api}/api/v1/metrics")
+        status, _, body = http_json("GET", f"{stack.api}/api/v1/metrics", headers=stack.headers)
         return body if status == 200 and body["windows"]["1m"]["requests"] == 200 else None
 
     window = wait_until(caught_up, 30, "a snapshot covering the 200 requests")["windows"]["1m"]
@@ -62,7 +62,8 @@ def test_snapshot_percentiles_agree_with_the_clients_timings(stack: Stack, beat:
 def test_metrics_stream_sends_snapshots(stack: Stack, beat: Process) -> None:
     import urllib.request
 
-    with urllib.request.urlopen(f"{stack.api}/api/v1/metrics/stream", timeout=15) as response:
+    request = urllib.request.Request(f"{stack.api}/api/v1/metrics/stream", headers=stack.headers)
+    with urllib.request.urlopen(request, timeout=15) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         lines = []
         while len([line for line in lines if line.startswith(b"data: ")]) < 2:

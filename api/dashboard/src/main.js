@@ -1,9 +1,16 @@
 // The live dashboard: metrics snapshots from the SSE stream, drawn as numbers and charts.
+// The stream needs an API key: the page asks for one, keeps it in sessionStorage (this tab
+// only, gone when it closes) and sends it as `?key=` (EventSource cannot send headers).
 import { createCharts } from "./charts.js";
 import { connectMetrics } from "./stream.js";
 import "./style.css";
 
 const STREAM_URL = "/api/v1/metrics/stream";
+/** Asked, with the key in a header, when the stream is refused: 401 means the key is not valid. */
+const SNAPSHOT_URL = "/api/v1/metrics";
+const KEY_STORAGE = "batchgate.apiKey";
+/** How long to wait before trying again when the key has too many streams open. */
+const TOO_MANY_STREAMS_RETRY_MS = 15000;
 const DRIFT_STATES = new Set(["ok", "warn", "drift", "insufficient_data"]);
 
 const number = (digits) => (v) => v.toLocaleString("en-US", { maximumFractionDigits: digits });
@@ -55,22 +62,121 @@ function showMetrics(snapshot) {
   drift.textContent = status.replace("_", " ");
 }
 
+const CONNECTION_LABELS = { connecting: "connecting…", key: "API key needed" };
+
 function showConnection(state) {
   const pill = document.getElementById("connection");
   pill.dataset.state = state;
-  pill.textContent = state === "connecting" ? "connecting…" : state;
+  pill.textContent = CONNECTION_LABELS[state] ?? state;
   document.body.dataset.connection = state;
+}
+
+/** A message above the tiles (`reason` in `data-reason` for tests and styling); "" hides it. */
+function showNotice(reason, text = "") {
+  const notice = document.getElementById("notice");
+  notice.dataset.reason = reason;
+  notice.textContent = text;
+  notice.hidden = !reason;
+}
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE) ?? "";
+  } catch {
+    return ""; // storage disabled: the key is asked for on every load
+  }
+}
+
+function storeKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    // storage disabled: the key lives as long as the page
+  }
+}
+
+async function errorCode(response) {
+  try {
+    return (await response.json())?.error?.code ?? "";
+  } catch {
+    return "";
+  }
 }
 
 function start() {
   const charts = createCharts(document);
-  connectMetrics(STREAM_URL, {
-    onState: showConnection,
-    onSnapshot(snapshot) {
-      showMetrics(snapshot);
-      charts.update(snapshot);
-    },
+  const form = document.getElementById("key-form");
+  const input = document.getElementById("api-key");
+  const message = document.getElementById("key-message");
+  let stream = null;
+
+  function askForKey(reason, text) {
+    if (stream) stream.stop();
+    stream = null;
+    showConnection("key");
+    showNotice("");
+    message.dataset.reason = reason;
+    message.textContent = text;
+    form.hidden = false;
+    input.value = "";
+    input.focus();
+  }
+
+  /** The stream was refused and EventSource cannot say why: ask the snapshot with the key. */
+  async function whyRefused(key) {
+    let response;
+    try {
+      response = await fetch(SNAPSHOT_URL, { headers: { "X-API-Key": key }, cache: "no-store" });
+    } catch {
+      return {}; // nothing answers: retry as usual
+    }
+    if (response.status === 401) {
+      storeKey("");
+      askForKey("invalid_key", "That API key was refused (unknown or revoked). Enter a valid key.");
+      return { stop: true };
+    }
+    // The key is good and the API answers, yet the stream was refused: the key holds as many
+    // live streams as it may (429 too_many_streams).
+    if (response.ok || (await errorCode(response)) === "metrics_not_ready") {
+      showNotice(
+        "too_many_streams",
+        "Too many live streams are open with this API key (each key may hold only a few at once): " +
+          `close another dashboard tab or window. Retrying in ${TOO_MANY_STREAMS_RETRY_MS / 1000} s.`,
+      );
+      return { retryMs: TOO_MANY_STREAMS_RETRY_MS };
+    }
+    return {}; // a 502/503 while the replicas restart: retry as usual
+  }
+
+  function connect(key) {
+    if (stream) stream.stop();
+    form.hidden = true;
+    stream = connectMetrics(`${STREAM_URL}?key=${encodeURIComponent(key)}`, {
+      onState(state) {
+        showConnection(state);
+        if (state === "connected") showNotice("");
+      },
+      onSnapshot(snapshot) {
+        showMetrics(snapshot);
+        charts.update(snapshot);
+      },
+      onRefused: () => whyRefused(key),
+    });
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = input.value.trim();
+    if (!key) return;
+    input.value = "";
+    storeKey(key);
+    connect(key);
   });
+
+  const key = storedKey();
+  if (key) connect(key);
+  else askForKey("", "");
 }
 
 start();

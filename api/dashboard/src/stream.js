@@ -7,18 +7,26 @@ const MAX_RETRY_MS = 10000;
  * Open `url` and call `onSnapshot(snapshot)` for every `metrics` event and
  * `onState("connecting" | "connected" | "disconnected")` when the connection changes.
  *
- * The browser reconnects by itself after a network error, but gives up for good after an
- * HTTP error (a 502 from nginx while the replicas restart): then we retry, with backoff.
+ * The browser reconnects by itself after a network error (and when the server ends the
+ * stream, as it does after an hour), but gives up for good after an HTTP error (a 502 from
+ * nginx while the replicas restart, a 401 for a key that is not valid, a 429 when the key has
+ * too many streams open): then `onRefused()`, if given, is asked what to do (EventSource does
+ * not say which status it got). It resolves to `{stop: true}` to stop for good, or
+ * `{retryMs}` to wait at least that long; otherwise we retry with backoff.
  * A stream that stays silent for `quietMs` (events come every ~2 s) is restarted too: a
  * proxy or a suspended laptop can leave a dead connection that never reports an error.
+ *
+ * Returns `{stop()}`, which closes the stream for good.
  */
-export function connectMetrics(url, { onSnapshot, onState, quietMs = 15000 }) {
+export function connectMetrics(url, { onSnapshot, onState, onRefused, quietMs = 15000 }) {
   let source = null;
   let retryMs = FIRST_RETRY_MS;
   let lastEventAt = 0;
   let retryTimer = null;
+  let stopped = false;
 
   function open() {
+    if (stopped) return;
     onState("connecting");
     lastEventAt = Date.now();
     source = new EventSource(url);
@@ -38,18 +46,33 @@ export function connectMetrics(url, { onSnapshot, onState, quietMs = 15000 }) {
     });
     source.onerror = () => {
       onState("disconnected");
-      if (source.readyState === EventSource.CLOSED) retryLater();
+      if (source.readyState === EventSource.CLOSED) refused();
     };
   }
 
-  function retryLater() {
+  async function refused() {
+    source.close();
+    let verdict = {};
+    if (onRefused) {
+      try {
+        verdict = (await onRefused()) ?? {};
+      } catch (error) {
+        console.warn("batchgate: could not tell why the metrics stream was refused", error);
+      }
+    }
+    if (stopped) return;
+    if (verdict.stop) stop();
+    else retryLater(verdict.retryMs);
+  }
+
+  function retryLater(atLeastMs = 0) {
     source.close();
     clearTimeout(retryTimer);
-    retryTimer = setTimeout(open, retryMs);
+    retryTimer = setTimeout(open, Math.max(retryMs, atLeastMs));
     retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
   }
 
-  setInterval(() => {
+  const watchdog = setInterval(() => {
     const live = source && source.readyState !== EventSource.CLOSED;
     if (live && Date.now() - lastEventAt > quietMs) {
       onState("disconnected");
@@ -57,5 +80,13 @@ export function connectMetrics(url, { onSnapshot, onState, quietMs = 15000 }) {
     }
   }, 1000);
 
+  function stop() {
+    stopped = true;
+    clearTimeout(retryTimer);
+    clearInterval(watchdog);
+    if (source) source.close();
+  }
+
   open();
+  return { stop };
 }
