@@ -18,11 +18,11 @@ import redis
 log = logging.getLogger(__name__)
 
 #: An open stream refreshes its slot this often.
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 2.0
 #: A slot not refreshed for this long (four heartbeats) belongs to a stream that no longer runs
 #: (its replica was killed): the next stream of the key that asks for a slot prunes it. A
 #: stream that stalled this long (a client not reading) takes its slot anew, if one is free.
-STALE_AFTER_S = 20.0
+STALE_AFTER_S = 8.0
 
 #: KEYS[1] the key's open streams (member: stream id, score: last heartbeat, Redis time);
 #: ARGV stream id, cap, stale-after seconds. Prunes the stale, then refreshes the stream's
