@@ -72,7 +72,7 @@ warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) in
 loadtest: install ## stepped Locust load test (LOADTEST_* settings); writes loadtest/reports/<timestamp>/
 	$(BIN)/python -m loadtest.run
 
-bench: install ## benchmark batching on/off, efficiency, overhead, CPU (~4 min; BENCH_* settings); JSON to loadtest/reports/
+bench: install ## benchmark batching on/off, efficiency, overhead, CPU, 1 vs 8 tenants (~5 min; BENCH_* settings); JSON to loadtest/reports/
 	$(BIN)/python -m loadtest.bench
 
 baseline: install ## capture a PerformanceBaseline under steady healthy load and activate it (ARGS="--from-live --seconds 300" for live metrics)

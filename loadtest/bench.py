@@ -15,10 +15,18 @@ Prints one JSON summary and saves it to ``loadtest/reports/bench-<timestamp>.jso
 After the rounds, one more stack with ``BATCHGATE_FLUSH_MODE=adaptive`` runs the low-load and
 saturation phases again (``BENCH_ADAPTIVE=0`` skips it), reported as ``adaptive_flush``.
 
+Tenants: requests of different tenants never share a model call. ``BENCH_TENANTS`` (``1,8``)
+lists tenant counts; every phase spreads its clients evenly over the first count's tenants
+(1: the stack's demo key, its own tenant; more: premium keys in tenants ``bench-1`` …), and
+each further count adds one saturation phase on the first batching-on stack, once the tasks
+its previous phase left have drained (``batched-1-tenants-8``): same stack, same load, same
+durations. Reported as ``tenants``: calls per request and throughput at each count, and the
+ratios to the first.
+
 Knobs (environment): ``BENCH_ROUNDS`` (2), ``BENCH_WARMUP_S`` (8), ``BENCH_MEASURE_S`` (20),
-``BENCH_CLIENTS`` (384), ``BENCH_OVERHEAD_REQUESTS`` (60), ``BENCH_IDLE_S`` (5: the idle stack's
-own CPU, measured once), ``BENCH_PRESTART`` (off; on: start the next stack during a phase, for
-smoke runs), ``BENCH_RUN_DIR`` (``.run/bench``),
+``BENCH_CLIENTS`` (384), ``BENCH_TENANTS`` (``1,8``), ``BENCH_OVERHEAD_REQUESTS`` (60),
+``BENCH_IDLE_S`` (5: the idle stack's own CPU, measured once), ``BENCH_PRESTART`` (off; on:
+start the next stack during a phase, for smoke runs), ``BENCH_RUN_DIR`` (``.run/bench``),
 ``BENCH_REPORT_DIR`` (``loadtest/reports``). Any other ``BATCHGATE_*`` variable (e.g.
 ``BATCHGATE_FLUSH_MODE=window``, ``BATCHGATE_SIM_PER_OUTPUT_TOKEN_MS=1``) is passed to the
 stacks, except ports, Redis, folders and keys, which the benchmark owns.
@@ -35,7 +43,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +87,10 @@ UNBATCHED = {"BATCHGATE_BATCH_MAX_SIZE": "1"}
 ADAPTIVE = {"BATCHGATE_FLUSH_MODE": "adaptive"}
 #: Requests sent (and not counted) before the low-load phase: the first call opens connections.
 LOW_LOAD_WARMUP_REQUESTS = 3
+#: The stack on which the extra tenant counts are measured, after its own saturation phase.
+TENANTS_STACK = "batched-1"
+#: How long an extra tenant phase waits for the tasks the previous phase left to finish.
+DRAIN_TIMEOUT_S = 60.0
 #: What we aim for (issue 5); the report says which are met, nothing more.
 TARGETS = {
     "batched_vs_unbatched": ("min", 8.0),
@@ -96,6 +108,9 @@ class BenchConfig:
     warmup_s: float = 8.0
     measure_s: float = 20.0
     clients: int = 384
+    #: Tenant counts: every phase runs with the first; each further one adds a saturation phase
+    #: on the first batching-on stack.
+    tenants: tuple[int, ...] = (1, 8)
     overhead_requests: int = 60
     idle_s: float = 5.0
     #: Run the extra adaptive-flush phase (low load and saturation) after the rounds.
@@ -116,6 +131,7 @@ class BenchConfig:
             warmup_s=float(environ.get("BENCH_WARMUP_S", default.warmup_s)),
             measure_s=float(environ.get("BENCH_MEASURE_S", default.measure_s)),
             clients=int(environ.get("BENCH_CLIENTS", default.clients)),
+            tenants=_counts(environ.get("BENCH_TENANTS", ""), default.tenants),
             overhead_requests=int(environ.get("BENCH_OVERHEAD_REQUESTS", default.overhead_requests)),
             idle_s=float(environ.get("BENCH_IDLE_S", default.idle_s)),
             prestart=environ.get("BENCH_PRESTART", "") in ("1", "true", "yes"),
@@ -128,7 +144,20 @@ class BenchConfig:
             raise ValueError(
                 "BENCH_ROUNDS and BENCH_CLIENTS must be ≥ 1, BENCH_MEASURE_S > 0, BENCH_WARMUP_S ≥ 0"
             )
+        tenants = config.tenants
+        if (
+            not tenants
+            or len(set(tenants)) < len(tenants)
+            or not all(1 <= n <= config.clients for n in tenants)
+        ):
+            raise ValueError("BENCH_TENANTS: distinct tenant counts, each from 1 to BENCH_CLIENTS")
         return config
+
+
+def _counts(text: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """``"1,8"`` (or ``"1 8"``) as ``(1, 8)``; empty: ``default``."""
+    values = text.replace(",", " ").split()
+    return tuple(int(v) for v in values) if values else default
 
 
 # --- phases ---------------------------------------------------------------------------------
@@ -146,13 +175,20 @@ async def _cost_model(stack: Stack) -> tuple[CostModel, dict[str, Any]]:
 
 
 async def saturation(
-    stack: Stack, clients: int, warmup_s: float, measure_s: float, tag: str
+    stack: Stack,
+    clients: int,
+    warmup_s: float,
+    measure_s: float,
+    tag: str,
+    api_keys: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Drive ``clients`` closed-loop clients; measure throughput, calls, CPU in the steady window."""
+    """Drive ``clients`` closed-loop clients, spread evenly over ``api_keys`` (default: the
+    stack's demo key); measure throughput, calls, CPU in the steady window."""
     cost, _ = await _cost_model(stack)
+    keys = list(api_keys) or [stack.api_key]
     run = LoadRun()
     async with session(stack.api_key, clients) as api, _plain_session() as sim:
-        load = asyncio.create_task(closed_loop(Client(api, stack.url, run), clients, prompts(tag)))
+        load = asyncio.create_task(closed_loop(Client(api, stack.url, run), clients, prompts(tag), keys))
         try:
             await asyncio.sleep(warmup_s)
             if load.done():
@@ -196,6 +232,7 @@ async def saturation(
         "batch_max_size": batch_size,
         "flush_mode": stack.settings.flush_mode,
         "clients": clients,
+        "tenants": len(keys),
         "window_s": round(seconds, 3),
         "completed": n,
         "failed": sum(1 for c in done if c.status != "succeeded"),
@@ -213,6 +250,7 @@ async def saturation(
         "batch_size_seen": _mean_of(done, "batch_size"),
         "items_in_call_seen": _mean_of(done, "items_in_call"),
         "calls_per_request": round(mix.calls / n, 4) if n else None,
+        "calls_per_request_seen": _calls_per_request_seen(done),
         "http_requests_per_request": round(sum(1 for t in run.http_sent if t0 <= t < t1) / n, 3)
         if n
         else None,
@@ -308,6 +346,14 @@ def _mean_of(done: list[Completion], timing: str) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
+def _calls_per_request_seen(done: list[Completion]) -> float | None:
+    """Mean over requests of each one's share of its model call (1 / items in it): calls per
+    request as the requests saw them, unlike the simulator's count free of the window's edges
+    (calls made for requests finished after it, or answered from calls made before it)."""
+    shares = [1 / float(c.timings["items_in_call"]) for c in done if c.timings.get("items_in_call")]
+    return round(sum(shares) / len(shares), 4) if shares else None
+
+
 def _self_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -362,6 +408,33 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         _log(f"{name}: starting a stack in {run_dir}")
         return Stack(run_dir, stack_env(run_dir, settings=overrides)).start()
 
+    def keys(stack: Stack, tenants: int) -> list[str]:
+        """One key per tenant: the demo key alone, or keys in tenants ``bench-1`` …"""
+        return [stack.api_key] if tenants == 1 else stack.tenant_keys(tenants)
+
+    def measure(stack: Stack, name: str, tenants: int) -> dict[str, Any]:
+        _log(
+            f"{name}: saturation, {config.clients} clients in {tenants} tenant(s), "
+            f"{config.warmup_s}+{config.measure_s} s"
+        )
+        phase = asyncio.run(
+            saturation(
+                stack,
+                config.clients,
+                config.warmup_s,
+                config.measure_s,
+                f"{stamp}-{name}",
+                keys(stack, tenants),
+            )
+        )
+        phase["phase"] = name
+        _log(
+            f"{name}: {phase['throughput_rps']} req/s, {phase['sim']['items_per_call']} items/call, "
+            f"{phase['calls_per_request']} calls/request, efficiency {phase['efficiency']}, "
+            f"CPU {phase['cpu']['stack_ms_per_request']} ms/request"
+        )
+        return phase
+
     # One stack at a time, except that the previous one may still be stopping while the next
     # starts (nothing is measured then), and with ``prestart`` the next starts during a phase.
     stopping: list[threading.Thread] = []
@@ -392,22 +465,18 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                             low_load(stack, config.overhead_requests, f"{stamp}-low-adaptive")
                         )
                         _log(f"{name}: overhead p50 {adaptive_overhead.get('p50')} ms")
-                    _log(
-                        f"{name}: saturation, {config.clients} clients, {config.warmup_s}+{config.measure_s} s"
-                    )
-                    phase = asyncio.run(
-                        saturation(
-                            stack, config.clients, config.warmup_s, config.measure_s, f"{stamp}-{name}"
-                        )
-                    )
+                    phases.append(measure(stack, name, config.tenants[0]))
+                    if name == TENANTS_STACK:
+                        for tenants in config.tenants[1:]:
+                            # Start from an empty queue, as the phase before did (after low load).
+                            left = stack.wait_drained(DRAIN_TIMEOUT_S)
+                            if left:
+                                _log(f"{name}: {left} tasks still in flight after {DRAIN_TIMEOUT_S} s")
+                            phase = measure(stack, tenants_phase(tenants), tenants)
+                            phase["in_flight_at_start"] = left
+                            phases.append(phase)
                 finally:
                     stopping.append(stack.stop_in_background())
-                phase["phase"] = name
-                phases.append(phase)
-                _log(
-                    f"{name}: {phase['throughput_rps']} req/s, {phase['sim']['items_per_call']} items/call, "
-                    f"efficiency {phase['efficiency']}, CPU {phase['cpu']['stack_ms_per_request']} ms/request"
-                )
                 if index + 1 < len(names) and upcoming is None:
                     upcoming = starter.submit(start, names[index + 1])
         finally:
@@ -427,6 +496,40 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     if config.adaptive:
         report["adaptive_flush"] = compare_flush_modes(report, adaptive_overhead)
     return report
+
+
+def tenants_phase(tenants: int) -> str:
+    """The name of the extra saturation phase with ``tenants`` tenants."""
+    return f"{TENANTS_STACK}-tenants-{tenants}"
+
+
+def compare_tenants(phases: list[dict[str, Any]], counts: Sequence[int]) -> dict[str, Any]:
+    """Calls per request and throughput at each tenant count, all on the first batching-on
+    stack at the same load, and each count's figures over the first count's."""
+    by_name = {p["phase"]: p for p in phases}
+    names = {counts[0]: TENANTS_STACK, **{n: tenants_phase(n) for n in counts[1:]}}
+    block: dict[str, Any] = {}
+    for n, name in names.items():
+        phase = by_name.get(name)
+        if phase is not None:
+            block[str(n)] = {
+                "phase": name,
+                "calls_per_request": phase["calls_per_request"],
+                "calls_per_request_seen": phase["calls_per_request_seen"],
+                "req_per_s": phase["throughput_rps"],
+                "items_per_call": phase["sim"]["items_per_call"],
+                "clients_per_tenant": round(phase["clients"] / n, 1),
+            }
+    first = block.get(str(counts[0])) or {}
+    for n in counts[1:]:
+        other = block.get(str(n)) or {}
+        for figure, ratio in (("calls_per_request", "calls_ratio"), ("req_per_s", "throughput_ratio")):
+            block[f"{ratio}_{n}_vs_{counts[0]}"] = _ratio(other.get(figure), first.get(figure))
+    return block
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
 
 def compare_flush_modes(report: dict[str, Any], adaptive_overhead: dict[str, Any]) -> dict[str, Any]:
@@ -475,8 +578,10 @@ def summarise(
     duration_s: float,
 ) -> dict[str, Any]:
     """The five headline figures (medians over rounds), the phases behind them and the settings."""
-    on = [p for p in phases if p["batch_max_size"] > 1 and p["flush_mode"] != "adaptive"]
-    off = [p for p in phases if p["batch_max_size"] == 1]
+    # The extra tenant phases have their own block; the figures are the rounds'.
+    rounds = [p for p in phases if p["tenants"] == config.tenants[0]]
+    on = [p for p in rounds if p["batch_max_size"] > 1 and p["flush_mode"] != "adaptive"]
+    off = [p for p in rounds if p["batch_max_size"] == 1]
     on_rate = median(p["throughput_rps"] for p in on) if on else 0.0
     off_rate = median(p["throughput_rps"] for p in off) if off else 0.0
 
@@ -539,6 +644,7 @@ def summarise(
             "idle_cores_by_group": idle,
             "batched_ms_per_request_above_idle": _above_idle(on, idle),
         },
+        "tenants": compare_tenants(phases, config.tenants),
         "targets": targets,
         "phases": phases,
         "cost_model": sim_config,
@@ -548,6 +654,7 @@ def summarise(
             "warmup_s": config.warmup_s,
             "measure_s": config.measure_s,
             "clients": config.clients,
+            "tenants": list(config.tenants),
             "overhead_requests": config.overhead_requests,
             "stack_settings": dict(config.stack_settings),
             "idle_s": config.idle_s,

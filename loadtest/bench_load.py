@@ -3,7 +3,8 @@
 Each client does what a real agent client does: ``POST /api/v1/tasks``, then
 ``GET /api/v1/tasks/<id>?wait=…`` until the task is finished, then the next request.
 Refusals (429, 503) and gateway errors (502, 504) are counted and retried after a short
-pause; they never end a client.
+pause; they never end a client. Clients may send different API keys over one session (one
+connection pool), so a load can be spread over tenants without changing anything else.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,12 +80,22 @@ class LoadRun:
 
 
 class Client:
-    """Submit-and-long-poll over one shared aiohttp session (its pool bounds the connections)."""
+    """Submit-and-long-poll over one shared aiohttp session (its pool bounds the connections).
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, run: LoadRun) -> None:
+    ``api_key`` (if given) is sent instead of the session's own ``X-API-Key``.
+    """
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, run: LoadRun, api_key: str | None = None
+    ) -> None:
         self.session = session
         self.base = base_url.rstrip("/")
         self.run = run
+        self.headers = {"X-API-Key": api_key} if api_key else None
+
+    def with_key(self, api_key: str) -> Client:
+        """The same client (session, run) sending ``api_key``."""
+        return Client(self.session, self.base, self.run, api_key)
 
     async def submit(self, prompt: str) -> str | None:
         """Enqueue one prompt (bypassing the response cache); its task id, or None if refused for good."""
@@ -92,7 +103,9 @@ class Client:
         while True:
             self.run.http_sent.append(time.monotonic())
             try:
-                async with self.session.post(f"{self.base}/api/v1/tasks", json=body) as response:
+                async with self.session.post(
+                    f"{self.base}/api/v1/tasks", json=body, headers=self.headers
+                ) as response:
                     if response.status in (200, 202):
                         self.run.submitted += 1
                         return str((await response.json())["id"])
@@ -110,7 +123,7 @@ class Client:
         while True:
             self.run.http_sent.append(time.monotonic())
             try:
-                async with self.session.get(url) as response:
+                async with self.session.get(url, headers=self.headers) as response:
                     if response.status == 200:
                         body: dict[str, Any] = await response.json()
                         if body.get("status") in TERMINAL:
@@ -156,18 +169,28 @@ def session(api_key: str, connections: int) -> aiohttp.ClientSession:
     )
 
 
-async def closed_loop(client: Client, clients: int, supply: Iterator[str]) -> None:
+async def closed_loop(
+    client: Client, clients: int, supply: Iterator[str], api_keys: Sequence[str] = ()
+) -> None:
     """``clients`` clients, each sending its next request as soon as the last one is answered.
 
+    With ``api_keys``, client ``i`` sends ``api_keys[i % len(api_keys)]`` (see ``spread``).
     Runs until cancelled; the caller reads ``client.run`` meanwhile.
     """
+    senders = [client.with_key(key) for key in spread(api_keys, clients)] if api_keys else [client] * clients
 
-    async def loop() -> None:
+    async def loop(sender: Client) -> None:
         while True:
-            if await client.one(next(supply)) is None:
+            if await sender.one(next(supply)) is None:
                 await asyncio.sleep(RETRY_PAUSE_S)  # refused for good: do not spin
 
-    await asyncio.gather(*(loop() for _ in range(clients)))
+    await asyncio.gather(*(loop(sender) for sender in senders))
+
+
+def spread(api_keys: Sequence[str], clients: int) -> list[str]:
+    """The key of each of ``clients`` clients: round robin, so each key gets ``clients // len``
+    clients or one more."""
+    return [api_keys[i % len(api_keys)] for i in range(clients)]
 
 
 async def sequential(client: Client, count: int, supply: Iterator[str]) -> None:

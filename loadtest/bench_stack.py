@@ -1,8 +1,9 @@
-"""A throw-away local stack for a benchmark phase: its own ports, Redis, run folder and key.
+"""A throw-away local stack for a benchmark phase: its own ports, Redis, run folder and keys.
 
 Everything is started and stopped through ``batchgate.cluster.Cluster`` (supervisor), as
-``make run`` does; the benchmark talks to it over HTTP only. ``BenchCluster`` adds worker
-programs (``worker-2`` …) for the scale-out test.
+``make run`` does; the benchmark drives it over HTTP and reaches into its Redis only to
+create keys in named tenants and to see whether it has drained. ``BenchCluster`` adds
+worker programs (``worker-2`` …) for the scale-out test.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from batchgate.apikeys import new_key
+import redis
+
+from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.cluster import Cluster, _write, free_port
 from batchgate.settings import Settings
 from batchgate.supervisor_config import render_supervisord
+from batchgate.taskstore import TaskStore
 
 #: Limits raised out of the benchmark's way: it measures the pipeline, not the edge policy.
 EDGE_OUT_OF_THE_WAY = {
@@ -24,6 +29,8 @@ EDGE_OUT_OF_THE_WAY = {
     "BATCHGATE_TIER_PREMIUM_BURST": "1000000",
     "BATCHGATE_QUEUE_HIGH_WATER": "1000000",
     "BATCHGATE_QUEUE_LOW_WATER": "900000",
+    # Per tenant; the bench's closed-loop clients hold one task each, far fewer than this.
+    "BATCHGATE_TIER_PREMIUM_MAX_IN_FLIGHT": "1000000",
 }
 #: Settings the benchmark owns (ports, Redis, folders, key): never taken from the caller's shell.
 INFRASTRUCTURE = frozenset(
@@ -140,6 +147,31 @@ class Stack:
         self.sim_url = self.settings.embedded_simulator_url
         self.api_key = self.settings.demo_api_key
         self._ready_timeout = ready_timeout
+        self._tenant_keys: list[str] = []
+
+    def _redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+
+    def tenant_keys(self, tenants: int) -> list[str]:
+        """Premium keys (the demo key's raised limits), one in each of the tenants ``bench-1``
+        … ``bench-<tenants>``; created on first use, and kept for later phases."""
+        if len(self._tenant_keys) < tenants:
+            store = ApiKeyStore(self._redis(), self.settings.key_prefix)
+            self._tenant_keys += [
+                store.create("premium", f"bench tenant {n}", tenant=f"bench-{n}")
+                for n in range(len(self._tenant_keys) + 1, tenants + 1)
+            ]
+        return self._tenant_keys[:tenants]
+
+    def wait_drained(self, timeout: float, interval: float = 0.2) -> int:
+        """Wait until no task is queued or running (the in-flight index is empty), at most
+        ``timeout`` seconds: what a cancelled load left behind. The tasks still in flight."""
+        client = self._redis()
+        key = TaskStore(client, self.settings.key_prefix, self.settings.task_ttl_s).inflight_key
+        deadline = time.monotonic() + timeout
+        while (left := int(client.zcard(key))) and time.monotonic() < deadline:
+            time.sleep(interval)
+        return left
 
     def start(self) -> Stack:
         """Start every program and wait until ``/ready`` answers through nginx."""

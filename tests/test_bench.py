@@ -15,9 +15,9 @@ import pytest
 from batchgate.procfs import ProcStat, machine_ticks, parse_machine_stat, parse_stat
 from batchgate.settings import SimulatorSettings
 from batching.simulator.cost import call_latency_ms
-from loadtest.bench import BenchConfig
+from loadtest.bench import BenchConfig, compare_tenants
 from loadtest.bench_cpu import busy_share, cpu_delta, group_snapshot
-from loadtest.bench_load import prompt_for
+from loadtest.bench_load import prompt_for, spread
 from loadtest.bench_stack import INFRASTRUCTURE, _renamed, caller_overrides, stack_env
 from loadtest.bench_stats import (
     CallMix,
@@ -187,6 +187,7 @@ def test_stack_env_owns_the_infrastructure_and_takes_the_rest(tmp_path: Path) ->
     )
     assert env["BATCHGATE_RUN_DIR"] == str(tmp_path) and env["BATCHGATE_DEMO_API_KEY"].startswith("bg_")
     assert int(env["BATCHGATE_TIER_PREMIUM_RATE"]) >= 100_000
+    assert int(env["BATCHGATE_TIER_PREMIUM_MAX_IN_FLIGHT"]) >= 100_000  # per tenant
     assert "BATCHGATE_REDIS_URL" in INFRASTRUCTURE
 
 
@@ -200,8 +201,52 @@ def test_bench_config_from_env() -> None:
     assert (config.rounds, config.clients) == (1, 64)
     assert config.stack_settings["BATCHGATE_SIM_RPM"] == "0"
     assert config.stack_settings["BATCHGATE_SIM_OVERHEAD_MS"] == "400"
+    assert config.tenants == (1, 8)
+    assert BenchConfig.from_env({"BENCH_TENANTS": "1, 4 16"}).tenants == (1, 4, 16)
+    assert BenchConfig.from_env({"BENCH_TENANTS": "8"}).tenants == (8,)
+    for wrong in ({"BENCH_ROUNDS": "0"}, {"BENCH_TENANTS": "1,1"}, {"BENCH_TENANTS": "0"}):
+        with pytest.raises(ValueError):
+            BenchConfig.from_env(wrong)
     with pytest.raises(ValueError):
-        BenchConfig.from_env({"BENCH_ROUNDS": "0"})
+        BenchConfig.from_env({"BENCH_CLIENTS": "4", "BENCH_TENANTS": "1,8"})  # a tenant without clients
+
+
+def test_clients_are_spread_evenly_over_tenants() -> None:
+    keys = spread(["a", "b", "c"], 8)
+    assert keys == ["a", "b", "c", "a", "b", "c", "a", "b"]
+    assert spread(["only"], 3) == ["only"] * 3
+
+
+def test_tenant_counts_are_compared_with_the_first() -> None:
+    def phase(name: str, clients: int, calls: float, rate: float) -> dict[str, object]:
+        return {
+            "phase": name,
+            "clients": clients,
+            "calls_per_request": calls,
+            "calls_per_request_seen": calls,
+            "throughput_rps": rate,
+            "sim": {"items_per_call": round(1 / calls, 3)},
+        }
+
+    phases = [
+        phase("batched-1", 384, 0.05, 45.0),
+        phase("batched-1-tenants-8", 384, 0.15, 30.0),
+        phase("unbatched-1", 384, 1.0, 5.0),
+    ]
+    block = compare_tenants(phases, (1, 8))
+    assert block["1"] == {
+        "phase": "batched-1",
+        "calls_per_request": 0.05,
+        "calls_per_request_seen": 0.05,
+        "req_per_s": 45.0,
+        "items_per_call": 20.0,
+        "clients_per_tenant": 384.0,
+    }
+    assert block["8"]["calls_per_request"] == 0.15 and block["8"]["clients_per_tenant"] == 48.0
+    assert block["calls_ratio_8_vs_1"] == pytest.approx(3.0)
+    assert block["throughput_ratio_8_vs_1"] == pytest.approx(0.667, abs=1e-3)
+    assert compare_tenants(phases[:1], (1, 8))["calls_ratio_8_vs_1"] is None  # phase missing
+    assert set(compare_tenants(phases, (1,))) == {"1"}
 
 
 def test_prompts_are_distinct() -> None:
@@ -266,7 +311,22 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     overhead = report["overhead_ms"]
     assert overhead["p50"] is not None and 0 < overhead["p50"] <= overhead["p99"] < 1000, report["overhead"]
     assert 0 < report["cpu_ms_per_request"] < 100
-    assert {p["phase"] for p in report["phases"]} == {"batched-1", "unbatched-1", "adaptive"}
+    assert {p["phase"] for p in report["phases"]} == {
+        "batched-1",
+        "batched-1-tenants-8",
+        "unbatched-1",
+        "adaptive",
+    }
+    # Tenants never share a call: spread over 8, the same load needs at least as many calls
+    # per request. Compared as the requests saw them: a 3 s window is mostly its edges, where
+    # the simulator's count of calls is not made for the requests finished in the window.
+    tenants = report["tenants"]
+    one, eight = tenants["1"], tenants["8"]
+    assert 0 < one["calls_per_request_seen"] <= eight["calls_per_request_seen"] <= 1, tenants
+    assert one["calls_per_request"] > 0 and eight["calls_per_request"] > 0 and eight["req_per_s"] > 0
+    ratio = eight["calls_per_request"] / one["calls_per_request"]
+    assert tenants["calls_ratio_8_vs_1"] == pytest.approx(ratio, abs=0.01), tenants
+    assert report["calls_per_request"] == one["calls_per_request"]  # the headline is the rounds' alone
     assert report["machine"]["calibration_ms_before"] > 0 and report["machine"]["calibration_ms_after"] > 0
     flush = report["adaptive_flush"]
     assert flush["overhead_p50_ms"]["adaptive"] > 0 and flush["saturation_rps"]["adaptive"] > 0, flush
