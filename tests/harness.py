@@ -175,7 +175,7 @@ def start_api(log_dir: Path, env: Mapping[str, str], name: str = "api") -> tuple
         "--worker-connections",
         "1000",
     ]
-    argv += ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--no-control-socket", "api.wsgi:app"]
+    argv += ["--bind", f"127.0.0.1:{port}", "--graceful-timeout", "2", "--no-control-socket", "api.wsgi:app"]
     proc = Process(f"{name}-{port}", argv, env, log_dir)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_json("GET", f"{url}/health")[0] == 200, 20, "api")

@@ -30,7 +30,7 @@ WINDOW_S = 10
 ENTER_AFTER = 2
 #: The metrics task runs every 2 s.
 METRICS_INTERVAL_S = 2.0
-OVERHEAD_MS = 200
+OVERHEAD_MS = 500
 
 
 @pytest.fixture(scope="module")

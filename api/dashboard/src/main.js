@@ -10,7 +10,7 @@ const STREAM_URL = "/api/v1/metrics/stream";
 const SNAPSHOT_URL = "/api/v1/metrics";
 const KEY_STORAGE = "batchgate.apiKey";
 /** How long to wait before trying again when the key has too many streams open. */
-const TOO_MANY_STREAMS_RETRY_MS = 15000;
+const TOO_MANY_STREAMS_RETRY_MS = 5000;
 const DRIFT_STATES = new Set(["ok", "warn", "drift", "insufficient_data"]);
 
 const number = (digits) => (v) => v.toLocaleString("en-US", { maximumFractionDigits: digits });
