@@ -4,6 +4,7 @@ Flower and the simulator, started as ``make run`` starts them, on free ports."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -52,6 +53,19 @@ class RunningCluster:
         assert http_json("POST", f"{self.sim}/_sim/reset")[0] == 200
 
 
+@contextlib.contextmanager
+def running_cluster(env: dict[str, str], run_dir: Path) -> Iterator[RunningCluster]:
+    """``make run``'s cluster on ``env``, ready (nginx answers and a worker consumes), then stopped."""
+    settings = Settings.from_env(env)
+    cluster = Cluster(settings, run_dir, env)
+    cluster.start()
+    try:
+        cluster.wait_ready(90)
+        yield RunningCluster(cluster, settings)
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
     run_dir: Path = tmp_path_factory.mktemp("cluster")
@@ -69,14 +83,8 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         BATCHGATE_TIER_PREMIUM_RATE="2000",
         BATCHGATE_TIER_PREMIUM_BURST="2000",
     )
-    settings = Settings.from_env(env)
-    cluster = Cluster(settings, run_dir, env)
-    cluster.start()
-    try:
-        cluster.wait_ready(90)
-        yield RunningCluster(cluster, settings)
-    finally:
-        cluster.stop()
+    with running_cluster(env, run_dir) as running:
+        yield running
 
 
 def assert_own_answers(run: ClientRun) -> None:

@@ -21,12 +21,10 @@ import pytest
 import redis
 
 from batchgate.apikeys import ApiKeyStore
-from batchgate.cluster import Cluster
-from batchgate.settings import Settings
 from tests.clients import read_events
 from tests.conftest import stack_env
 from tests.harness import BIN, free_port, http_json, wait_until
-from tests.test_cluster_e2e import RunningCluster
+from tests.test_cluster_e2e import RunningCluster, running_cluster
 
 #: What nginx answers to ``?key=`` outside the event streams: the API's own answer, word for word.
 KEY_IN_QUERY = {
@@ -57,14 +55,8 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         BATCHGATE_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         BATCHGATE_NGINX_RATE_PER_S=str(RATE_PER_S),
     )
-    settings = Settings.from_env(env)
-    cluster = Cluster(settings, run_dir, env)
-    cluster.start()
-    try:
-        cluster.wait_ready(90)
-        yield RunningCluster(cluster, settings)
-    finally:
-        cluster.stop()
+    with running_cluster(env, run_dir) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
