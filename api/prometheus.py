@@ -53,6 +53,7 @@ class RedisTotals(Collector):
         yield requests
         rejections = CounterMetricFamily("batchgate_rejections", "Submissions refused.", labels=["reason"])
         rejections.add_metric(["rate_limit"], counters["rejected_rate_limit"])
+        rejections.add_metric(["in_flight"], counters["rejected_in_flight"])
         rejections.add_metric(["backpressure"], counters["rejected_backpressure"])
         yield rejections
         tokens = CounterMetricFamily("batchgate_tokens", "Model tokens by direction.", labels=["direction"])

@@ -25,6 +25,7 @@ from api.schemas import TaskRequest, parse_task_request
 from api.services import Services, services
 from api.user_preferences import with_preferences
 from batchgate.admission import Submission
+from batchgate.apikeys import hash_key
 from batchgate.idempotency import Claim
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
@@ -112,16 +113,21 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     message.setdefault("model", svc.settings.model)
     digest = _cache_digest(svc, task, message)
     task_id = secrets.token_hex(16)
-    caller, decision = authenticate_and_admit(svc, Submission(task_id, digest))
+    # The body as sent: a retry is the same request even if the user's preferences changed.
+    body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
+    try:
+        caller, decision = authenticate_and_admit(svc, Submission(task_id, digest))
+    except ApiError as refused:
+        retried = _retry_at_cap(svc, refused, idempotency_key, body_hash)
+        if retried is None:
+            raise
+        return retried
     owner, tenant = caller.owner or "", caller.tenant
     message["tenant"] = tenant
     slot: str | None = task_id if decision.reserved else None  # the in-flight slot this holds
     claimed = done = False
     try:
-        body_hash = ""
         if idempotency_key:
-            # The body as sent: a retry is the same request even if the user's preferences changed.
-            body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
             claim = svc.idempotency.claim(owner, idempotency_key, body_hash, task_id)
             if claim.conflict:
                 raise ApiError(
@@ -164,6 +170,19 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
             svc.admission.release(tenant, slot)
         if not done and claimed:
             svc.idempotency.release(owner, idempotency_key)
+
+
+def _retry_at_cap(
+    svc: Services, refused: ApiError, idempotency_key: str, body_hash: str
+) -> tuple[str, dict[str, Any]] | None:
+    """A retry refused for its tenant's tasks in flight, while its original is one of them:
+    the original, as any retry gets it (None: the refusal stands)."""
+    if refused.code != "too_many_in_flight" or not idempotency_key:
+        return None
+    owner = hash_key(api_key_sent()) if svc.settings.auth_enabled else ""
+    task_id = svc.idempotency.original(owner, idempotency_key, body_hash)
+    original = svc.store.get(task_id) if task_id else None
+    return (str(task_id), original) if original is not None else None
 
 
 def _enqueue(

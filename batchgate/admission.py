@@ -25,6 +25,9 @@ import redis
 from batchgate.metrics_store import SLOT_TTL_S, TOTAL, InferenceMetricsCollector, slot_of
 from batchgate.tenants import inflight_key, inflight_prefix, own_tenant
 
+# The tenant's cache entry and in-flight set are named inside the script (the tenant is only
+# known once the key is read), so they are not in KEYS: fine on a single Redis (batchgate's
+# deployments), not on Redis Cluster.
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -263,12 +266,12 @@ class Admission:
         found its original)."""
         self._client.zrem(inflight_key(self._prefix, tenant), task_id)
 
-    def move(self, tenant: str, task_id: str, new_id: str) -> None:
+    def move(self, tenant: str, task_id: str, new_id: str, now: float | None = None) -> None:
         """Hand a slot over to another task id (a retry doing the work of an attempt that died)."""
         key = inflight_key(self._prefix, tenant)
         pipe = self._client.pipeline(transaction=True)
         pipe.zrem(key, task_id)
-        pipe.zadd(key, {new_id: time.time() * 1000})
+        pipe.zadd(key, {new_id: (time.time() if now is None else now) * 1000})
         pipe.execute()
 
     def _run(

@@ -49,6 +49,12 @@ class IdempotencyStore:
             return Claim(new=False, task_id=None, conflict=True)
         return Claim(new=False, task_id=original_id, published=published == PUBLISHED)
 
+    def original(self, owner: str, idempotency_key: str, body_hash: str) -> str | None:
+        """The task id already bound to the key and this body, if any (nothing is claimed)."""
+        existing = self._redis.get(self._key(owner, idempotency_key))
+        task_id, _, rest = str(existing or "").partition(" ")
+        return task_id if existing and rest.partition(" ")[0] == body_hash else None
+
     def mark_published(self, owner: str, idempotency_key: str, task_id: str, body_hash: str) -> None:
         """Record that the claimed task's message reached the queue: a retry need not send it."""
         value = f"{task_id} {body_hash} {PUBLISHED}"

@@ -17,7 +17,7 @@ from batchgate.metrics_store import SLOT_S, STAGES, SlotData, slot_of
 
 WINDOWS = {"1m": 60, "5m": 300, "15m": 900}
 SERIES_SLOTS = 30
-REJECTIONS = ("rejected_rate_limit", "rejected_backpressure")
+REJECTIONS = ("rejected_rate_limit", "rejected_in_flight", "rejected_backpressure")
 
 
 def slots_needed(now: float) -> list[int]:

@@ -43,7 +43,7 @@ local turns_type = redis.call('TYPE', KEYS[2])['ok']
 if (meta_type ~= 'hash' and meta_type ~= 'none') or (turns_type ~= 'list' and turns_type ~= 'none') then
   return -2
 end
-if meta_type == 'none' then
+if redis.call('HEXISTS', KEYS[1], 'next') == 0 then
   redis.call('HSET', KEYS[1], 'tenant', ARGV[1], 'id', ARGV[4], 'created_at', ARGV[3], 'applied', 0)
 end
 local next_seq = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')

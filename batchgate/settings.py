@@ -372,8 +372,10 @@ class Settings:
     @property
     def inflight_stale_after_s(self) -> float:
         """A tenant's in-flight entry older than this is dropped (a submission that died
-        between admission and its record): by then the orphan sweeper has finished every task."""
-        return float(self.orphan_after_s * (self.orphan_max_recoveries + 1))
+        between admission and its record). The orphan sweeper re-enqueues an unfinished task at
+        the earliest every ``orphan_after_s`` and fails it after ``orphan_max_recoveries``; one
+        more ``orphan_after_s`` covers its sweeps' lateness, so no live task is dropped."""
+        return float(self.orphan_after_s * (self.orphan_max_recoveries + 2))
 
     @property
     def bypass_words(self) -> tuple[str, ...]:

@@ -43,7 +43,8 @@ return #marked
 # tenant's in-flight set. KEYS[3], KEYS[4] (a session's hash and turn list) are given for a
 # session's task: its turns land with the answer, once, and only in order (an older turn that
 # lands after a newer one, having been waited for in vain, is answered but not appended). A
-# session whose keys hold something else is left alone: only this task's turn is lost.
+# session that expired meanwhile is not brought back (its next turn starts it afresh), and one
+# whose keys hold something else is left alone: only this task's turn is lost.
 _FINISH = """
 redis.call('ZREM', KEYS[2], ARGV[6])
 local found = redis.call('HMGET', KEYS[1], 'status', 'tenant')
@@ -60,7 +61,7 @@ redis.call('HDEL', KEYS[1], 'request')
 if #KEYS == 4 then
   local meta_type = redis.call('TYPE', KEYS[3])['ok']
   local turns_type = redis.call('TYPE', KEYS[4])['ok']
-  if (meta_type == 'hash' or meta_type == 'none') and (turns_type == 'list' or turns_type == 'none') then
+  if meta_type == 'hash' and (turns_type == 'list' or turns_type == 'none') then
     local seq = tonumber(ARGV[8])
     local applied = tonumber(redis.call('HGET', KEYS[3], 'applied') or '0') or 0
     if seq > applied then
@@ -146,7 +147,8 @@ class TaskStore:
         tenant: str = "",
     ) -> None:
         """Write a record that is born finished, answered from the response cache (the request
-        itself is not kept, only its sizes)."""
+        itself is not kept, only its sizes); it holds no slot of its tenant's tasks in flight
+        (one taken under its id by an earlier attempt is given back)."""
         fields = {
             "status": SUCCEEDED,
             "cached": "1",
@@ -155,7 +157,7 @@ class TaskStore:
             **({"request_id": request_id} if request_id else {}),
         }
         body_bytes = len(json.dumps(request, separators=(",", ":")))
-        self._write_new(task_id, fields, request, body_bytes, submitted_at, owner, tenant)
+        self._write_new(task_id, fields, request, body_bytes, submitted_at, owner, tenant, inflight=False)
 
     def _write_new(
         self,
@@ -181,6 +183,8 @@ class TaskStore:
         pipe.expire(key, self._ttl_s)
         if inflight:
             pipe.zadd(self.inflight_key, {task_id: submitted_at})
+        else:
+            pipe.zrem(self._tenant_inflight + tenant, task_id)
         pipe.execute()
 
     def delete(self, task_id: str, tenant: str = "") -> None:

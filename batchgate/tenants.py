@@ -30,6 +30,10 @@ def check_name(name: str) -> str:
     return name
 
 
+#: A tenant as it travels: a name, ``key:<sha256 hex>`` or ``ip:<address>``.
+TENANT_ID = re.compile(r"^(?:[a-z0-9][a-z0-9._-]{0,63}|key:[0-9a-f]{64}|ip:\S{1,64})$")
+
+
 def own_tenant(key_hash: str) -> str:
     """The tenant of a key created without one: the key alone."""
     return f"key:{key_hash}"

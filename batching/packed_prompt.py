@@ -96,7 +96,7 @@ def parse_items(text: str) -> list[dict[str, Any]] | None:
         return None
     try:
         items = json.loads(text[start + len(opening) : end])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
         return None
@@ -135,7 +135,7 @@ def _entries(text: str) -> list[tuple[str, str]]:
     """The (id, answer) entries of the output; an entry of another shape counts as unknown."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: not an answer either
         return []
     answers = data.get("answers") if isinstance(data, dict) else None
     if not isinstance(answers, list):

@@ -132,7 +132,7 @@ def test_a_tenants_tasks_in_flight_are_capped_and_slots_come_back(redis_client: 
     assert redis_client.hget(admission.counters_key, "rejected_in_flight") == "2"
     admission.release("a", "t1")  # e.g. finished (TaskStore.finish does this in its script)
     assert submit("a", "t4") == "ok"
-    admission.move("a", "t4", "t5")
+    admission.move("a", "t4", "t5", now=1.0)
     assert set(redis_client.zrange(inflight_key(prefix, "a"), 0, -1)) == {"t0", "t2", "t5"}
     # An entry older than stale_after_s (100 s here) is dropped: a submission that died half-way.
     assert submit("a", "t6", now=1.0 + 99.0) == "too_many_in_flight"

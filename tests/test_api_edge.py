@@ -3,6 +3,8 @@ rate limits, backpressure, cache and idempotency."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -11,10 +13,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.schemas import TaskRequest
 from batchgate.apikeys import ApiKeyStore, hash_key
+from batchgate.idempotency import IdempotencyStore
 from batchgate.response_cache import ResponseCache, cache_key
+from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
-from batchgate.tenants import own_tenant
+from batchgate.tenants import inflight_key, own_tenant
 from tests.conftest import stack_env
 
 Factory = Callable[..., tuple[Flask, Settings]]
@@ -184,3 +189,68 @@ def test_without_auth_callers_are_limited_per_address(make_app: Factory) -> None
     assert post(client, None, {"prompt": "q"}, **{"X-Real-IP": "10.0.0.2"}).status_code == 202
     task_id = post(client, None, {"prompt": "q"}, **{"X-Real-IP": "10.0.0.3"}).get_json()["id"]
     assert client.get(f"/api/v1/tasks/{task_id}").status_code == 200
+
+
+# --- a tenant's tasks in flight: every way a submission ends gives its slot back or keeps it ----
+
+
+def in_flight(settings: Settings, tenant: str) -> set[str]:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return set(client.zrange(inflight_key(settings.key_prefix, tenant), 0, -1))
+
+
+def test_a_retry_at_the_cap_gets_its_original_and_other_submissions_get_429(make_app: Factory) -> None:
+    app, settings = make_app(BATCHGATE_TIER_PREMIUM_MAX_IN_FLIGHT="1")
+    client = app.test_client()
+    key = new_key(settings, "premium")
+    first = post(client, key, {"prompt": "slow job"}, **{"Idempotency-Key": "job-1"})
+    assert first.status_code == 202  # no worker runs here: it stays in flight
+    refused = post(client, key, {"prompt": "another job"})
+    assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_in_flight"
+    assert int(refused.headers["Retry-After"]) >= 1
+    again = post(client, key, {"prompt": "slow job"}, **{"Idempotency-Key": "job-1"})
+    assert again.status_code == 202 and again.get_json()["id"] == first.get_json()["id"]
+    # Another body under the same key is still a conflict-free refusal at the cap.
+    other = post(client, key, {"prompt": "third"}, **{"Idempotency-Key": "job-2"})
+    assert other.status_code == 429
+    assert in_flight(settings, own_tenant(hash_key(key))) == {first.get_json()["id"]}
+
+
+def test_a_refused_session_turn_gives_its_slot_back(make_app: Factory) -> None:
+    app, settings = make_app()
+    client = app.test_client()
+    key = new_key(settings, "premium")
+    tenant = own_tenant(hash_key(key))
+    sessions = SessionStore(redis.Redis.from_url(settings.redis_url), settings.key_prefix, 60, 10)
+    redis.Redis.from_url(settings.redis_url).set(sessions.meta_key(tenant, "broken"), "not a hash")
+    refused = post(client, key, {"prompt": "hi", "session_id": "broken"}, **{"Idempotency-Key": "turn-1"})
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "session_unreadable"
+    assert in_flight(settings, tenant) == set() and queue_length(settings) == 0
+    # The Idempotency-Key was given back too: the same key with another body is not a conflict.
+    assert post(client, key, {"prompt": "fine"}, **{"Idempotency-Key": "turn-1"}).status_code == 202
+
+
+def test_a_retry_that_finishes_a_dead_attempt_from_the_cache_holds_no_slot(make_app: Factory) -> None:
+    """The first attempt claimed its Idempotency-Key and a slot, then died before its record;
+    the retry is answered from the cache under the claimed id: the slot must come back."""
+    app, settings = make_app()
+    client = app.test_client()
+    key = new_key(settings, "premium")
+    tenant = own_tenant(hash_key(key))
+    body = {"prompt": "asked twice"}
+    store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    cache = ResponseCache(store, settings.key_prefix, 60)
+    digest = cache_key({"model": settings.model, "prompt": "asked twice"})
+    cache.put_many([(cache.record_key(tenant, digest), {"text": "known"})])
+    body_hash = hashlib.sha256(
+        json.dumps(TaskRequest(prompt="asked twice").model_dump(), sort_keys=True).encode()
+    ).hexdigest()
+    assert (
+        IdempotencyStore(store, settings.key_prefix, 60)
+        .claim(hash_key(key), "retry-7", body_hash, "dead1")
+        .new
+    )
+    store.zadd(inflight_key(settings.key_prefix, tenant), {"dead1": 1.0})  # the dead attempt's slot
+    retried = post(client, key, body, **{"Idempotency-Key": "retry-7"})
+    assert retried.status_code == 200 and retried.get_json()["id"] == "dead1" and retried.get_json()["cached"]
+    assert in_flight(settings, tenant) == set()

@@ -10,7 +10,7 @@ import pytest
 
 from batching.call_pacer import CallPacer
 from batching.engine import BatchInferenceEngine
-from batching.packed_prompt import INSTRUCTION, parse_items
+from batching.packed_prompt import INSTRUCTION, parse_items, read_answers
 from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest, ModelCall, ModelCallError, ModelReply
@@ -273,3 +273,9 @@ def test_the_finish_reason_is_kept_per_item() -> None:
     packed = run(make_engine(gemini, sleeps), batch(2))
     alone = run(make_engine(gemini, sleeps), batch(1, strategy="concurrent"))
     assert {r.finish_reason for r in packed + alone} == {"MAX_TOKENS"}
+
+
+def test_output_nested_past_the_parser_depth_makes_every_item_suspect() -> None:
+    answers = read_answers("[" * 100_000, {"a": "a", "b": "b"})
+    assert answers.trusted == {} and answers.suspect == {"a", "b"}
+    assert parse_items(f"x\n<items>\n{'[' * 100_000}\n</items>") is None

@@ -181,6 +181,40 @@ def test_a_turn_lands_once_with_its_answer_and_a_failure_only_advances(
     assert session["turns_landed"] == 3
 
 
+def test_a_turn_landing_after_its_session_expired_does_not_bring_it_back(
+    stores: tuple[SessionStore, TaskStore], redis_client: redis.Redis
+) -> None:
+    sessions, tasks = stores
+    for seq in (1, 2):
+        sessions.claim_turn("k", "s", 1.0)
+        tasks.create(f"t{seq}", {}, 1.0, "k")
+    redis_client.delete(sessions.meta_key("k", "s"), sessions.turns_key("k", "s"))  # expired
+    landing = sessions.landing(SessionTurn("s", 2, "k"), "t2", "p2", "a2", 2.0)
+    assert tasks.finish([Outcome("t2", SUCCEEDED, {"text": "a2"}, None, {}, landing)], 2.0) == ["t2"]
+    assert sessions.read("k", "s") is None  # the late answer did not recreate a half session
+    # The conversation starts afresh: turn 1 again, and it lands.
+    assert sessions.claim_turn("k", "s", 3.0) == 1
+    tasks.create("t3", {}, 3.0, "k")
+    landing = sessions.landing(SessionTurn("s", 1, "k"), "t3", "p3", "a3", 4.0)
+    tasks.finish([Outcome("t3", SUCCEEDED, {"text": "a3"}, None, {}, landing)], 4.0)
+    assert [t["text"] for t in sessions.read("k", "s")["turns"]] == ["p3", "a3"]  # type: ignore[index]
+
+
+def test_a_failed_turn_of_an_unreadable_history_still_lets_the_next_one_run(
+    stores: tuple[SessionStore, TaskStore], redis_client: redis.Redis
+) -> None:
+    sessions, tasks = stores
+    sessions.claim_turn("k", "s", 1.0)
+    sessions.claim_turn("k", "s", 1.0)
+    redis_client.rpush(sessions.turns_key("k", "s"), "{not json")
+    tasks.create("t1", {}, 1.0, "k")
+    failed = sessions.landing(SessionTurn("s", 1, "k"), "t1", "", None, 2.0)  # as batch_job lands it
+    tasks.finish([Outcome("t1", FAILED, None, {"code": "session_unreadable"}, {}, failed)], 2.0)
+    landed, unreadable = sessions.applied([("k", "s")])
+    assert landed == {("k", "s"): 1} and not unreadable  # turn 2 is ready at once, not in 30 s
+    assert ready_turns([SessionTurn("s", 2, "k")], landed) == [0]
+
+
 def test_history_is_trimmed_to_max_turns_and_clear_keeps_numbering(
     stores: tuple[SessionStore, TaskStore],
 ) -> None:

@@ -20,7 +20,7 @@ import redis
 
 from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
 from batchgate.response_cache import COMPLETE, ResponseCache
-from batchgate.sessions import SessionTurn
+from batchgate.sessions import Landing, SessionTurn
 from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
 from batching.types import STRATEGIES, InferenceRequest, InferenceResult
 from workers.conversation_rounds import ConversationRounds, Round
@@ -118,7 +118,13 @@ def _process(
     written: set[str] = set()
     landed = 0  # outcomes[:landed] are written; each round lands before the next is read
     for batch_round in rounds:
-        outcomes.extend(_unreadable(request.id) for request in batch_round.unreadable)
+        for request in batch_round.unreadable:
+            turn = turn_of[request.id]
+            assert conversations is not None and turn is not None  # only conversations have rounds
+            # Landed as a failed turn (nothing appended), so the next turn need not wait for it;
+            # TaskStore.finish leaves keys of the wrong type alone.
+            landing = conversations.sessions.landing(turn, request.id, "", None, time.time())
+            outcomes.append(_unreadable(request.id, landing))
         for result in run_engine(batch_round.requests) if batch_round.requests else []:
             outcome = _outcome(result, by_id[result.id], picked_at, len(requests))
             turn = turn_of[result.id]
@@ -140,13 +146,13 @@ def _process(
     return outcomes
 
 
-def _unreadable(task_id: str) -> Outcome:
+def _unreadable(task_id: str, landing: Landing) -> Outcome:
     """The outcome of a conversation turn whose session's stored state cannot be read."""
     error = {
         "code": "session_unreadable",
         "message": "this conversation's stored state cannot be read; start a new session_id",
     }
-    return Outcome(task_id, FAILED, None, error, {})
+    return Outcome(task_id, FAILED, None, error, {}, landing)
 
 
 def _remember(

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from batchgate.settings import Settings
+from batchgate.tenants import TENANT_ID
 from workers.app import WARM_CACHE_TASK, create_celery
 from workers.cache_warming import load_queries
 
@@ -35,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0:
         parser.error("--rate must be positive")
+    if not TENANT_ID.match(args.tenant):
+        parser.error(
+            f"--tenant {args.tenant!r}: give a tenant name, or key:<the 64 hex digits of a key's hash>"
+        )
     try:
         queries = load_queries(args.file)
     except (OSError, ValueError) as exc:

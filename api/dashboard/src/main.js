@@ -36,6 +36,7 @@ const METRICS = {
   cached_1m: [(s, w) => w.outcomes?.cached, count],
   failed_1m: [(s, w) => w.outcomes?.failed, count],
   rejected_rate_limit_1m: [(s, w) => w.outcomes?.rejected_rate_limit, count],
+  rejected_in_flight_1m: [(s, w) => w.outcomes?.rejected_in_flight, count],
   rejected_backpressure_1m: [(s, w) => w.outcomes?.rejected_backpressure, count],
 };
 
