@@ -40,17 +40,19 @@ class GenaiModelClient:
         """Send ``call`` as ``streamGenerateContent``, reporting each chunk's text as it arrives."""
         chunks: list[str] = []
         last: types.GenerateContentResponse | None = None
+        feedback: types.GenerateContentResponsePromptFeedback | None = None
         async with _translated_errors():
             stream = await self._client.aio.models.generate_content_stream(
                 model=call.model, contents=_contents(call), config=_config(call)
             )
             async for chunk in stream:
                 last = chunk
+                feedback = feedback or chunk.prompt_feedback  # Gemini sends it in the first chunk
                 text = _text_of(chunk)
                 if text:
                     chunks.append(text)
                     on_text(text)
-        return _reply("".join(chunks) if chunks else None, last)
+        return _reply("".join(chunks) if chunks else None, last, feedback)
 
     async def aclose(self) -> None:
         """Close the pooled HTTP connections."""
@@ -81,10 +83,13 @@ def _contents(call: ModelCall) -> list[types.Content]:
     return contents
 
 
-def _reply(text: str | None, response: types.GenerateContentResponse | None) -> ModelReply:
+def _reply(
+    text: str | None,
+    response: types.GenerateContentResponse | None,
+    feedback: types.GenerateContentResponsePromptFeedback | None = None,
+) -> ModelReply:
     if text is None:
-        reason = _finish_reason(response) if response is not None else "no response"
-        raise ModelCallError("model_empty_answer", f"Gemini returned no text (finish reason {reason})")
+        raise _no_text(response, feedback or (response.prompt_feedback if response is not None else None))
     usage = response.usage_metadata if response is not None else None
     return ModelReply(
         text=text,
@@ -98,8 +103,7 @@ def _candidate_finish(response: types.GenerateContentResponse | None) -> str | N
     """The first candidate's ``finishReason`` as Gemini spells it (``STOP``, ``MAX_TOKENS``...)."""
     if response is None or not response.candidates or response.candidates[0].finish_reason is None:
         return None
-    reason = response.candidates[0].finish_reason
-    return str(getattr(reason, "value", reason))
+    return _enum_value(response.candidates[0].finish_reason)
 
 
 def _config(call: ModelCall) -> types.GenerateContentConfig:
@@ -125,12 +129,28 @@ def _text_of(response: types.GenerateContentResponse) -> str | None:
     return "".join(texts) if texts else None
 
 
+def _no_text(
+    response: types.GenerateContentResponse | None,
+    feedback: types.GenerateContentResponsePromptFeedback | None,
+) -> ModelCallError:
+    """Why an answer has no text: a blocked prompt (``model_blocked``: what the call carries is
+    refused, so trying it again cannot help) or an empty candidate (``model_empty_answer``)."""
+    if feedback is not None and feedback.block_reason is not None:
+        reason = _enum_value(feedback.block_reason)
+        return ModelCallError("model_blocked", f"Gemini blocked the prompt (block reason {reason})")
+    reason = _finish_reason(response) if response is not None else "no response"
+    return ModelCallError("model_empty_answer", f"Gemini returned no text (finish reason {reason})")
+
+
 def _finish_reason(response: types.GenerateContentResponse) -> str:
     if response.candidates and response.candidates[0].finish_reason:
-        return str(response.candidates[0].finish_reason)
-    if response.prompt_feedback and response.prompt_feedback.block_reason:
-        return f"blocked: {response.prompt_feedback.block_reason}"
+        return _enum_value(response.candidates[0].finish_reason)
     return "unknown"
+
+
+def _enum_value(value: object) -> str:
+    """An SDK enum as Gemini spells it on the wire (``SAFETY``, not ``BlockedReason.SAFETY``)."""
+    return str(getattr(value, "value", value))
 
 
 def _api_error(exc: errors.APIError) -> ModelCallError:

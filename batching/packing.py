@@ -49,11 +49,18 @@ def input_tokens(request: InferenceRequest) -> int:
     return estimate_tokens(request.prompt) + estimate_tokens(context) + ITEM_FRAMING_TOKENS
 
 
+def must_go_alone(request: InferenceRequest) -> bool:
+    """True for a request that cannot be packed: its turns go as turns, a stream streams its
+    own text, and stop sequences would end the whole JSON answer of a packed call."""
+    return bool(request.history or request.stream or request.generation.get("stop_sequences"))
+
+
 def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[CallPlan]:
     """Split requests into calls: groups that can share a call, packed first-fit in order.
 
     Requests share a call only with the same tenant (unless ``share_calls_across_tenants``),
-    model, system text, generation settings and strategy; a request with conversation history, or streamed, always has a call of its own.
+    model, system text, generation settings and strategy; a request with conversation history,
+    streamed, or with stop sequences always has a call of its own.
     ``concurrent`` gives every request its own call; ``pack`` fills calls up to
     the item and input-token limits; ``auto`` also keeps the items' summed output budgets
     within the per-call output limit, so a long answer is never squeezed into a packed one.
@@ -61,7 +68,7 @@ def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[
     groups: dict[str, list[InferenceRequest]] = {}
     plans: list[CallPlan] = []
     for request in requests:
-        if request.history or request.stream:  # turns go as turns; a stream cannot be packed
+        if must_go_alone(request):
             plans.append(CallPlan((request,)))
             continue
         key = request.group_key(limits.default_strategy, limits.share_calls_across_tenants)

@@ -61,7 +61,8 @@ class InferenceResult:
     error_message: str | None = None
     #: Items that shared the model call that answered (or last failed) this request.
     items_in_call: int = 1
-    #: Model calls made for this request, retries included.
+    #: Model calls this request was part of: retries, and calls again for it after a packed
+    #: call could not answer it (a suspect or cut-off entry, a split refused call), included.
     attempts: int = 0
     #: Seconds from the engine receiving the batch to the answering call being sent.
     call_delay_s: float = 0.0

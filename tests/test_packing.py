@@ -77,3 +77,18 @@ def test_tenants_never_share_a_call_unless_the_operator_opts_in() -> None:
     plans = plan_calls(batch, PackingLimits())
     assert sorted(tuple(r.id for r in p.requests) for p in plans) == [("t0", "t2", "t4"), ("t1", "t3", "t5")]
     assert sizes(plan_calls(batch, PackingLimits(share_calls_across_tenants=True))) == [6]
+
+
+def test_stop_sequences_always_get_a_call_of_their_own() -> None:
+    """A stop sequence would end a packed call's whole JSON answer, not one item's."""
+    stop = {"stop_sequences": ["END"]}
+    batch = [req(i, generation=stop, strategy="pack") for i in range(3)] + [req(3), req(4)]
+    batch += [req(i, generation={"stop_sequences": []}) for i in (5, 6)]  # none: packed as usual
+    plans = plan_calls(batch, PackingLimits())
+    assert sorted(tuple(r.id for r in p.requests) for p in plans) == [
+        ("t0",),
+        ("t1",),
+        ("t2",),
+        ("t3", "t4"),
+        ("t5", "t6"),
+    ]

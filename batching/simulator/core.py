@@ -28,6 +28,8 @@ from batching.tokens import CHARS_PER_TOKEN, estimate_tokens
 
 #: generateContent bodies kept for ``GET /_sim/requests``.
 REQUEST_LOG_SIZE = 1000
+#: ``promptFeedback.blockReason`` of a call that carries ``block_marker``.
+BLOCK_REASON = "SAFETY"
 
 
 class CallFailed(Exception):
@@ -43,7 +45,7 @@ class Answer:
     """A composed answer and what it costs, before its latency is spent."""
 
     text: str
-    kind: str  # "plain", "packed" or "json"
+    kind: str  # "plain", "packed", "json" or "blocked"
     prompt_tokens: int
     output_tokens: int
     latency_ms: float
@@ -53,6 +55,8 @@ class Answer:
     dropped: int = 0
     #: ``STOP``, or ``MAX_TOKENS`` when the text was cut at the request's ``maxOutputTokens``.
     finish: str = "STOP"
+    #: Set when the prompt is blocked (``SAFETY``): answered with no candidates at all.
+    block_reason: str | None = None
 
 
 class Simulator:
@@ -92,7 +96,8 @@ class Simulator:
         """Admit a call and compose its answer, or raise ``CallFailed`` (counted as an error).
 
         Order matters: the quota refuses before any fault is drawn, random faults strike before
-        the work, and a poisoned plain prompt fails like a model error would.
+        the work, a blocked prompt is answered without candidates before anything is composed,
+        and a poisoned plain prompt fails like a model error would.
         """
         config = self._config
         now = time.monotonic() if now is None else now
@@ -130,8 +135,11 @@ class Simulator:
             await asyncio.sleep(answer.latency_ms / 1000)
 
     def record(self, answer: Answer, *, streamed: bool = False) -> None:
-        """Count an answer that was delivered."""
+        """Count an answer that was delivered (a blocked prompt only as ``blocked_calls``)."""
         stats = self.stats
+        if answer.block_reason is not None:
+            stats.blocked_calls += 1
+            return
         stats.calls += 1
         stats.items += answer.items
         stats.dropped_items += answer.dropped
@@ -152,6 +160,16 @@ class Simulator:
 
     def _compose(self, request: GenerateRequest, config: SimulatorSettings) -> Answer:
         items = parse_items(request.prompt) if request.json_mode else None
+        if _blocked(request, items, config):  # a prompt filter acts before any answer is made
+            return Answer(
+                text="",
+                kind="blocked",
+                prompt_tokens=request.prompt_tokens,
+                output_tokens=0,
+                latency_ms=call_latency_ms(config, request.prompt_tokens, 0),
+                items=0,
+                block_reason=BLOCK_REASON,
+            )
         dropped = 0
         if items is not None:
             kept, dropped = self._packed_answers(items, config)
@@ -207,6 +225,27 @@ class Simulator:
 
 def _poisoned(prompt: str, config: SimulatorSettings) -> bool:
     return bool(config.poison_marker) and config.poison_marker in prompt
+
+
+def _blocked(request: GenerateRequest, items: list[dict[str, Any]] | None, config: SimulatorSettings) -> bool:
+    """True when ``block_marker`` is anywhere in the request's text, a packed item's decoded
+    prompt and context included (the item list escapes some characters)."""
+    marker = config.block_marker
+    if not marker:
+        return False
+    texts = [*request.texts, *(text for item in items or [] for text in _strings(item))]
+    return any(marker in text for text in texts)
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a decoded JSON value."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
 
 
 def _json_text(value: Any) -> str:

@@ -103,6 +103,16 @@ def response_body(
     }
 
 
+def blocked_body(model: str, prompt_tokens: int, response_id: str, reason: str) -> dict[str, Any]:
+    """Return Gemini's answer to a blocked prompt: no candidates, ``promptFeedback.blockReason``."""
+    return {
+        "promptFeedback": {"blockReason": reason},
+        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+        "modelVersion": model,
+        "responseId": response_id,
+    }
+
+
 def stream_bodies(
     model: str, text: str, prompt_tokens: int, output_tokens: int, response_id: str, finish: str = "STOP"
 ) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from batching.simulator.core import Answer, CallFailed, Simulator
 from batching.simulator.cost import stream_delays_ms
 from batching.simulator.protocol import (
     BadRequest,
+    blocked_body,
     error_body,
     parse_generate_request,
     response_body,
@@ -205,19 +207,30 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
         return await _stream(request, sim, answer, model, response_id)
     await sim.spend(answer)
     sim.record(answer)
-    body = response_body(
-        model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
-    )
-    return web.json_response(body)
+    return web.json_response(_answer_bodies(answer, model, response_id, stream=False)[0])
+
+
+def _answer_bodies(answer: Answer, model: str, response_id: str, *, stream: bool) -> list[dict[str, Any]]:
+    """The response body (streamed: the chunks) of a composed answer; a blocked prompt is one
+    body without candidates, streamed or not."""
+    if answer.block_reason is not None:
+        return [blocked_body(model, answer.prompt_tokens, response_id, answer.block_reason)]
+    if stream:
+        return stream_bodies(
+            model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
+        )
+    return [
+        response_body(
+            model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
+        )
+    ]
 
 
 async def _stream(
     request: web.Request, sim: Simulator, answer: Answer, model: str, response_id: str
 ) -> web.StreamResponse:
     """Send the answer in chunks, as SSE with ``alt=sse`` or else as one JSON array."""
-    bodies = stream_bodies(
-        model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
-    )
+    bodies = _answer_bodies(answer, model, response_id, stream=True)
     pieces = split_text(answer.text, len(bodies))
     lengths = [len(piece) for piece in pieces]
     delays = stream_delays_ms(sim.config, answer.prompt_tokens, answer.output_tokens, lengths)

@@ -34,6 +34,9 @@ class Stats:
     #: Token usage reported in successful answers.
     prompt_tokens: int = 0
     output_tokens: int = 0
+    #: Calls blocked for carrying ``block_marker`` (HTTP 200, no candidates), not counted in
+    #: ``calls``: every generateContent call made is ``calls + blocked_calls + errors``.
+    blocked_calls: int = 0
     #: Requests rejected as malformed (400), not counted in ``errors``.
     bad_requests: int = 0
     #: Injected errors by HTTP status.
