@@ -33,7 +33,7 @@ def request_object() -> dict[str, Any]:
 def finished_result(svc: Services, task: TaskRequest) -> tuple[str, dict[str, Any]]:
     """Submit ``task`` with the full edge policy, wait for it, return (task id, result):
     504 if the wait runs out (the task goes on; its id says where to poll), 500 if it failed."""
-    task_id, record = submit_and_wait_for(svc, task, svc.settings.default_sync_wait_s)
+    task_id, record = submit_and_wait_for(svc, task, svc.settings.default_sync_wait_s, _collapse())
     status = record.get("status")
     if status not in TERMINAL:
         raise ApiError(504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id}")
@@ -46,7 +46,12 @@ def finished_result(svc: Services, task: TaskRequest) -> tuple[str, dict[str, An
 def streamed_task(svc: Services, task: TaskRequest) -> tuple[str, dict[str, Any]]:
     """Submit ``task`` to be streamed (``stream: true``) with the full edge policy; its id and
     record at once, so refusals are still plain HTTP errors before any event is sent."""
-    return submit_and_wait_for(svc, task.model_copy(update={"stream": True}), 0.0)
+    return submit_and_wait_for(svc, task.model_copy(update={"stream": True}), 0.0, _collapse())
+
+
+def _collapse() -> str:
+    """What identical drop-in requests in flight are collapsed by: the endpoint (and model)."""
+    return f"dropin:{request.path}"
 
 
 def relay(svc: Services, task_id: str, record: dict[str, Any]) -> Iterator[str | dict[str, Any] | ApiError]:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -26,13 +27,16 @@ from api.services import Services, services
 from api.user_preferences import with_preferences
 from batchgate.admission import Submission
 from batchgate.apikeys import hash_key
-from batchgate.idempotency import Claim
+from batchgate.idempotency import TAKEOVER_GRACE_S, Claim
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.sessions import SessionUnreadable
 from batchgate.taskstore import QUEUED, TERMINAL
 
 bp = Blueprint("tasks", __name__, url_prefix="/api/v1")
+
+#: How often a retry looks for the record of an attempt still writing it.
+CLAIM_POLL_S = 0.02
 bp.after_request(add_rate_headers)
 
 
@@ -81,10 +85,14 @@ def submit_and_wait() -> Response:
     return _respond(task_id, record, accepted_status=202)
 
 
-def submit_and_wait_for(svc: Services, task: TaskRequest | None, wait_s: float) -> tuple[str, dict[str, Any]]:
+def submit_and_wait_for(
+    svc: Services, task: TaskRequest | None, wait_s: float, collapse: str = ""
+) -> tuple[str, dict[str, Any]]:
     """Submit ``task`` (None: the request's JSON body) with the full edge policy and wait up
-    to ``wait_s`` for it; the record as it then stands. Also the drop-in endpoints' core."""
-    task_id, record = _submit(svc, task)
+    to ``wait_s`` for it; the record as it then stands. Also the drop-in endpoints' core:
+    ``collapse`` names them, so that an identical request of the same key sent while the first
+    is in flight (an SDK retrying a timeout) joins it instead of making another task."""
+    task_id, record = _submit(svc, task, collapse)
     if record.get("status") not in TERMINAL:
         record = _wait(svc, task_id, wait_s) or record
     return task_id, record
@@ -100,25 +108,25 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
     return response
 
 
-def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[str, Any]]:
+def _submit(svc: Services, task: TaskRequest | None = None, collapse: str = "") -> tuple[str, dict[str, Any]]:
     """Validate, authenticate and admit, then answer from the idempotency record or the cache,
     or enqueue. The key lookup, the admission (with a slot of the tenant's tasks in flight)
     and the cache lookup share one round trip."""
     started = time.perf_counter()
     _refuse_without_key(svc)
     sent = task or _parse_body(svc)
-    idempotency_key = _idempotency_key()
+    # The body as sent: a retry is the same request even if the user's preferences changed.
+    body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
+    idempotency = _idempotency(svc, collapse, body_hash)
     task = with_preferences(svc, sent)
     message = task.to_message()
     message.setdefault("model", svc.settings.model)
     digest = _cache_digest(svc, task, message)
     task_id = secrets.token_hex(16)
-    # The body as sent: a retry is the same request even if the user's preferences changed.
-    body_hash = hashlib.sha256(json.dumps(sent.model_dump(), sort_keys=True).encode()).hexdigest()
     try:
         caller, decision = authenticate_and_admit(svc, Submission(task_id, digest))
     except ApiError as refused:
-        retried = _retry_at_cap(svc, refused, idempotency_key, body_hash)
+        retried = _retry_at_cap(svc, refused, idempotency, body_hash)
         if retried is None:
             raise
         return retried
@@ -127,32 +135,27 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
     slot: str | None = task_id if decision.reserved else None  # the in-flight slot this holds
     claimed = done = False
     try:
-        if idempotency_key:
-            claim = svc.idempotency.claim(owner, idempotency_key, body_hash, task_id)
-            if claim.conflict:
-                raise ApiError(
-                    422, "idempotency_key_reused", "this Idempotency-Key was used with a different body"
-                )
-            claimed = claim.new
-            if not claim.new and claim.task_id:
-                original = svc.store.get(claim.task_id)
-                if original is not None:
-                    return claim.task_id, _replayed(svc, claim, original, owner, idempotency_key, body_hash)
-                # The first attempt died before writing its record: do its work, under its id.
-                claimed = True
+        if idempotency.key:
+            found = _claim(svc, owner, idempotency, body_hash, task_id)
+            if isinstance(found, tuple):
+                return found
+            claimed = True
+            if found != task_id:  # the first attempt died before its record: do its work
                 if slot is not None:
-                    svc.admission.move(tenant, slot, claim.task_id)
-                    slot = claim.task_id
-                task_id = claim.task_id
+                    svc.admission.move(tenant, slot, found)
+                    slot = found
+                task_id = found
 
         submitted_at = time.time()
         if task.session_id:
             message["session_seq"] = _claim_turn(svc, tenant, task.session_id, submitted_at)
         cached = svc.cache.decode(decision.read_value) if digest is not None else None
         if cached is not None:
-            svc.store.create_cached(
+            if not svc.store.create_cached(
                 task_id, message, submitted_at, caller.owner, cached, request_id(), tenant
-            )
+            ):
+                slot, claimed = None, False  # another attempt made this task: it is theirs
+                return _existing(svc, task_id)
             done = True
             elapsed_ms = (time.perf_counter() - started) * 1000
             svc.metrics.record([RequestRecord("cached", submitted_at, end_to_end_ms=elapsed_ms)])
@@ -160,62 +163,127 @@ def _submit(svc: Services, task: TaskRequest | None = None) -> tuple[str, dict[s
             return task_id, {**body, "request_id": request_id()}
         if digest is not None:
             message["cache_key"] = svc.cache.record_key(tenant, digest)
-        _enqueue(svc, task_id, message, submitted_at, caller)
+        if not _enqueue(svc, task_id, message, submitted_at, caller):
+            slot, claimed = None, False  # another attempt made this task: it is theirs
+            return _existing(svc, task_id)
         done = True
-        if idempotency_key:
-            svc.idempotency.mark_published(owner, idempotency_key, task_id, body_hash)
+        if idempotency.key:
+            svc.idempotency.mark_published(owner, idempotency.key, task_id, body_hash)
         return task_id, {"status": "queued", "queue_depth": decision.queue_depth + 1}
     finally:
         if not done and slot is not None:
             svc.admission.release(tenant, slot)
         if not done and claimed:
-            svc.idempotency.release(owner, idempotency_key)
+            svc.idempotency.release(owner, idempotency.key)
+
+
+@dataclass(frozen=True)
+class _Idempotency:
+    """The key a submission is deduplicated by: the client's ``Idempotency-Key``, or for a
+    drop-in request without one, its body (``implicit``: only while its task is in flight)."""
+
+    key: str = ""
+    implicit: bool = False
+    ttl_s: int | None = None
+
+
+def _idempotency(svc: Services, collapse: str, body_hash: str) -> _Idempotency:
+    sent = request.headers.get("Idempotency-Key", "").strip()
+    if len(sent) > 255:
+        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
+    if sent:
+        return _Idempotency(sent)
+    if collapse and svc.settings.dropin_collapse_s > 0:
+        return _Idempotency(f"{collapse} {body_hash}", implicit=True, ttl_s=svc.settings.dropin_collapse_s)
+    return _Idempotency()
+
+
+def _claim(
+    svc: Services, owner: str, idempotency: _Idempotency, body_hash: str, task_id: str
+) -> str | tuple[str, dict[str, Any]]:
+    """Bind the key to ``task_id``: the id the submission goes on under (its own, or that of a
+    first attempt that died before its record), or the original task as a retry gets it."""
+    claim = svc.idempotency.claim(owner, idempotency.key, body_hash, task_id, ttl_s=idempotency.ttl_s)
+    if claim.conflict:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different body")
+    if claim.new or not claim.task_id:
+        return task_id
+    original = _record_once_written(svc, claim.task_id, TAKEOVER_GRACE_S - claim.age_s)
+    if original is None:
+        return claim.task_id  # past the grace: the first attempt died before writing it
+    if idempotency.implicit and original.get("status") in TERMINAL:
+        # A drop-in request only joins a task in flight: a finished one was answered already.
+        svc.idempotency.release(owner, idempotency.key)
+        return _claim(svc, owner, idempotency, body_hash, task_id)
+    return claim.task_id, _replayed(svc, claim, original, owner, idempotency.key, body_hash)
+
+
+def _record_once_written(svc: Services, task_id: str, grace_s: float) -> dict[str, Any] | None:
+    """The task's record; while the attempt that claimed it may still be writing it (within
+    ``grace_s``), wait for it."""
+    deadline = time.monotonic() + max(0.0, grace_s)
+    while True:
+        record = svc.store.get(task_id)
+        if record is not None or time.monotonic() >= deadline:
+            return record
+        time.sleep(CLAIM_POLL_S)
+
+
+def _existing(svc: Services, task_id: str) -> tuple[str, dict[str, Any]]:
+    """The task another attempt created under this id."""
+    record = svc.store.get(task_id)
+    if record is None:
+        raise ApiError(503, "queue_unavailable", "the task is being submitted by another attempt; retry")
+    return task_id, record
 
 
 def _retry_at_cap(
-    svc: Services, refused: ApiError, idempotency_key: str, body_hash: str
+    svc: Services, refused: ApiError, idempotency: _Idempotency, body_hash: str
 ) -> tuple[str, dict[str, Any]] | None:
     """A retry refused for its tenant's tasks in flight, while its original is one of them:
     the original, as any retry gets it (None: the refusal stands)."""
-    if refused.code != "too_many_in_flight" or not idempotency_key:
+    if refused.code != "too_many_in_flight" or not idempotency.key:
         return None
     owner = hash_key(api_key_sent()) if svc.settings.auth_enabled else ""
-    task_id = svc.idempotency.original(owner, idempotency_key, body_hash)
+    task_id = svc.idempotency.original(owner, idempotency.key, body_hash)
     original = svc.store.get(task_id) if task_id else None
     return (str(task_id), original) if original is not None else None
 
 
 def _enqueue(
     svc: Services, task_id: str, message: dict[str, Any], submitted_at: float, caller: Caller
-) -> None:
-    """Write the record, then publish; a message that cannot be published leaves no record (503)."""
-    svc.store.create(task_id, message, submitted_at, caller.owner, request_id(), caller.tenant)
+) -> bool:
+    """Write the record, then publish; a message that cannot be published leaves no record
+    (503). False when a record of that id exists (another attempt made it): nothing is sent."""
+    if not svc.store.create(task_id, message, submitted_at, caller.owner, request_id(), caller.tenant):
+        return False
     try:
         svc.publisher.publish(task_id, message, submitted_at)
     except Exception as exc:
         svc.store.delete(task_id, caller.tenant)
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry later") from exc
+    return True
 
 
 def _replayed(
     svc: Services, claim: Claim, original: dict[str, Any], owner: str, idempotency_key: str, body_hash: str
 ) -> dict[str, Any]:
     """The original task of a retried Idempotency-Key, sent again when its first attempt died
-    between writing the record and publishing it (or is still on its way: a message sent
-    twice is answered once)."""
+    between writing the record and publishing it: its claim is not marked published by the
+    end of the grace (a message sent twice is answered once: workers claim tasks)."""
     request_sent = original.get("request")
-    if not claim.published and original.get("status") == QUEUED and isinstance(request_sent, dict):
-        submitted = float(original.get("submitted_at") or time.time())
-        svc.publisher.publish(str(claim.task_id), request_sent, submitted)
-        svc.idempotency.mark_published(owner, idempotency_key, str(claim.task_id), body_hash)
+    if claim.published or original.get("status") != QUEUED or not isinstance(request_sent, dict):
+        return original
+    deadline = time.monotonic() + max(0.0, TAKEOVER_GRACE_S - claim.age_s)
+    while time.monotonic() < deadline:  # the first attempt may be publishing it this moment
+        current = svc.idempotency.peek(owner, idempotency_key)
+        if current is None or current.published:
+            return original
+        time.sleep(CLAIM_POLL_S)
+    submitted = float(original.get("submitted_at") or time.time())
+    svc.publisher.publish(str(claim.task_id), request_sent, submitted)
+    svc.idempotency.mark_published(owner, idempotency_key, str(claim.task_id), body_hash)
     return original
-
-
-def _idempotency_key() -> str:
-    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
-    if len(idempotency_key) > 255:
-        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
-    return idempotency_key
 
 
 def _claim_turn(svc: Services, tenant: str, session_id: str, now: float) -> int:

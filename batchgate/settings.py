@@ -51,6 +51,10 @@ class SimulatorSettings:
     #: An item whose prompt contains this text gets an answer that quotes, verbatim, the prompt of
     #: every other item of its packed call (a leak of its call-mates' data).
     leak_marker: str = "[[sim:leak]]"
+    #: A call that contains this text anywhere (a plain prompt, any packed item's prompt or
+    #: context, the system text) is blocked as Gemini blocks an unsafe prompt: HTTP 200, no
+    #: candidates, promptFeedback.blockReason SAFETY.
+    block_marker: str = "[[sim:block]]"
     #: Seed of the fault-injection random generator (same seed, same faults).
     seed: int = 0
 
@@ -79,6 +83,10 @@ class Settings:
     #: re-enqueued by the orphan sweeper; must exceed the visibility timeout, so that the
     #: broker's own redelivery goes first.
     orphan_after_s: int = 900
+    #: A worker process silent this long is dead: its leased messages (buffered or running) go
+    #: back on the queue at once, and its running tasks may be claimed by another worker. Its
+    #: heartbeat beats every 2 s.
+    worker_lease_s: float = 10.0
     #: Re-enqueues of one task before the sweeper fails it (``lost_in_transit``).
     orphan_max_recoveries: int = 3
     #: How often beat runs the orphan sweeper.
@@ -206,6 +214,11 @@ class Settings:
     cache_bypass_words: str = "now,current,currently,today,tonight,latest,recent,recently,yesterday,tomorrow"
     #: How long an Idempotency-Key is remembered.
     idempotency_ttl_s: int = 86400
+    #: A drop-in request (Gemini or OpenAI) identical to one of the same key still in flight
+    #: joins it instead of making another task (an SDK retrying a timeout), for this long after
+    #: the first was sent (0 = off). Send distinct bodies (e.g. a seed) or Idempotency-Keys for
+    #: separate samples of one prompt.
+    dropin_collapse_s: int = 120
     #: Longest context accepted, in characters of its JSON (422 beyond); the body limit
     #: (BATCHGATE_MAX_BODY_BYTES) still applies.
     max_context_chars: int = 900_000
@@ -300,6 +313,10 @@ class Settings:
             raise SettingsError(
                 f"BATCHGATE_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}) is shorter than the longest "
                 f"batch ({self.longest_batch_s:.0f} s): a slow batch would be delivered twice"
+            )
+        if not 4.0 <= self.worker_lease_s < self.visibility_timeout_s:
+            raise SettingsError(
+                "BATCHGATE_WORKER_LEASE_S must be at least 4 (two heartbeats) and below the visibility timeout"
             )
         if self.orphan_after_s <= self.visibility_timeout_s:
             raise SettingsError("BATCHGATE_ORPHAN_AFTER_S must exceed BATCHGATE_VISIBILITY_TIMEOUT_S")

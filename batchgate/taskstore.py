@@ -25,18 +25,54 @@ from batchgate.tenants import inflight_prefix
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
 
-_MARK_RUNNING = """
-local marked = {}
+# A record is created only where none exists (never over an answer, nor over another
+# attempt's record). KEYS[1] the record, KEYS[2] the in-flight index, KEYS[3] the tenant's
+# in-flight set; ARGV[1] ttl, ARGV[2] task id, ARGV[3] submitted_at, ARGV[4] '1' to enter the
+# in-flight index (a queued task) else '0' (a record born finished: its tenant slot is given
+# back); then field, value pairs. Returns 1 when created.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+else
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+# A delivery runs a task only under a claim: queued -> running, claimed by this holder (a
+# worker process). A task running under a holder whose lease lapsed (dead: its beat in
+# ARGV[5]'s sorted set is older than ARGV[6]) may be claimed again; one running under a live
+# holder, this one included, is not. Finished or expired records are never claimed. The ids
+# claimed are announced on the progress channel and returned.
+_CLAIM = """
+local claimed = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('HGET', key, 'status') == 'queued' then
-    redis.call('HSET', key, 'status', 'running', 'picked_at', ARGV[1], 'batch_size', ARGV[2])
-    table.insert(marked, ARGV[3 + i])
+  local state = redis.call('HMGET', key, 'status', 'claimed_by')
+  local status, owner = state[1], state[2]
+  local take = status == 'queued'
+  if status == 'running' and owner ~= ARGV[4] then
+    if not owner or owner == '' then
+      take = true
+    else
+      local beat = redis.call('ZSCORE', ARGV[5], owner)
+      take = (not beat) or tonumber(beat) < tonumber(ARGV[6])
+    end
+  end
+  if take then
+    redis.call('HSET', key, 'status', 'running', 'picked_at', ARGV[1], 'batch_size', ARGV[2],
+               'claimed_by', ARGV[4])
+    table.insert(claimed, ARGV[6 + i])
   end
 end
-if #marked > 0 then
-  redis.call('PUBLISH', ARGV[3], table.concat(marked, ' '))
+if #claimed > 0 then
+  redis.call('PUBLISH', ARGV[3], table.concat(claimed, ' '))
 end
-return #marked
+return claimed
 """
 
 # KEYS[2] is the in-flight index the task leaves; ARGV[7] + the record's tenant is its
@@ -100,7 +136,8 @@ class TaskStore:
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._tenant_inflight = inflight_prefix(prefix)
-        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._claim = client.register_script(_CLAIM)
+        self._create = client.register_script(_CREATE)
         self._finish = client.register_script(_FINISH)
 
     @property
@@ -129,12 +166,15 @@ class TaskStore:
         owner: str | None = None,
         request_id: str | None = None,
         tenant: str = "",
-    ) -> None:
+    ) -> bool:
         """Write a new queued record (before the message is published, so a fast worker finds
-        it) and enter it in the in-flight index. ``request_id``: the submission's X-Request-ID."""
+        it) and enter it in the in-flight index; False (nothing written) when a record of that
+        id exists. ``request_id``: the submission's X-Request-ID."""
         body = json.dumps(request, separators=(",", ":"))
         fields = {"status": QUEUED, "request": body, **({"request_id": request_id} if request_id else {})}
-        self._write_new(task_id, fields, request, len(body), submitted_at, owner, tenant, inflight=True)
+        return self._write_new(
+            task_id, fields, request, len(body), submitted_at, owner, tenant, inflight=True
+        )
 
     def create_cached(
         self,
@@ -145,7 +185,7 @@ class TaskStore:
         result: dict[str, Any],
         request_id: str | None = None,
         tenant: str = "",
-    ) -> None:
+    ) -> bool:
         """Write a record that is born finished, answered from the response cache (the request
         itself is not kept, only its sizes); it holds no slot of its tenant's tasks in flight
         (one taken under its id by an earlier attempt is given back)."""
@@ -157,7 +197,9 @@ class TaskStore:
             **({"request_id": request_id} if request_id else {}),
         }
         body_bytes = len(json.dumps(request, separators=(",", ":")))
-        self._write_new(task_id, fields, request, body_bytes, submitted_at, owner, tenant, inflight=False)
+        return self._write_new(
+            task_id, fields, request, body_bytes, submitted_at, owner, tenant, inflight=False
+        )
 
     def _write_new(
         self,
@@ -169,8 +211,7 @@ class TaskStore:
         owner: str | None,
         tenant: str,
         inflight: bool = False,
-    ) -> None:
-        key = self.key(task_id)
+    ) -> bool:
         fields = {
             **fields,
             "sizes": _dumps(request_sizes(request, request_bytes)),
@@ -178,14 +219,12 @@ class TaskStore:
             "owner": owner or "",
             "tenant": tenant,
         }
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=dict(fields))  # type: ignore[arg-type]
-        pipe.expire(key, self._ttl_s)
-        if inflight:
-            pipe.zadd(self.inflight_key, {task_id: submitted_at})
-        else:
-            pipe.zrem(self._tenant_inflight + tenant, task_id)
-        pipe.execute()
+        pairs = [part for name, value in fields.items() for part in (name, value)]
+        created = self._create(
+            keys=[self.key(task_id), self.inflight_key, self._tenant_inflight + tenant],
+            args=[self._ttl_s, task_id, repr(submitted_at), "1" if inflight else "0", *pairs],
+        )
+        return bool(created)
 
     def delete(self, task_id: str, tenant: str = "") -> None:
         """Forget a task that could not be enqueued (its tenant's in-flight slot too)."""
@@ -204,6 +243,11 @@ class TaskStore:
         for task_id in ids:
             pipe.hgetall(self.key(_text(task_id) or ""))
         return [(_text(t) or "", self.decode(raw)) for t, raw in zip(ids, pipe.execute(), strict=True)]
+
+    def entered_at(self, task_id: str) -> float | None:
+        """When the task entered (or last re-entered) the in-flight index; None if not in it."""
+        score = self._redis.zscore(self.inflight_key, task_id)
+        return None if score is None else float(score)
 
     def note_recovery(self, task_id: str, now: float) -> int:
         """Count a re-enqueue of the task and restart its in-flight clock; the new count."""
@@ -249,21 +293,32 @@ class TaskStore:
         """A record from its raw hash (``HGETALL`` of ``key``, read in someone's pipeline)."""
         return _decode(raw) if raw else None
 
-    def statuses(self, task_ids: list[str]) -> list[str | None]:
-        """Status of each id (None where no record exists), in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hget(self.key(task_id), "status")
-        return [_text(s) for s in pipe.execute()]
-
-    def mark_running(self, task_ids: list[str], picked_at: float, batch_size: int) -> None:
-        """Move queued records to running (records already finished are left alone) and
-        announce those on ``progress_channel``, in one script."""
-        if task_ids:
-            self._mark_running(
-                keys=[self.key(t) for t in task_ids],
-                args=[repr(picked_at), batch_size, self.progress_channel, *task_ids],
-            )
+    def claim(
+        self,
+        task_ids: list[str],
+        holder: Holder,
+        picked_at: float,
+        batch_size: int,
+        now: float | None = None,
+    ) -> set[str]:
+        """Claim the tasks this delivery may run (queued ones, or running under a dead holder)
+        and move them to running; announce them on ``progress_channel``. The ids claimed."""
+        if not task_ids:
+            return set()
+        live_after = (picked_at if now is None else now) - holder.lapse_s
+        claimed = self._claim(
+            keys=[self.key(t) for t in task_ids],
+            args=[
+                repr(picked_at),
+                batch_size,
+                self.progress_channel,
+                holder.name,
+                holder.holders_key,
+                repr(live_after),
+                *task_ids,
+            ],
+        )
+        return {_text(t) or "" for t in claimed}
 
     def finish(self, outcomes: list[Outcome], finished_at: float) -> list[str]:
         """Write outcomes once each (landing a session's turns with its answer), in one
@@ -291,6 +346,16 @@ class TaskStore:
         if written:
             self._redis.publish(self.done_channel, " ".join(written))
         return written
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who claims tasks: a worker process, and where holders' beats are kept (``workers.leases``)."""
+
+    name: str
+    holders_key: str
+    #: A holder silent longer than this is dead: its running tasks may be claimed again.
+    lapse_s: float
 
 
 def request_sizes(request: dict[str, Any], request_bytes: int) -> dict[str, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,6 +21,7 @@ from batchgate.idempotency import IdempotencyStore
 from batchgate.response_cache import ResponseCache, cache_key
 from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
+from batchgate.taskstore import TaskStore
 from batchgate.tenants import inflight_key, own_tenant
 from tests.conftest import stack_env
 
@@ -254,3 +257,30 @@ def test_a_retry_that_finishes_a_dead_attempt_from_the_cache_holds_no_slot(make_
     retried = post(client, key, body, **{"Idempotency-Key": "retry-7"})
     assert retried.status_code == 200 and retried.get_json()["id"] == "dead1" and retried.get_json()["cached"]
     assert in_flight(settings, tenant) == set()
+
+
+def test_a_concurrent_retry_waits_for_the_first_attempts_record_and_sends_nothing(make_app: Factory) -> None:
+    """A retry that finds the key claimed a moment ago, and no record yet, waits for the first
+    attempt's record (within the grace) instead of taking its task over."""
+    app, settings = make_app()
+    client = app.test_client()
+    key = new_key(settings, "premium")
+    store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    body_hash = hashlib.sha256(
+        json.dumps(TaskRequest(prompt="once").model_dump(), sort_keys=True).encode()
+    ).hexdigest()
+    claims = IdempotencyStore(store, settings.key_prefix, 60)
+    assert claims.claim(hash_key(key), "live-1", body_hash, "first").new
+    tasks = TaskStore(store, settings.key_prefix, 60)
+
+    def first_attempt_goes_on() -> None:  # what the live first attempt does next
+        tasks.create("first", {"prompt": "once"}, time.time(), hash_key(key))
+        time.sleep(0.3)
+        claims.mark_published(hash_key(key), "live-1", "first", body_hash)
+
+    writer = threading.Timer(0.3, first_attempt_goes_on)
+    writer.start()
+    retried = post(client, key, {"prompt": "once"}, **{"Idempotency-Key": "live-1"})
+    writer.join()
+    assert retried.status_code == 202 and retried.get_json()["id"] == "first"
+    assert queue_length(settings) == 0  # the first attempt publishes its own message

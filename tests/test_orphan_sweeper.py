@@ -15,7 +15,8 @@ from batching.simulator.answers import answer_for
 from tests.conftest import Stack
 from tests.harness import wait_until
 from workers.app import create_celery
-from workers.orphan_sweeper import sweep
+from workers.leases import oldest_queued_task
+from workers.orphan_sweeper import Whereabouts, sweep
 from workers.publisher import Publisher
 
 
@@ -57,12 +58,19 @@ def queued_ids(client: redis.Redis, queue: str) -> list[str]:
     return [json.loads(raw)["headers"]["id"] for raw in client.lrange(queue, 0, -1)]
 
 
-def test_sweeper_requeues_overdue_tasks_then_fails_them_and_forgets_finished_ones(
+def whereabouts(client: redis.Redis, settings: Settings, held: set[str] | None = None) -> Whereabouts:
+    return Whereabouts(
+        held=lambda: set(held or ()), oldest_queued=lambda: oldest_queued_task(client, settings.queue)
+    )
+
+
+def test_sweeper_requeues_lost_tasks_then_fails_them_and_forgets_finished_ones(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     settings = settings_for(redis_url)
     store = TaskStore(redis_client, settings.key_prefix, 3600)
     publisher = Publisher(create_celery(settings), settings)
+    seen = whereabouts(redis_client, settings)
     store.create("lost", {"prompt": "p", "model": "m"}, 100.0, "owner")
     store.create("fresh", {"prompt": "q", "model": "m"}, 990.0, "owner")
     store.create("done", {"prompt": "r", "model": "m"}, 100.0, "owner")
@@ -70,19 +78,46 @@ def test_sweeper_requeues_overdue_tasks_then_fails_them_and_forgets_finished_one
     store.create("expired", {"prompt": "s", "model": "m"}, 100.0, "owner")
     redis_client.delete(store.key("expired"))
 
-    report = sweep(store, publisher, now=1000.0, orphan_after_s=60, max_recoveries=2)
+    report = sweep(store, publisher, now=1000.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
     assert (report.overdue, report.requeued, report.failed, report.forgotten) == (2, 1, 0, 1)
     assert queued_ids(redis_client, settings.queue) == ["lost"]
     assert store.get("lost")["recoveries"] == 1  # type: ignore[index]
     # Its clock restarted: not overdue again until another orphan_after_s has passed.
-    assert sweep(store, publisher, now=1030.0, orphan_after_s=60, max_recoveries=2).requeued == 0
-    assert sweep(store, publisher, now=1061.0, orphan_after_s=60, max_recoveries=2).requeued == 2  # + fresh
-    final = sweep(store, publisher, now=1122.0, orphan_after_s=60, max_recoveries=2)
-    assert final.failed == 1  # "lost" used up its recoveries
+    assert (
+        sweep(store, publisher, now=1030.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen).requeued
+        == 0
+    )
+    # Its message now waits in the queue (nobody consumes here): it is not lost, not counted;
+    # "fresh", older than anything in the queue, is.
+    later = sweep(store, publisher, now=1061.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
+    assert (later.requeued, later.waiting) == (1, 1)
+    assert queued_ids(redis_client, settings.queue) == ["fresh", "lost"]
+    # Lost every time (the queue emptied by something that drops messages): failed at last.
+    redis_client.delete(settings.queue)
+    again = sweep(store, publisher, now=1122.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
+    assert again.requeued == 2
+    redis_client.delete(settings.queue)
+    final = sweep(store, publisher, now=1183.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
+    assert final.failed == 2
     record = store.get("lost")
     assert record is not None and record["status"] == "failed"
     assert record["error"]["code"] == "lost_in_transit"
-    assert redis_client.zrange(store.inflight_key, 0, -1) == ["fresh"]
+    assert redis_client.zrange(store.inflight_key, 0, -1) == []
+
+
+def test_a_backlog_or_a_live_worker_is_not_a_loss(redis_url: str, redis_client: redis.Redis) -> None:
+    """After an outage the queue holds a backlog older than orphan_after_s: it drains, it is
+    not re-enqueued past backpressure; a task a live worker holds is not lost either."""
+    settings = settings_for(redis_url)
+    store = TaskStore(redis_client, settings.key_prefix, 3600)
+    publisher = Publisher(create_celery(settings), settings)
+    for n in range(5):
+        store.create(f"backlog-{n}", {"prompt": f"p{n}", "model": "m"}, 100.0 + n, "owner")
+        publisher.publish(f"backlog-{n}", {"prompt": f"p{n}", "model": "m"}, 100.0 + n)
+    store.create("buffered", {"prompt": "b", "model": "m"}, 50.0, "owner")  # older than the backlog
+    report = sweep(store, publisher, 1000.0, 60, 2, whereabouts(redis_client, settings, held={"buffered"}))
+    assert (report.overdue, report.requeued, report.waiting) == (6, 0, 6)
+    assert len(queued_ids(redis_client, settings.queue)) == 5
 
 
 def test_a_request_whose_message_was_lost_is_answered_after_a_sweep(stack: Stack) -> None:
@@ -94,7 +129,8 @@ def test_a_request_whose_message_was_lost_is_answered_after_a_sweep(stack: Stack
         prompt = f"lost message {secrets.token_hex(4)}"
         task_id = secrets.token_hex(16)
         store.create(task_id, {"prompt": prompt, "model": settings.model}, 1.0, None)
-        report = sweep(store, Publisher(create_celery(settings), settings), 1e9, 60, 3)
+        seen = whereabouts(client, settings)
+        report = sweep(store, Publisher(create_celery(settings), settings), 1e9, 60, 3, seen)
         assert report.requeued >= 1
         record = wait_until(
             lambda: (r := store.get(task_id)) and r["status"] == SUCCEEDED and r, 20, "the recovered task"

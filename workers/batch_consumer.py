@@ -19,6 +19,7 @@ batch's messages together (``workers.bulk_ack``).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ from batchgate.taskstore import Outcome
 from batching.flush_policy import FlushLimits, FlushNow, WaitUntil, decide
 from workers import task_events
 from workers.bulk_ack import acknowledge_all
+from workers.leases import LeaseBook
 from workers.task_events import TaskEvent
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ class WindowedBatches(Batches):
     flush_every = _NEVER_BY_COUNT
     flush_interval = _NEVER_BY_TIMER
     flush_limits = FlushLimits(max_size=32, window_s=0.05)
+    #: Where this worker records the messages it holds (None: no leases, e.g. in tests).
+    leases: LeaseBook | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,6 +62,9 @@ class WindowedBatches(Batches):
         self._timer: Any = None
         #: Batches handed to the pool and not yet done (touched on the consumer thread only).
         self._in_flight = 0
+        #: Task ids whose batch could not store its answers: not acknowledged but given back.
+        self._unstored: set[str] = set()
+        self._unstored_lock = threading.Lock()
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:
         buffer_message = super().Strategy(task, app, consumer)
@@ -69,6 +76,8 @@ class WindowedBatches(Batches):
             task_id = message.headers.get("id") if message.headers else None
             if task_id:
                 self.arrivals[task_id] = time.time()
+                if self.leases is not None:
+                    self.leases.take(message.delivery_tag, task_id)
             buffer_message(message, body, ack, reject, callbacks, **kw)
             now = time.monotonic()
             if self._first_arrival is None:
@@ -90,9 +99,31 @@ class WindowedBatches(Batches):
         return self._pool.apply_async(
             apply_batches_task,
             (self, ([SimpleRequest.from_request(r) for r in requests],), 0, None),
-            accept_callback=lambda pid, accepted_at: acknowledge_all(early),
-            callback=lambda result: acknowledge_all(late),
+            accept_callback=lambda pid, accepted_at: self.settle(early),
+            callback=lambda result: self.settle(late),
         )
+
+    def keep_unacknowledged(self, task_ids: Collection[str]) -> None:
+        """From a batch thread: these requests' answers could not be stored (Redis unreachable)."""
+        with self._unstored_lock:
+            self._unstored.update(task_ids)
+
+    def settle(self, requests: Collection[Any]) -> None:
+        """Acknowledge a finished batch's messages (one round trip) and release their leases;
+        a message whose answer could not be stored is given back to the queue instead."""
+        with self._unstored_lock:
+            unstored = {r.id for r in requests} & self._unstored
+            self._unstored -= unstored
+        acknowledge_all([r for r in requests if r.id not in unstored])
+        for request in (r for r in requests if r.id in unstored):
+            try:
+                request.reject(requeue=True)  # back on the queue, first in line
+            except Exception:  # Redis still down: the broker's visibility timeout is left
+                log.exception(
+                    "could not give back task %s; it returns after the visibility timeout", request.id
+                )
+        if self.leases is not None:
+            self.leases.release(r.message.delivery_tag for r in requests if r.acknowledged)
 
     def batch_done(self) -> None:
         """From a batch thread, when its batch is finished: free its slot on the consumer thread."""

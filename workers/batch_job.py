@@ -1,8 +1,11 @@
 """One flushed batch: claim the records, run the engine, store every outcome.
 
-This function never raises: celery-batches acknowledges a batch's messages even when the
-batch task fails, and would leave every request PENDING for ever. Any error is written
-as a failed outcome for exactly the requests it concerns.
+A delivery runs only the tasks it claims (``TaskStore.claim``): a redelivered message whose
+task another live worker runs, or that is already answered, costs nothing. Any error is
+written as a failed outcome for exactly the requests it concerns. The one error that cannot
+be written is Redis being unreachable: answers already computed are kept and stored as soon
+as Redis answers again (within ``patience_s``); past that, ``ResultsNotStored`` tells the
+caller not to acknowledge the messages, so they are delivered again rather than lost.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import redis
 from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
 from batchgate.response_cache import COMPLETE, ResponseCache
 from batchgate.sessions import Landing, SessionTurn
-from batchgate.taskstore import FAILED, SUCCEEDED, TERMINAL, Outcome, TaskStore
+from batchgate.taskstore import FAILED, SUCCEEDED, Holder, Outcome, TaskStore
 from batching.types import STRATEGIES, InferenceRequest, InferenceResult
 from workers.conversation_rounds import ConversationRounds, Round
 
@@ -43,80 +46,108 @@ class Delivery:
 
 RunEngine = Callable[[list[InferenceRequest]], list[InferenceResult]]
 
+#: Longest pause between two attempts to store a batch's answers while Redis is unreachable.
+STORE_RETRY_MAX_S = 5.0
 
-def process_batch(
-    deliveries: Sequence[Delivery],
-    store: TaskStore,
-    run_engine: RunEngine,
-    default_model: str,
-    cache: ResponseCache | None = None,
-    metrics: InferenceMetricsCollector | None = None,
-    conversations: ConversationRounds | None = None,
-) -> list[Outcome]:
+
+class ResultsNotStored(Exception):
+    """Redis stayed unreachable: the batch's outcomes could not be written; do not acknowledge."""
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """What a batch is answered with besides its deliveries (one per worker process)."""
+
+    store: TaskStore
+    run_engine: RunEngine
+    default_model: str
+    holder: Holder
+    cache: ResponseCache | None = None
+    metrics: InferenceMetricsCollector | None = None
+    conversations: ConversationRounds | None = None
+    #: How long answers already computed are kept while Redis is unreachable.
+    patience_s: float = 0.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+def process_batch(deliveries: Sequence[Delivery], ctx: BatchContext) -> list[Outcome]:
     """Answer a batch of deliveries, store one outcome per request, fill the cache, record metrics.
 
-    Conversation turns are answered in order, in rounds (``conversations``), and land in
+    Conversation turns are answered in order, in rounds (``ctx.conversations``), and land in
     their session with their answer. Returns one outcome per request it ran (none for one
-    already answered or expired).
+    it did not claim: already answered, expired, or run by another live worker).
     """
     picked_at = time.time()
+    claimed: set[str] = set()
     try:
-        return _process(
-            deliveries, store, run_engine, default_model, picked_at, cache, metrics, conversations
-        )
-    except (redis.ConnectionError, redis.TimeoutError):
-        # Redis stayed unreachable through the client's retries: nothing can be stored now.
-        # The messages come back (visibility timeout) or the orphan sweeper re-enqueues them.
-        log.exception("batch of %d could not reach Redis; its requests will be redelivered", len(deliveries))
+        return _process(deliveries, ctx, picked_at, claimed)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis was unreachable before anything was answered (the claim): nothing to keep.
+        log.warning("batch of %d could not reach Redis; its messages go back unanswered", len(deliveries))
+        raise ResultsNotStored(str(exc)) from exc
+    except ResultsNotStored:
+        log.error("batch of %d: answers computed but not stored; its messages go back", len(deliveries))
         raise
     except Exception:
-        log.exception("batch of %d failed; marking its requests failed", len(deliveries))
-        ids = list(dict.fromkeys(d.task_id for d in deliveries))
+        # Only what this delivery claimed: other tasks of the batch may be running elsewhere.
+        ids = [d.task_id for d in deliveries if d.task_id in claimed]
+        log.exception("batch of %d failed; marking its %d claimed requests failed", len(deliveries), len(ids))
+        if not ids:
+            raise ResultsNotStored("the batch failed before it claimed anything") from None
         error = {"code": "internal_error", "message": "the batch could not be processed; please resubmit"}
-        failed = [Outcome(t, FAILED, None, error, {}) for t in ids]
+        failed = [Outcome(t, FAILED, None, error, {}) for t in dict.fromkeys(ids)]
         try:
-            store.finish(failed, time.time())
+            _store(ctx, failed)
         except Exception:
             log.exception("could not mark %d requests failed; they will be redelivered", len(ids))
-            raise
+            raise ResultsNotStored("could not mark the batch failed") from None
         return failed
 
 
-def _process(
-    deliveries: Sequence[Delivery],
-    store: TaskStore,
-    run_engine: RunEngine,
-    default_model: str,
-    picked_at: float,
-    cache: ResponseCache | None,
-    metrics: InferenceMetricsCollector | None,
-    conversations: ConversationRounds | None,
-) -> list[Outcome]:
-    unique = list({d.task_id: d for d in deliveries}.values())  # a redelivery may share a batch
-    statuses = store.statuses([d.task_id for d in unique])
-    # Finished records were answered by an earlier delivery; missing ones expired.
-    live = [
-        d for d, status in zip(unique, statuses, strict=True) if status is not None and status not in TERMINAL
-    ]
-    if not live:
-        return []
+def _store(ctx: BatchContext, outcomes: list[Outcome]) -> list[str]:
+    """Write outcomes (``TaskStore.finish``), waiting out an unreachable Redis for up to
+    ``ctx.patience_s`` (the client itself retries each command for about 20 s first)."""
+    started = time.monotonic()
+    pause = 0.5
+    while True:
+        try:
+            return ctx.store.finish(outcomes, time.time())
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() - started >= ctx.patience_s:
+                raise ResultsNotStored(str(exc)) from exc
+            log.warning(
+                "could not store %d answers yet (%s); trying again in %.1f s", len(outcomes), exc, pause
+            )
+            ctx.sleep(pause)
+            pause = min(pause * 2, STORE_RETRY_MAX_S)
 
+
+def _process(
+    deliveries: Sequence[Delivery], ctx: BatchContext, picked_at: float, claimed: set[str]
+) -> list[Outcome]:
+    store, conversations = ctx.store, ctx.conversations
+    unique = list({d.task_id: d for d in deliveries}.values())  # a redelivery may share a batch
     requests: list[InferenceRequest] = []
     outcomes: list[Outcome] = []
-    for delivery in live:
+    for delivery in unique:
         try:
-            requests.append(to_inference_request(delivery, default_model))
+            requests.append(to_inference_request(delivery, ctx.default_model))
         except (KeyError, TypeError, ValueError) as exc:
             error = {"code": "invalid_message", "message": f"malformed task message: {exc}"}
             outcomes.append(Outcome(delivery.task_id, FAILED, None, error, {}))
-
-    store.mark_running([r.id for r in requests], picked_at, len(requests))
-    by_id = {d.task_id: d for d in live}
+    # Only what this delivery claims runs: not what is answered, expired, or another live
+    # worker's; a malformed message is failed (once: results are written once).
+    claimed |= store.claim([r.id for r in requests], ctx.holder, picked_at, len(requests))
+    requests = [r for r in requests if r.id in claimed]
+    if not requests:
+        return _store_and_keep(ctx, outcomes)
+    by_id = {d.task_id: d for d in unique}
     turns = [session_turn(by_id[r.id]) if conversations else None for r in requests]
     turn_of = {r.id: turn for r, turn in zip(requests, turns, strict=True)}
     rounds = conversations.rounds(requests, turns) if conversations else iter([Round(requests)])
     written: set[str] = set()
     landed = 0  # outcomes[:landed] are written; each round lands before the next is read
+    run_engine = ctx.run_engine
     for batch_round in rounds:
         for request in batch_round.unreadable:
             turn = turn_of[request.id]
@@ -134,15 +165,20 @@ def _process(
                 landing = conversations.sessions.landing(turn, result.id, prompt, answer, time.time())
                 outcome = dataclasses.replace(outcome, landing=landing)
             outcomes.append(outcome)
-        written.update(store.finish(outcomes[landed:], time.time()))
+        written.update(_store(ctx, outcomes[landed:]))
         landed = len(outcomes)
-    written.update(store.finish(outcomes[landed:], time.time()))
+    written.update(_store(ctx, outcomes[landed:]))
     try:
-        _remember(outcomes, written, by_id, cache, metrics)
+        _remember(outcomes, written, by_id, ctx.cache, ctx.metrics)
     except redis.RedisError:
         log.warning(
             "could not fill the cache or record metrics for a batch of %d", len(outcomes), exc_info=True
         )
+    return outcomes
+
+
+def _store_and_keep(ctx: BatchContext, outcomes: list[Outcome]) -> list[Outcome]:
+    _store(ctx, outcomes)
     return outcomes
 
 

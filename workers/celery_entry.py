@@ -12,4 +12,6 @@ settings = Settings.from_env()
 app = create_celery(settings)
 app.batchgate_settings = settings  # type: ignore[attr-defined]
 app.steps["consumer"].add(Heartbeat)
-register_tasks(app, WorkerRuntime(settings))
+runtime = WorkerRuntime(settings)
+app.batchgate_leases = runtime.leases  # type: ignore[attr-defined]
+register_tasks(app, runtime)

@@ -1,4 +1,12 @@
-"""A worker bootstep that tells the API it is consuming (read by ``GET /ready``)."""
+"""A worker bootstep: say this consumer is alive (``GET /ready``), keep its leases, reap the dead's.
+
+Every ``HEARTBEAT_INTERVAL_S`` the consumer records itself in ``<prefix>:workers`` (what
+``/ready`` reads) and beats for its leases (``workers.leases``); every ``FLUSH_S`` it writes the
+messages it took and released. On each beat it also looks for lease holders silent longer than
+``BATCHGATE_WORKER_LEASE_S`` (dead workers, on any host) and puts their messages back on the
+queue with kombu's own restore-by-tag, so a killed worker's tasks run again within seconds
+instead of after the broker's visibility timeout. Everything runs on the consumer's own timer.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+
+from workers.leases import FLUSH_S, LeaseBook
 
 log = logging.getLogger(__name__)
 
@@ -23,30 +33,40 @@ def workers_key(prefix: str) -> str:
 
 
 class Heartbeat(bootsteps.StartStopStep):
-    """Every few seconds, record this consumer in ``<prefix>:workers``; remove it on stop."""
+    """Record this consumer in ``<prefix>:workers``, keep its leases, reap dead holders'."""
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._tref: Any = None
+        self._trefs: list[Any] = []
         self._redis: redis.Redis | None = None
+        self._leases: LeaseBook | None = None
+        self._consumer: Any = None
 
     def start(self, parent: Any) -> None:
         settings = parent.app.batchgate_settings
         self._redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self._key = workers_key(settings.key_prefix)
         self._name = parent.hostname
+        self._consumer = parent
+        self._leases = getattr(parent.app, "batchgate_leases", None)
         self._beat()
-        self._tref = parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, self._beat)
+        self._trefs = [parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, self._beat)]
+        if self._leases is not None:
+            self._trefs.append(parent.timer.call_repeatedly(FLUSH_S, self._flush))
 
     def stop(self, parent: Any) -> None:
-        if self._tref is not None:
-            self._tref.cancel()
-            self._tref = None
+        for tref in self._trefs:
+            tref.cancel()
+        self._trefs = []
         if self._redis is not None:
             with contextlib.suppress(redis.RedisError):
                 self._redis.zrem(self._key, self._name)
+        if self._leases is not None:
+            # A warm shutdown: kombu gives back every unacknowledged message itself.
+            with contextlib.suppress(redis.RedisError):
+                self._leases.stop()
 
     def _beat(self) -> None:
         assert self._redis is not None
@@ -56,5 +76,29 @@ class Heartbeat(bootsteps.StartStopStep):
             pipe.zadd(self._key, {self._name: now})
             pipe.zremrangebyscore(self._key, "-inf", now - FORGET_AFTER_S)
             pipe.execute()
+            if self._leases is not None:
+                self._leases.beat(now)
+                self._reap(now)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
+
+    def _flush(self) -> None:
+        assert self._leases is not None
+        try:
+            self._leases.flush()
+        except redis.RedisError as exc:
+            log.warning("could not record leases yet: %s", exc)
+
+    def _reap(self, now: float) -> None:
+        """Give back the messages of every holder whose lease lapsed."""
+        assert self._leases is not None
+        dead = self._leases.lapsed(now)
+        if not dead:
+            return
+        qos = self._consumer.task_consumer.channel.qos
+        for holder in dead:
+            tasks = self._leases.reap(holder, qos.restore_by_tag)
+            if tasks:
+                log.warning(
+                    "worker %s stopped beating: %d of its messages are back on the queue", holder, len(tasks)
+                )

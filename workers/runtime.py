@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 
@@ -14,7 +15,7 @@ from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
-from batchgate.taskstore import TaskStore
+from batchgate.taskstore import Holder, TaskStore
 from batching.background_loop import BackgroundLoop
 from batching.call_pacer import CallPacer
 from batching.engine import BatchInferenceEngine
@@ -22,11 +23,18 @@ from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest, InferenceResult
+from workers.batch_job import BatchContext
 from workers.conversation_rounds import ConversationRounds
+from workers.delta_writer import DeltaWriter
+from workers.leases import LeaseBook, holders_key, new_holder
 from workers.metrics_publisher import MetricsPublisher
 
 #: Retries of a Redis command on connection errors (backoff capped at 1 s: about 20 s).
 REDIS_RETRIES = 24
+#: Longest a batch waits for its streamed chunks to be written before storing its answers.
+DELTA_DRAIN_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class WorkerRuntime:
@@ -47,6 +55,9 @@ class WorkerRuntime:
             self.settings.redis_url,
             decode_responses=True,
             health_check_interval=30,
+            # A Redis that stops answering (not only one that refuses) is waited out as well.
+            socket_timeout=10,
+            socket_connect_timeout=5,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         )
@@ -84,16 +95,53 @@ class WorkerRuntime:
         return TaskStore(self.redis, self.settings.key_prefix, self.settings.task_ttl_s)
 
     @cached_property
+    def leases(self) -> LeaseBook:
+        """What this worker process holds; its name is new at every start."""
+        s = self.settings
+        # Its own client, without the batch client's 20 s of retries: these writes run on the
+        # consumer's timer, which must not stall (a lease write that fails is tried again).
+        client = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
+        return LeaseBook(client, s.key_prefix, new_holder(), s.worker_lease_s)
+
+    @cached_property
+    def holder(self) -> Holder:
+        s = self.settings
+        return Holder(self.leases.holder, holders_key(s.key_prefix), s.worker_lease_s)
+
+    @cached_property
+    def batch_context(self) -> BatchContext:
+        """Everything a batch is answered with; answers are kept through a Redis outage for
+        half the visibility timeout (past it, the broker would deliver the messages again)."""
+        return BatchContext(
+            store=self.store,
+            run_engine=self.run_engine,
+            default_model=self.settings.model,
+            holder=self.holder,
+            cache=self.cache,
+            metrics=self.metrics,
+            conversations=self.conversations,
+            patience_s=self.settings.visibility_timeout_s / 2,
+        )
+
+    @cached_property
     def conversations(self) -> ConversationRounds:
         s = self.settings
         sessions = SessionStore(self.redis, s.key_prefix, s.session_ttl_s, s.session_max_turns)
         return ConversationRounds(sessions, s.session_history_tokens, s.session_order_wait_s)
 
+    @cached_property
+    def deltas(self) -> DeltaWriter:
+        """Streamed chunks, written to Redis off the engine's loop."""
+        return DeltaWriter(self.store.append_delta)
+
     def run_engine(self, requests: list[InferenceRequest]) -> list[InferenceResult]:
-        """Run a batch on the shared loop; blocks the calling pool thread until it is answered."""
+        """Run a batch on the shared loop; blocks the calling pool thread until it is answered
+        and its streamed chunks are written."""
         loop, engine = self._started()
-        # A streamed chunk goes to Redis at once (a short write on the engine's loop).
-        return loop.run(engine.run(requests, on_delta=self.store.append_delta))
+        results = loop.run(engine.run(requests, on_delta=self.deltas))
+        if any(r.stream for r in requests) and not self.deltas.drain(DELTA_DRAIN_S):
+            log.warning("streamed chunks still unwritten after %.0f s; answering anyway", DELTA_DRAIN_S)
+        return results
 
     def _started(self) -> tuple[BackgroundLoop, BatchInferenceEngine]:
         with self._lock:

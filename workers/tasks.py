@@ -11,9 +11,10 @@ from celery import Celery
 from batching.flush_policy import FlushLimits
 from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, RECOVER_ORPHANS_TASK, WARM_CACHE_TASK
 from workers.batch_consumer import WindowedBatches
-from workers.batch_job import Delivery, process_batch
+from workers.batch_job import Delivery, ResultsNotStored, process_batch
 from workers.cache_warming import report_dict, warm
-from workers.orphan_sweeper import sweep
+from workers.leases import held_by_live_workers, oldest_queued_task
+from workers.orphan_sweeper import Whereabouts, sweep
 from workers.publisher import Publisher
 from workers.runtime import WorkerRuntime
 
@@ -23,6 +24,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     settings = runtime.settings
 
     class InferBatches(WindowedBatches):
+        leases = runtime.leases
         flush_limits = FlushLimits(
             max_size=settings.batch_max_size,
             window_s=settings.batch_window_ms / 1000,
@@ -41,15 +43,13 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             self.emit_started(ids)  # task events for Flower: celery-batches sends none itself
             began = time.monotonic()
             try:
-                outcomes = process_batch(
-                    deliveries,
-                    runtime.store,
-                    runtime.run_engine,
-                    settings.model,
-                    runtime.cache,
-                    runtime.metrics,
-                    runtime.conversations,
-                )
+                outcomes = process_batch(deliveries, runtime.batch_context)
+            except ResultsNotStored as exc:
+                # Redis was unreachable: the messages must not be acknowledged without their
+                # answers stored; they go back to the queue instead (WindowedBatches.settle).
+                self.keep_unacknowledged(ids)
+                self.emit_crashed(ids, exc)
+                return
             except Exception as exc:
                 self.emit_crashed(ids, exc)
                 raise
@@ -74,8 +74,20 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     @app.task(name=RECOVER_ORPHANS_TASK, ignore_result=True)
     def recover_orphans() -> dict[str, int]:
         """Re-enqueue requests overdue in the in-flight index (beat, every few seconds)."""
+        now = time.time()
+        whereabouts = Whereabouts(
+            held=lambda: held_by_live_workers(
+                runtime.redis, settings.key_prefix, now, settings.worker_lease_s
+            ),
+            oldest_queued=lambda: oldest_queued_task(runtime.redis, settings.queue),
+        )
         report = sweep(
-            runtime.store, publisher, time.time(), settings.orphan_after_s, settings.orphan_max_recoveries
+            runtime.store,
+            publisher,
+            now,
+            settings.orphan_after_s,
+            settings.orphan_max_recoveries,
+            whereabouts,
         )
         return dict(vars(report))
 

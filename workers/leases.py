@@ -1,0 +1,172 @@
+"""Leases: which worker holds which task messages, so a dead worker's come back in seconds.
+
+The broker alone would give a dead worker's unacknowledged messages back only after the
+visibility timeout (600 s by default): ten minutes of silence for a client. So every worker
+process (a *holder*, named once per process start) records the messages it has taken, buffered
+or running, in ``<prefix>:lease:<holder>`` (delivery tag -> task id), and beats in
+``<prefix>:lease-holders`` (holder -> last beat, wall clock). A holder whose beat is older than
+the lapse (``BATCHGATE_WORKER_LEASE_S``) is dead: any live worker may then put its messages back
+on the queue, once (a lock per dead holder), and forget it. A holder that was only slow, not
+dead, may then see its tasks run twice; results are written once, so a client still gets one
+answer (``batchgate.taskstore``: a task runs only under a claim, which a live holder keeps).
+
+Writes are buffered and flushed every ``FLUSH_S`` by the worker: a worker killed within that
+moment of taking a message leaves it to the broker's visibility timeout, the last resort.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterable
+
+import redis
+
+log = logging.getLogger(__name__)
+
+#: How often a worker writes what it took and released since the last flush.
+FLUSH_S = 0.1
+
+
+def holders_key(prefix: str) -> str:
+    """Sorted set of lease holders (worker processes) scored by their last beat."""
+    return f"{prefix}:lease-holders"
+
+
+def lease_key(prefix: str, holder: str) -> str:
+    """One holder's messages: delivery tag -> task id."""
+    return f"{prefix}:lease:{holder}"
+
+
+def new_holder() -> str:
+    """A name unique to this process start (a restarted worker must not look like its dead self)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def held_by_live_workers(client: redis.Redis, prefix: str, now: float, lapse_s: float) -> set[str]:
+    """Task ids whose messages live workers hold (buffered or running)."""
+    live = client.zrangebyscore(holders_key(prefix), now - lapse_s, "+inf")
+    pipe = client.pipeline(transaction=False)
+    for holder in live:
+        pipe.hvals(lease_key(prefix, _text(holder)))
+    return {_text(task_id) for values in pipe.execute() for task_id in values}
+
+
+def oldest_queued_task(client: redis.Redis, queue: str) -> str | None:
+    """The task id of the message a worker takes next (kombu pushes left, pops right)."""
+    raw = client.lindex(queue, -1)
+    if raw is None:
+        return None
+    try:
+        headers = json.loads(raw).get("headers") or {}
+    except (ValueError, AttributeError):
+        return None
+    task_id = headers.get("id") if isinstance(headers, dict) else None
+    return str(task_id) if task_id else None
+
+
+class LeaseBook:
+    """This worker's leases, and the reaping of dead holders' leases."""
+
+    def __init__(self, client: redis.Redis, prefix: str, holder: str, lapse_s: float) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self.holder = holder
+        self.lapse_s = lapse_s
+        self._key = lease_key(prefix, holder)
+        self._holders = holders_key(prefix)
+        self._lock = threading.Lock()
+        self._taken: dict[str, str] = {}
+        self._released: set[str] = set()
+
+    @property
+    def holders(self) -> str:
+        return self._holders
+
+    def take(self, delivery_tag: str, task_id: str) -> None:
+        """Record a message as held (written at the next flush)."""
+        with self._lock:
+            self._taken[delivery_tag] = task_id
+            self._released.discard(delivery_tag)
+
+    def release(self, delivery_tags: Iterable[str]) -> None:
+        """Forget messages acknowledged (or given back) by this worker."""
+        with self._lock:
+            for tag in delivery_tags:
+                if self._taken.pop(tag, None) is None:
+                    self._released.add(tag)
+
+    def flush(self) -> None:
+        """Write what was taken and released since the last flush, in one round trip."""
+        with self._lock:
+            taken, self._taken = self._taken, {}
+            released, self._released = self._released, set()
+        if not taken and not released:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        if taken:
+            pipe.hset(self._key, mapping=taken)  # type: ignore[arg-type]
+        if released:
+            pipe.hdel(self._key, *released)
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:  # try again at the next flush (a later release wins over a take)
+                for tag, task_id in taken.items():
+                    if tag not in self._released:
+                        self._taken.setdefault(tag, task_id)
+                self._released |= {tag for tag in released if tag not in self._taken}
+            raise
+
+    def beat(self, now: float) -> None:
+        """Say this holder is alive."""
+        self._redis.zadd(self._holders, {self.holder: now})
+
+    def lapsed(self, now: float) -> list[str]:
+        """Holders (other than this one) silent for longer than the lapse."""
+        found = self._redis.zrangebyscore(self._holders, "-inf", now - self.lapse_s)
+        return [h for h in (_text(v) for v in found) if h != self.holder]
+
+    def is_live(self, holder: str, now: float) -> bool:
+        score = self._redis.zscore(self._holders, holder)
+        return score is not None and float(score) >= now - self.lapse_s
+
+    def reap(self, holder: str, restore: Callable[[str], None]) -> list[str]:
+        """Put a dead holder's messages back on the queue with ``restore`` (the broker's own
+        restore-by-tag: a message already acknowledged or restored is skipped), then forget
+        the holder. Returns the task ids whose messages were handed back. One reaper per holder
+        at a time (a lock); a reaper that dies half-way leaves the rest to the next one."""
+        lock = f"{lease_key(self._prefix, holder)}:reaping"
+        if not self._redis.set(lock, self.holder, nx=True, ex=60):
+            return []
+        try:
+            held = {
+                _text(k): _text(v) for k, v in self._redis.hgetall(lease_key(self._prefix, holder)).items()
+            }
+            for tag in held:
+                restore(tag)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(lease_key(self._prefix, holder))
+            pipe.zrem(self._holders, holder)
+            pipe.execute()
+            return list(held.values())
+        finally:
+            self._redis.delete(lock)
+
+    def stop(self) -> None:
+        """A warm shutdown: the broker gives back what this worker held; forget the leases."""
+        with self._lock:
+            self._taken.clear()
+            self._released.clear()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._key)
+        pipe.zrem(self._holders, self.holder)
+        pipe.execute()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
