@@ -82,7 +82,9 @@ class IdempotencyStore:
             return None
         task_id, _, state, claimed_at = _parse(existing)
         now = time.time() if now is None else now
-        return Claim(new=False, task_id=task_id, published=state == PUBLISHED, age_s=max(0.0, now - claimed_at))
+        return Claim(
+            new=False, task_id=task_id, published=state == PUBLISHED, age_s=max(0.0, now - claimed_at)
+        )
 
     def original(self, owner: str, idempotency_key: str, body_hash: str) -> str | None:
         """The task id already bound to the key and this body, if any (nothing is claimed)."""
