@@ -79,10 +79,10 @@ class Settings:
     #: A message taken by a worker that died is redelivered after this long; must cover the
     #: longest batch (window + Gemini timeout and backoff per attempt + session order wait).
     visibility_timeout_s: int = 600
-    #: A task still queued or running this long after submission (or its last recovery) is
-    #: re-enqueued by the orphan sweeper; must exceed the visibility timeout, so that the
-    #: broker's own redelivery goes first.
-    orphan_after_s: int = 900
+    #: A task unfinished this long after submission (or its last recovery), whose message no
+    #: live worker holds and which cannot be waiting in the queue, is re-enqueued by the orphan
+    #: sweeper (a message lost between the API and a worker); must exceed the lease by over 5 s.
+    orphan_after_s: int = 30
     #: A worker process silent this long is dead: its leased messages (buffered or running) go
     #: back on the queue at once, and its running tasks may be claimed by another worker. Its
     #: heartbeat beats every 2 s.
@@ -90,7 +90,7 @@ class Settings:
     #: Re-enqueues of one task before the sweeper fails it (``lost_in_transit``).
     orphan_max_recoveries: int = 3
     #: How often beat runs the orphan sweeper.
-    orphan_sweep_interval_s: float = 15.0
+    orphan_sweep_interval_s: float = 5.0
 
     # --- Model ----------------------------------------------------------------------
     #: Default Gemini model when a request names none.
@@ -318,8 +318,11 @@ class Settings:
             raise SettingsError(
                 "BATCHGATE_WORKER_LEASE_S must be at least 4 (two heartbeats) and below the visibility timeout"
             )
-        if self.orphan_after_s <= self.visibility_timeout_s:
-            raise SettingsError("BATCHGATE_ORPHAN_AFTER_S must exceed BATCHGATE_VISIBILITY_TIMEOUT_S")
+        if self.orphan_after_s <= self.worker_lease_s + 5:
+            raise SettingsError(
+                "BATCHGATE_ORPHAN_AFTER_S must exceed BATCHGATE_WORKER_LEASE_S by more than 5 s "
+                "(a dead worker's messages come back through its lease first)"
+            )
         for name in (
             "drift_min_samples",
             "drift_enter_after",
@@ -389,10 +392,10 @@ class Settings:
     @property
     def inflight_stale_after_s(self) -> float:
         """A tenant's in-flight entry older than this is dropped (a submission that died
-        between admission and its record). The orphan sweeper re-enqueues an unfinished task at
-        the earliest every ``orphan_after_s`` and fails it after ``orphan_max_recoveries``; one
-        more ``orphan_after_s`` covers its sweeps' lateness, so no live task is dropped."""
-        return float(self.orphan_after_s * (self.orphan_max_recoveries + 2))
+        between admission and its record): an hour, or longer than the orphan sweeper can take
+        to fail a lost task, so no live task's slot is dropped (a queue backlog drains well
+        within it: backpressure bounds it)."""
+        return float(max(3600, self.orphan_after_s * (self.orphan_max_recoveries + 2)))
 
     @property
     def bypass_words(self) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ the broker's visibility timeout would.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -117,3 +118,29 @@ def test_a_dead_holders_messages_are_handed_back_once(redis_client: redis.Redis)
     assert sorted(other.reap("dead", restored.append)) == []  # nothing left to hand back twice
     assert sorted(restored) == ["tag-1", "tag-2"]
     assert alive.lapsed(200.0) == ["other"]
+
+
+def test_messages_taken_by_a_worker_that_died_before_its_lease_was_written_are_found(
+    redis_client: redis.Redis,
+) -> None:
+    """A worker killed within FLUSH_S of taking a message left it in the broker's unacknowledged
+    set and in no lease: found once it is a lapse (less a beat) old; a live worker's, another
+    queue's and a recent one are not."""
+    prefix = f"unleased-{time.monotonic_ns()}"
+    index, unacked = f"{prefix}:unacked_index", f"{prefix}:unacked"
+    live = LeaseBook(redis_client, prefix, "live", lapse_s=10)
+    live.take("held", "t-held")
+    live.flush()
+    live.beat(100.0)
+    for tag, queue, taken_at in (
+        ("orphan", "batchgate", 90.0),
+        ("held", "batchgate", 90.0),
+        ("housekeeping", "batchgate.housekeeping", 90.0),
+        ("recent", "batchgate", 99.5),
+    ):
+        redis_client.zadd(index, {tag: taken_at})
+        redis_client.hset(unacked, tag, json.dumps([{"headers": {"id": tag}}, "", queue]))
+    assert live.unleased(index, unacked, "batchgate", older_than=92.0, now=100.0) == ["orphan"]
+    # The other queue's message is remembered as not ours: not read again.
+    redis_client.hdel(unacked, "housekeeping")
+    assert live.unleased(index, unacked, "batchgate", older_than=92.0, now=100.0) == ["orphan"]

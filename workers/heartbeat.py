@@ -51,6 +51,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self._name = parent.hostname
         self._consumer = parent
         self._leases = getattr(parent.app, "batchgate_leases", None)
+        self._queue = settings.queue
         self._beat()
         self._trefs = [parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, self._beat)]
         if self._leases is not None:
@@ -90,15 +91,24 @@ class Heartbeat(bootsteps.StartStopStep):
             log.warning("could not record leases yet: %s", exc)
 
     def _reap(self, now: float) -> None:
-        """Give back the messages of every holder whose lease lapsed."""
+        """Give back the messages of every holder whose lease lapsed, and those of the batch
+        queue that no live worker holds a lease on although they were taken a lapse ago."""
         assert self._leases is not None
-        dead = self._leases.lapsed(now)
-        if not dead:
-            return
         qos = self._consumer.task_consumer.channel.qos
-        for holder in dead:
+        for holder in self._leases.lapsed(now):
             tasks = self._leases.reap(holder, qos.restore_by_tag)
             if tasks:
                 log.warning(
                     "worker %s stopped beating: %d of its messages are back on the queue", holder, len(tasks)
                 )
+        # A worker killed within FLUSH_S of taking a message left it in no lease. A live worker
+        # writes a lease at most FLUSH_S after taking a message, so one taken a lapse (less a
+        # beat) ago and held in no live lease has no live holder.
+        older_than = now - (self._leases.lapse_s - HEARTBEAT_INTERVAL_S)
+        unleased = self._leases.unleased(qos.unacked_index_key, qos.unacked_key, self._queue, older_than, now)
+        for tag in unleased:
+            qos.restore_by_tag(tag)
+        if unleased:
+            log.warning(
+                "%d messages taken by dead workers before their leases were written are back", len(unleased)
+            )

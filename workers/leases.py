@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: How often a worker writes what it took and released since the last flush.
 FLUSH_S = 0.1
+#: Other queues' unacknowledged messages remembered as not ours (bounded memory).
+FOREIGN_TAGS_KEPT = 10_000
 
 
 def holders_key(prefix: str) -> str:
@@ -57,16 +59,26 @@ def held_by_live_workers(client: redis.Redis, prefix: str, now: float, lapse_s: 
 
 
 def oldest_queued_task(client: redis.Redis, queue: str) -> str | None:
-    """The task id of the message a worker takes next (kombu pushes left, pops right)."""
+    """The task id of the message a worker takes next (kombu pushes left, pops right); None
+    when the queue is empty, "" when its head names no task."""
     raw = client.lindex(queue, -1)
     if raw is None:
         return None
     try:
         headers = json.loads(raw).get("headers") or {}
     except (ValueError, AttributeError):
-        return None
+        return ""
     task_id = headers.get("id") if isinstance(headers, dict) else None
-    return str(task_id) if task_id else None
+    return str(task_id) if task_id else ""
+
+
+def held_tags(client: redis.Redis, prefix: str, now: float, lapse_s: float) -> set[str]:
+    """Delivery tags of the messages live workers hold."""
+    live = client.zrangebyscore(holders_key(prefix), now - lapse_s, "+inf")
+    pipe = client.pipeline(transaction=False)
+    for holder in live:
+        pipe.hkeys(lease_key(prefix, _text(holder)))
+    return {_text(tag) for tags in pipe.execute() for tag in tags}
 
 
 class LeaseBook:
@@ -82,6 +94,8 @@ class LeaseBook:
         self._lock = threading.Lock()
         self._taken: dict[str, str] = {}
         self._released: set[str] = set()
+        #: Unacknowledged messages of other queues seen by ``unleased`` (never read again).
+        self._foreign: set[str] = set()
 
     @property
     def holders(self) -> str:
@@ -134,6 +148,33 @@ class LeaseBook:
     def is_live(self, holder: str, now: float) -> bool:
         score = self._redis.zscore(self._holders, holder)
         return score is not None and float(score) >= now - self.lapse_s
+
+    def unleased(
+        self, unacked_index: str, unacked: str, queue: str, older_than: float, now: float
+    ) -> list[str]:
+        """Delivery tags of ``queue``'s messages taken before ``older_than`` (the broker's
+        unacknowledged set) that no live worker holds: taken by a worker that died before its
+        lease was written (within ``FLUSH_S`` of taking them). Other queues' messages (long
+        housekeeping tasks, other stacks sharing the Redis) are remembered and not read again."""
+        old = [_text(t) for t in self._redis.zrangebyscore(unacked_index, "-inf", older_than)]
+        old = [tag for tag in old if tag not in self._foreign]
+        if not old:
+            return []
+        held = held_tags(self._redis, self._prefix, now, self.lapse_s)
+        orphans = [tag for tag in old if tag not in held]
+        if not orphans:
+            return []
+        found = []
+        for tag, raw in zip(orphans, self._redis.hmget(unacked, orphans), strict=True):
+            try:
+                routing_key = json.loads(raw)[2] if raw else None
+            except (ValueError, IndexError, TypeError):
+                routing_key = None
+            if routing_key == queue:
+                found.append(tag)
+            elif raw is not None and len(self._foreign) < FOREIGN_TAGS_KEPT:
+                self._foreign.add(tag)
+        return found
 
     def reap(self, holder: str, restore: Callable[[str], None]) -> list[str]:
         """Put a dead holder's messages back on the queue with ``restore`` (the broker's own
