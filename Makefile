@@ -82,7 +82,7 @@ baseline: install ## capture a PerformanceBaseline under steady healthy load and
 scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the same load (~2 min; SCALETEST_* settings)
 	$(BIN)/python -m loadtest.scaletest
 
-chaos: install ## fault run: N submissions through nginx while workers, an API replica and Redis die (CHAOS_N=2000, CHAOS_RATE=40)
+chaos: install ## fault run on the shipped defaults: workers, an API replica and Redis (down 10 s) fail under load, with same-key clients and blocked prompts (CHAOS_N=2000, CHAOS_RATE=40)
 	$(BIN)/python -m batchgate.chaos
 
 DOCKER_COMPOSE_CHECK = docker compose version >/dev/null 2>&1 || { \

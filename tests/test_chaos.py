@@ -1,49 +1,57 @@
-"""The fault harness: its counting (pure), and a short fault run that must lose nothing."""
+"""The fault harness: its cluster runs on the shipped defaults, and a short fault run (every
+fault of ``make chaos``, on those defaults) loses and duplicates nothing."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
-from batchgate.chaos import run_chaos
-from batchgate.chaos_counts import Submission, count, line
+from batchgate.chaos import HARNESS_SETTINGS, PLAN, chaos_env, run_chaos
+from batchgate.chaos_counts import line
+from batchgate.settings import Settings
+
+#: What the harness may set besides the rate limit it raises: where things are.
+PLACES = {
+    "redis_url",
+    "api_ports",
+    "nginx_port",
+    "nginx_tls_port",
+    "flower_port",
+    "simulator",
+    "run_dir",
+    "demo_api_key",
+}
 
 
-def done(text: str, submitted: float, finished: float, status: str = "succeeded") -> dict:
-    return {"status": status, "result": {"text": text}, "submitted_at": submitted, "finished_at": finished}
-
-
-def test_counts_lost_duplicated_unexpected_and_recovered() -> None:
-    ok = Submission("a", "A", ["t1"], attempts=1, final=done("A", 0, 1), reread=done("A", 0, 1))
-    retried = Submission("b", "B", ["t2"], attempts=3, final=done("B", 0, 12), reread=done("B", 0, 12))
-    never_finished = Submission("c", "C", ["t3"], attempts=1)
-    vanished = Submission("d", "D", ["t4"], attempts=1, final=done("D", 0, 2), reread=None)
-    changed = Submission("e", "E", ["t5"], attempts=1, final=done("E", 0, 2), reread=done("X", 0, 2))
-    twice = Submission("f", "F", ["t6", "t7"], attempts=2, final=done("F", 0, 3), reread=done("F", 0, 3))
-    wrong = Submission("g", "G", ["t8"], attempts=1, final=done("?", 0, 3), reread=done("?", 0, 3))
-    refused = Submission("h", "H", [], attempts=60, refused="no definitive answer")
-    requeued = Submission(
-        "i", "I", ["t9"], attempts=1, final=done("I", 0, 40), reread=done("I", 0, 40), requeued=1
-    )
-    runs = [ok, retried, never_finished, vanished, changed, twice, wrong, refused, requeued]
-    counts = count(runs, model_items=9, faults=[("kill worker", 5.0), ("restart redis", 30.0)])
-    assert counts["submitted"] == 9 and counts["accepted"] == 8 and counts["rejected"] == 1
-    assert counts["lost"] == 2  # never finished, and gone when read again
-    assert counts["duplicated_results"] == 2  # an answer that changed, a submission accepted twice
-    assert counts["unexpected"] == 1
-    assert counts["recovered"] == 3  # retried submissions and the requeued task
-    assert counts["requeued_by_sweeper"] == 1
-    assert counts["duplicate_gemini_calls"] == 9 - 7  # model items beyond the succeeded tasks
-    # First answer after the fault at 5.0 came at 12.0; after the one at 30.0, at 40.0.
-    assert counts["max_recovery_s"] == 10.0 and counts["max_latency_s"] == 40.0
-    assert line(counts).startswith("submitted=9 accepted=8 rejected=1 lost=2 duplicated_results=2 ")
+def test_the_fault_cluster_runs_on_the_shipped_defaults(tmp_path: Path) -> None:
+    shell = {"BATCHGATE_VISIBILITY_TIMEOUT_S": "10", "BATCHGATE_WORKER_LEASE_S": "4", "PATH": "/usr/bin"}
+    env = chaos_env(tmp_path, shell)
+    assert env["PATH"] == "/usr/bin" and "BATCHGATE_WORKER_LEASE_S" not in env  # the shell's are dropped
+    settings, shipped = Settings.from_env(env), Settings()
+    differ = {
+        f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != getattr(shipped, f.name)
+    }
+    assert differ - PLACES == {"redis_appendonly", "tier_premium_rate", "tier_premium_burst"}
+    assert set(HARNESS_SETTINGS) == {"BATCHGATE_" + name.upper() for name in differ - PLACES}
+    assert settings.simulator == dataclasses.replace(shipped.simulator, port=settings.simulator.port)
+    assert len({settings.nginx_port, settings.nginx_tls_port, settings.flower_port, *settings.api_ports}) == 6
 
 
 def test_a_short_fault_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """Workers killed twice, an API replica killed, Redis restarted, under steady load."""
-    counts = run_chaos(n=240, rate=30, run_dir=tmp_path)
-    assert counts["faults"] == 4
-    assert counts["accepted"] + counts["rejected"] == counts["submitted"] == 240
-    assert counts["accepted"] == 240, counts
-    assert counts["lost"] == 0, counts
-    assert counts["duplicated_results"] == 0, counts
-    assert counts["unexpected"] == 0, counts
+    """Workers killed twice, an API replica killed under 20 same-key retries, Redis down for
+    10 s and restarted, blocked prompts in many batches: 30 s of load on the defaults."""
+    counts = run_chaos(n=600, rate=20, run_dir=tmp_path, drain_s=45)
+    report = json.loads((tmp_path / "chaos-report.json").read_text())
+    # Each lost task as Redis holds it: queued or running, and under which worker's claim.
+    lost = [(t["task_id"], t["stored"].get("status"), t["stored"].get("claimed_by")) for t in report["lost"]]
+    why = f"{line(counts)} lost: {lost} (report: {tmp_path / 'chaos-report.json'})"
+    assert counts["faults"] == sum(1 for f in PLAN if f.action != "same-key") == 5
+    assert counts["submitted"] == counts["accepted"] == 601, why  # 600 and the same-key request
+    assert counts["lost"] == 0, why
+    assert counts["duplicated_results"] == 0, why
+    assert counts["unexpected"] == 0, why
+    assert counts["expected_failures"] == 15 and counts["blocked_batches"] >= 5, why
+    assert counts["batch_mates"] > 0 and counts["batch_mates_not_ok"] == 0, why
+    assert (counts["same_key_clients"], counts["same_key_ids"], counts["same_key_answers"]) == (20, 1, 1), why
+    assert counts["max_latency_s"] <= 60, why
