@@ -5,7 +5,10 @@ fetches the last two slots per run; a run then costs two small Redis round trips
 merge of at most 91 slots' histograms in Python (its cost is measured and published).
 When a baseline is active, every run evaluates the LatencyDriftSignal on the last
 ``drift_window_s`` against it, continuing the hysteresis of the previous result stored in
-Redis (whichever worker ran it), and publishes the result inside the snapshot.
+Redis (whichever worker ran it), and publishes the result inside the snapshot. Each side's
+traffic (request rate, batch sizes) goes with its histograms: the signal counts batches,
+not requests, as independent observations, and says when the live load is not the
+baseline's.
 """
 
 from __future__ import annotations
@@ -14,16 +17,25 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import redis
 
-from baseline.drift import DriftResult, LatencyDriftSignal
+from baseline.drift import DriftResult, LatencyDriftSignal, Traffic
 from baseline.model import BaselineError
 from batchgate.baseline_store import BaselineStore
 from batchgate.histogram import merge
 from batchgate.metrics_snapshot import build_snapshot, slots_needed
-from batchgate.metrics_store import SLOT_S, STAGES, InferenceMetricsCollector, SlotData, slot_of
+from batchgate.metrics_store import (
+    OUTCOMES,
+    SLOT_S,
+    STAGES,
+    InferenceMetricsCollector,
+    SlotData,
+    slot_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +109,15 @@ class MetricsPublisher:
                 previous = DriftResult.from_dict(stored)
             except (ValueError, KeyError, TypeError):
                 previous = None
-        current = slot_of(now)
-        window = range(current - self._drift_window_s // SLOT_S, current + 1)
-        live = {stage: merge(slots[s].histograms[stage] for s in window if s in slots) for stage in STAGES}
-        result = self._drift.evaluate(baseline.histograms(), live, now, previous)
+        live, live_traffic = live_window(slots, now, self._drift_window_s)
+        result = self._drift.evaluate(
+            baseline.histograms(),
+            live,
+            now,
+            previous,
+            baseline_traffic=Traffic(baseline.throughput_rps, baseline.batch_sizes),
+            live_traffic=live_traffic,
+        )
         payload = {
             **result.to_dict(),
             "baseline_created_at": baseline.created_at,
@@ -125,3 +142,20 @@ class MetricsPublisher:
         merged: dict[int, SlotData] = {s: self._final[s] for s in needed if s in self._final}
         merged.update({s: d for s, d in fresh.items() if isinstance(s, int)})
         return merged
+
+
+def live_window(
+    slots: Mapping[int, SlotData], now: float, window_s: int
+) -> tuple[dict[str, Counter[int]], Traffic]:
+    """Per-stage histograms and the traffic of the last ``window_s``: its whole slots and the current one.
+
+    The window thus covers between ``window_s`` and ``window_s + SLOT_S`` seconds; the
+    request rate divides by what it covers.
+    """
+    current = slot_of(now)
+    first = current - window_s // SLOT_S
+    chosen = [slots[s] for s in range(first, current + 1) if s in slots]
+    histograms = {stage: merge(d.histograms[stage] for d in chosen) for stage in STAGES}
+    finished = sum(d.counters.get(name, 0) for d in chosen for name in OUTCOMES)
+    covered = max(now - first * SLOT_S, 1e-9)
+    return histograms, Traffic(finished / covered, dict(merge(d.batch_sizes for d in chosen)))
