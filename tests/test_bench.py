@@ -309,7 +309,9 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     # A 3-second window takes a packed call's items whole or not at all (~8 of ~130 here), and the
     # limit assumes slots busy without a gap: only a sanity range (make bench measures it).
     assert 0.2 < report["efficiency"] <= 1.5, report["phases"][0]["sim"]
-    assert 0 < report["calls_per_request"] < 0.5
+    # Fewer calls than requests: batching happened. How many fewer swings with the machine's load
+    # in a 3-second window (0.58 once on a busy CI run); make bench measures it.
+    assert 0 < report["calls_per_request"] < 1
     overhead = report["overhead_ms"]
     assert overhead["p50"] is not None and 0 < overhead["p50"] <= overhead["p99"] < 1000, report["overhead"]
     assert 0 < report["cpu_ms_per_request"] < 100
