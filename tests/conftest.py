@@ -118,7 +118,14 @@ def keyed_test_client(settings: Settings) -> Iterator[FlaskClient]:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
-    env = stack_env(redis_url)
+    with running_stack(redis_url, logs_dir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_stack(redis_url: str, logs_dir: Path, **overrides: str) -> Iterator[Stack]:
+    """Simulator, worker and API on ``stack_env(redis_url, **overrides)``, a premium key; stopped after."""
+    env = stack_env(redis_url, **overrides)
     api_key = create_key(env, "premium")
     sim, sim_url = start_simulator(logs_dir, env)
     env["BATCHGATE_SIMULATOR_URL"] = sim_url

@@ -23,8 +23,8 @@ from batching.retry import RetryPolicy
 from batching.simulator import SimulatorThread, answer_for, start_in_thread
 from batching.types import InferenceRequest, InferenceResult
 from tests.clients import ClientRun, submit_and_collect
-from tests.conftest import Stack, create_key, stack_env
-from tests.harness import http_json, start_api, start_simulator, start_worker, stop_all, wait_until
+from tests.conftest import Stack, running_stack
+from tests.harness import http_json
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -135,17 +135,8 @@ def test_the_engine_keeps_what_a_cut_answer_finished(sim: SimulatorThread) -> No
 def stack(redis_url: str, logs_dir: Path) -> Iterator[Stack]:
     """tests/conftest.py's stack, with a window long enough that a burst of 32 is one batch
     (it leaves when the 32nd arrives): how fast submissions arrive must not split it."""
-    env = stack_env(redis_url, BATCHGATE_BATCH_WINDOW_MS="5000")
-    api_key = create_key(env, "premium")
-    sim, sim_url = start_simulator(logs_dir, env)
-    env["BATCHGATE_SIMULATOR_URL"] = sim_url
-    worker = start_worker(logs_dir, env)
-    api, api_url = start_api(logs_dir, env)
-    try:
-        wait_until(lambda: http_json("GET", f"{api_url}/ready")[0] == 200, 30, "a consuming worker")
-        yield Stack(api_url, sim_url, redis_url, env, worker, logs_dir, api_key)
-    finally:
-        stop_all(api, worker, sim)
+    with running_stack(redis_url, logs_dir, BATCHGATE_BATCH_WINDOW_MS="5000") as running:
+        yield running
 
 
 def _submit_32(stack: Stack, bodies: list[dict[str, Any]]) -> ClientRun:

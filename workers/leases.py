@@ -49,13 +49,13 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def held_by_live_workers(client: redis.Redis, prefix: str, now: float, lapse_s: float) -> set[str]:
-    """Task ids whose messages live workers hold (buffered or running)."""
+def live_leases(client: redis.Redis, prefix: str, now: float, lapse_s: float) -> dict[str, str]:
+    """Delivery tag -> task id of every message live workers hold (buffered or running)."""
     live = client.zrangebyscore(holders_key(prefix), now - lapse_s, "+inf")
     pipe = client.pipeline(transaction=False)
     for holder in live:
-        pipe.hvals(lease_key(prefix, _text(holder)))
-    return {_text(task_id) for values in pipe.execute() for task_id in values}
+        pipe.hgetall(lease_key(prefix, _text(holder)))
+    return {_text(tag): _text(task_id) for lease in pipe.execute() for tag, task_id in lease.items()}
 
 
 def oldest_queued_task(client: redis.Redis, queue: str) -> str | None:
@@ -70,15 +70,6 @@ def oldest_queued_task(client: redis.Redis, queue: str) -> str | None:
         return ""
     task_id = headers.get("id") if isinstance(headers, dict) else None
     return str(task_id) if task_id else ""
-
-
-def held_tags(client: redis.Redis, prefix: str, now: float, lapse_s: float) -> set[str]:
-    """Delivery tags of the messages live workers hold."""
-    live = client.zrangebyscore(holders_key(prefix), now - lapse_s, "+inf")
-    pipe = client.pipeline(transaction=False)
-    for holder in live:
-        pipe.hkeys(lease_key(prefix, _text(holder)))
-    return {_text(tag) for tags in pipe.execute() for tag in tags}
 
 
 class LeaseBook:
@@ -160,7 +151,7 @@ class LeaseBook:
         old = [tag for tag in old if tag not in self._foreign]
         if not old:
             return []
-        held = held_tags(self._redis, self._prefix, now, self.lapse_s)
+        held = live_leases(self._redis, self._prefix, now, self.lapse_s)
         orphans = [tag for tag in old if tag not in held]
         if not orphans:
             return []

@@ -13,7 +13,7 @@ from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, RECOVER_ORPHANS_TASK, 
 from workers.batch_consumer import WindowedBatches
 from workers.batch_job import Delivery, ResultsNotStored, process_batch
 from workers.cache_warming import report_dict, warm
-from workers.leases import held_by_live_workers, oldest_queued_task
+from workers.leases import live_leases, oldest_queued_task
 from workers.orphan_sweeper import Whereabouts, sweep
 from workers.publisher import Publisher
 from workers.runtime import WorkerRuntime
@@ -76,8 +76,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         """Re-enqueue requests overdue in the in-flight index (beat, every few seconds)."""
         now = time.time()
         whereabouts = Whereabouts(
-            held=lambda: held_by_live_workers(
-                runtime.redis, settings.key_prefix, now, settings.worker_lease_s
+            held=lambda: set(
+                live_leases(runtime.redis, settings.key_prefix, now, settings.worker_lease_s).values()
             ),
             oldest_queued=lambda: oldest_queued_task(runtime.redis, settings.queue),
         )
