@@ -10,7 +10,7 @@ import redis
 
 from batchgate.taskstore import SUCCEEDED, Outcome, TaskStore
 from batching.simulator.answers import answer_for
-from tests.conftest import Stack
+from tests.conftest import Stack, create_key
 from tests.harness import http_json
 
 
@@ -47,6 +47,38 @@ def test_a_record_is_created_only_where_none_exists(redis_client: redis.Redis) -
     record = store.get("t1")
     assert record is not None and record["status"] == "succeeded"
     assert record["result"] == {"text": "the answer"}
+
+
+def test_identical_drop_in_requests_of_two_tenants_never_join(stack: Stack) -> None:
+    """The attack: a tenant that guesses another's prompt sends it at the same moment, hoping to
+    join that task and read its answer (or get it billed). Each tenant gets its own task and
+    its own model call."""
+    stack.sim_reset()
+    stack.sim_config(overhead_ms=1500.0)
+    body = {
+        "model": "gemini-2.5-flash",
+        "messages": [{"role": "user", "content": f"guess my prompt {secrets.token_hex(4)}"}],
+    }
+    keys = [stack.api_key, create_key(stack.env, "premium")]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(
+                pool.map(
+                    lambda key: http_json(
+                        "POST",
+                        f"{stack.api}/v1/chat/completions",
+                        body,
+                        30,
+                        {"Authorization": f"Bearer {key}"},
+                    ),
+                    keys,
+                )
+            )
+        assert [status for status, _, _ in replies] == [200, 200], replies
+        assert replies[0][2]["id"] != replies[1][2]["id"]
+        assert stack.sim_stats()["calls"] == 2
+    finally:
+        stack.sim_config(overhead_ms=30.0)
 
 
 def test_identical_drop_in_requests_in_flight_join_one_task(stack: Stack) -> None:
