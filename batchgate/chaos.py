@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import redis
 
 from batchgate.apikeys import new_key
 from batchgate.chaos_counts import Submission, count, failed_run, line
-from batchgate.cluster import Cluster, free_port
+from batchgate.cluster import Cluster, free_ports
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
@@ -103,7 +102,7 @@ def chaos_env(run_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
     """Settings for the fault cluster: the shipped defaults, free ports, its own Redis."""
     env = {k: v for k, v in base.items() if not k.startswith(DROPPED_PREFIX) and k not in DROPPED}
     env.update(HARNESS_SETTINGS)
-    redis_port, nginx, tls, flower, sim, *api = _distinct_free_ports(8)
+    redis_port, nginx, tls, flower, sim, *api = free_ports(8)
     env.update(
         {
             "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
@@ -117,16 +116,6 @@ def chaos_env(run_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
         }
     )
     return env
-
-
-def _distinct_free_ports(count: int) -> list[int]:
-    """``count`` different free ports (the OS may hand the same free port out twice)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 class Run:
@@ -193,22 +182,15 @@ class Run:
                 target = f"api-{self.settings.api_ports[0]}" if target == "api" else target
                 await asyncio.to_thread(self.cluster.kill, target)  # SIGKILL to its process group
             elif fault.action == "outage":
-                await asyncio.to_thread(self._supervisorctl, "stop", target)
+                await asyncio.to_thread(self.cluster.stop_program, target)
                 await asyncio.sleep(REDIS_OUTAGE_S)
-                await asyncio.to_thread(self._supervisorctl, "start", target)
+                await asyncio.to_thread(self.cluster.start_program, target)
             else:
                 await asyncio.to_thread(self.cluster.restart, target)
             what = f"{fault.action} {target}".strip()
             at = time.monotonic() - started
             self.faults.append({"what": what, "began": began, "ended": time.time(), "at_s": round(at, 1)})
             print(f"chaos: {what} over at +{at:.1f}s", file=sys.stderr)
-
-    def _supervisorctl(self, *args: str) -> None:
-        """Stop or start a program as an operator would (``stop`` waits until it has exited)."""
-        argv = [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.cluster.conf_path), *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"supervisorctl {' '.join(args)}: {done.stdout}{done.stderr}")
 
     async def _one(
         self, http: aiohttp.ClientSession, s: Submission, key: str, at: float, gate: asyncio.Semaphore

@@ -258,6 +258,11 @@ class Cluster:
 
     def restart(self, name: str) -> None:
         """Stop ``name`` (if running) and start it again; returns once it is RUNNING."""
+        self.stop_program(name)
+        self.start_program(name)
+
+    def stop_program(self, name: str) -> None:
+        """Stop ``name`` as an operator would (if running); returns once it has exited."""
         try:
             self._rpc("stopProcess", name, True)
         except xmlrpc.client.Fault as fault:
@@ -265,6 +270,9 @@ class Cluster:
                 raise ClusterError(f"supervisor cannot stop {name}: {fault.faultString}") from None
         except OSError as exc:
             raise ClusterError(f"supervisord is not answering: {exc}") from None
+
+    def start_program(self, name: str) -> None:
+        """Start ``name``; returns once it is RUNNING."""
         self._call("startProcess", name, True)
 
     def log_path(self, name: str) -> Path:
@@ -349,6 +357,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports (the OS may hand the same free port out twice)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -23,9 +23,6 @@ import redis
 #: The fields of a task message that shape its answer (absent, None, empty and false alike).
 ANSWER_FIELDS = ("model", "system", "generation", "prompt", "context", "history", "strategy", "stream")
 
-#: The only finish reason whose answer is complete, and so may be cached.
-COMPLETE = "STOP"
-
 
 def cache_key(message: dict[str, Any]) -> str:
     """Hex SHA-256 of the canonical JSON of a task message's answer-shaping fields."""

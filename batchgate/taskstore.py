@@ -235,14 +235,19 @@ class TaskStore:
             pipe.zrem(self._tenant_inflight + tenant, task_id)
         pipe.execute()
 
-    def overdue(self, older_than: float, limit: int = 500) -> list[tuple[str, dict[str, Any] | None]]:
+    def overdue(self, older_than: float, limit: int = 500) -> list[tuple[str, dict[str, Any] | None, float]]:
         """In-flight tasks entered (or last recovered) before ``older_than``, with their records
-        (None where the record is gone), oldest first."""
-        ids = self._redis.zrangebyscore(self.inflight_key, "-inf", older_than, start=0, num=limit)
+        (None where the record is gone) and when they entered, oldest first."""
+        entries: list[tuple[Any, float]] = self._redis.zrangebyscore(  # type: ignore[assignment]
+            self.inflight_key, "-inf", older_than, start=0, num=limit, withscores=True
+        )
         pipe = self._redis.pipeline(transaction=False)
-        for task_id in ids:
+        for task_id, _ in entries:
             pipe.hgetall(self.key(_text(task_id) or ""))
-        return [(_text(t) or "", self.decode(raw)) for t, raw in zip(ids, pipe.execute(), strict=True)]
+        return [
+            (_text(t) or "", self.decode(raw), float(entered))
+            for (t, entered), raw in zip(entries, pipe.execute(), strict=True)
+        ]
 
     def entered_at(self, task_id: str) -> float | None:
         """When the task entered (or last re-entered) the in-flight index; None if not in it."""

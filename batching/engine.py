@@ -16,7 +16,7 @@ from batching.packed_prompt import answer_schema, new_item_ids, read_answers, re
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
 from batching.retry import RetryPolicy, backoff_delay
 from batching.tokens import estimate_tokens
-from batching.types import InferenceRequest, InferenceResult, ModelCall, ModelCallError, ModelReply
+from batching.types import COMPLETE, InferenceRequest, InferenceResult, ModelCall, ModelCallError, ModelReply
 
 #: Receives a streamed request's text chunks: (request id, attempt number, text).
 DeltaSink = Callable[[str, int, str], None]
@@ -27,9 +27,6 @@ PACKED_FRAMING_OUTPUT_TOKENS = 24
 #: Non-retryable failures a split cannot confine: every call fails so whatever it carries (a
 #: bad key, an unknown model), or the failure is not understood (an SDK or transport surprise).
 UNSPLIT_ERRORS = frozenset({"model_auth_failed", "model_not_found", "model_error"})
-
-#: Gemini's finish reason of an answer that ended by itself.
-COMPLETE = "STOP"
 
 
 @dataclass(frozen=True)

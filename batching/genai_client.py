@@ -138,14 +138,8 @@ def _no_text(
     if feedback is not None and feedback.block_reason is not None:
         reason = _enum_value(feedback.block_reason)
         return ModelCallError("model_blocked", f"Gemini blocked the prompt (block reason {reason})")
-    reason = _finish_reason(response) if response is not None else "no response"
+    reason = (_candidate_finish(response) or "unknown") if response is not None else "no response"
     return ModelCallError("model_empty_answer", f"Gemini returned no text (finish reason {reason})")
-
-
-def _finish_reason(response: types.GenerateContentResponse) -> str:
-    if response.candidates and response.candidates[0].finish_reason:
-        return _enum_value(response.candidates[0].finish_reason)
-    return "unknown"
 
 
 def _enum_value(value: object) -> str:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STRATEGIES = ("auto", "pack", "concurrent")
+#: Gemini's finish reason of an answer that ended by itself: the only complete one.
+COMPLETE = "STOP"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 
 from batchgate.apikeys import ApiKeyStore, new_key
-from batchgate.cluster import Cluster, _write, free_port
+from batchgate.cluster import Cluster, _write, free_ports
 from batchgate.settings import Settings
 from batchgate.supervisor_config import render_supervisord
 from batchgate.taskstore import TaskStore
@@ -83,15 +83,16 @@ def stack_env(
     env = {k: v for k, v in base.items() if not k.startswith("BATCHGATE_") and k != "GEMINI_API_KEY"}
     env.update(EDGE_OUT_OF_THE_WAY)
     env.update(settings or {})
+    redis_port, nginx, tls, flower, sim, *api = free_ports(5 + api_replicas)
     env.update(
         {
             # A port nothing answers on: the Cluster starts a Redis of its own (counted as ours).
-            "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-            "BATCHGATE_API_PORTS": ",".join(str(free_port()) for _ in range(api_replicas)),
-            "BATCHGATE_NGINX_PORT": str(free_port()),
-            "BATCHGATE_NGINX_TLS_PORT": str(free_port()),
-            "BATCHGATE_FLOWER_PORT": str(free_port()),
-            "BATCHGATE_SIM_PORT": str(free_port()),
+            "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "BATCHGATE_API_PORTS": ",".join(str(port) for port in api),
+            "BATCHGATE_NGINX_PORT": str(nginx),
+            "BATCHGATE_NGINX_TLS_PORT": str(tls),
+            "BATCHGATE_FLOWER_PORT": str(flower),
+            "BATCHGATE_SIM_PORT": str(sim),
             "BATCHGATE_RUN_DIR": str(run_dir),
             "BATCHGATE_DEMO_API_KEY": new_key(),
             "BATCHGATE_FLOWER_AUTH": f"bench:{new_key()}",

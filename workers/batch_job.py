@@ -22,10 +22,10 @@ from typing import Any
 import redis
 
 from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
-from batchgate.response_cache import COMPLETE, ResponseCache
+from batchgate.response_cache import ResponseCache
 from batchgate.sessions import Landing, SessionTurn
 from batchgate.taskstore import FAILED, SUCCEEDED, Holder, Outcome, TaskStore
-from batching.types import STRATEGIES, InferenceRequest, InferenceResult
+from batching.types import COMPLETE, STRATEGIES, InferenceRequest, InferenceResult
 from workers.conversation_rounds import ConversationRounds, Round
 
 log = logging.getLogger(__name__)

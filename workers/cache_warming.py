@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from batchgate.response_cache import COMPLETE, ResponseCache, cache_key, is_time_sensitive
+from batchgate.response_cache import ResponseCache, cache_key, is_time_sensitive
 from batchgate.settings import Settings
-from batching.types import InferenceRequest, InferenceResult
+from batching.types import COMPLETE, InferenceRequest, InferenceResult
 
 RunEngine = Callable[[list[InferenceRequest]], list[InferenceResult]]
 

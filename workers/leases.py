@@ -136,10 +136,6 @@ class LeaseBook:
         found = self._redis.zrangebyscore(self._holders, "-inf", now - self.lapse_s)
         return [h for h in (_text(v) for v in found) if h != self.holder]
 
-    def is_live(self, holder: str, now: float) -> bool:
-        score = self._redis.zscore(self._holders, holder)
-        return score is not None and float(score) >= now - self.lapse_s
-
     def unleased(
         self, unacked_index: str, unacked: str, queue: str, older_than: float, now: float
     ) -> list[str]:

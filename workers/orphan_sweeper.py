@@ -63,17 +63,16 @@ def sweep(
 ) -> SweepReport:
     """Re-enqueue (or finally fail) the tasks overdue at ``now`` whose message is lost."""
     overdue = store.overdue(now - orphan_after_s)
-    gone = [task_id for task_id, record in overdue if record is None or record.get("status") in TERMINAL]
+    gone = [task_id for task_id, record, _ in overdue if record is None or record.get("status") in TERMINAL]
     store.forget(gone)
-    pending = [(t, r) for t, r in overdue if r is not None and r.get("status") not in TERMINAL]
+    pending = [(t, r, e) for t, r, e in overdue if r is not None and r.get("status") not in TERMINAL]
     if not pending:
         return SweepReport(overdue=len(overdue), forgotten=len(gone))
     held = whereabouts.held() if whereabouts else set()
     queue_since = _queued_since(store, whereabouts)
     requeued = failed = waiting = 0
-    for task_id, record in pending:
-        entered = store.entered_at(task_id)
-        if task_id in held or (entered is not None and queue_since is not None and entered >= queue_since):
+    for task_id, record, entered in pending:
+        if task_id in held or (queue_since is not None and entered >= queue_since):
             waiting += 1  # with a live worker, or possibly in the queue behind others
             continue
         if (record.get("recoveries") or 0) >= max_recoveries or not isinstance(record.get("request"), dict):
