@@ -50,8 +50,15 @@ return 1
 # holder, this one included, is not. Finished or expired records are never claimed. The ids
 # claimed are announced on the progress channel and returned.
 _CLAIM = """
+local function leased(holder, task_id)
+  for _, held in ipairs(redis.call('HVALS', ARGV[7] .. holder)) do
+    if held == task_id then return true end
+  end
+  return false
+end
 local claimed = {}
 for i, key in ipairs(KEYS) do
+  local task_id = ARGV[7 + i]
   local state = redis.call('HMGET', key, 'status', 'claimed_by')
   local status, owner = state[1], state[2]
   local take = status == 'queued'
@@ -60,13 +67,13 @@ for i, key in ipairs(KEYS) do
       take = true
     else
       local beat = redis.call('ZSCORE', ARGV[5], owner)
-      take = (not beat) or tonumber(beat) < tonumber(ARGV[6])
+      take = (not beat) or tonumber(beat) < tonumber(ARGV[6]) or not leased(owner, task_id)
     end
   end
   if take then
     redis.call('HSET', key, 'status', 'running', 'picked_at', ARGV[1], 'batch_size', ARGV[2],
                'claimed_by', ARGV[4])
-    table.insert(claimed, ARGV[6 + i])
+    table.insert(claimed, task_id)
   end
 end
 if #claimed > 0 then
@@ -306,8 +313,10 @@ class TaskStore:
         batch_size: int,
         now: float | None = None,
     ) -> set[str]:
-        """Claim the tasks this delivery may run (queued ones, or running under a dead holder)
-        and move them to running; announce them on ``progress_channel``. The ids claimed."""
+        """Claim the tasks this delivery may run (queued ones, or running under a holder that is
+        dead or whose lease does not hold them: killed within a lease flush of taking the
+        message) and move them to running; announce them on ``progress_channel``. The ids
+        claimed."""
         if not task_ids:
             return set()
         live_after = (picked_at if now is None else now) - holder.lapse_s
@@ -320,6 +329,7 @@ class TaskStore:
                 holder.name,
                 holder.holders_key,
                 repr(live_after),
+                holder.lease_prefix,
                 *task_ids,
             ],
         )
@@ -361,6 +371,8 @@ class Holder:
     holders_key: str
     #: A holder silent longer than this is dead: its running tasks may be claimed again.
     lapse_s: float
+    #: A holder's lease (delivery tag -> task id) is this prefix + its name.
+    lease_prefix: str
 
 
 def request_sizes(request: dict[str, Any], request_bytes: int) -> dict[str, int]:

@@ -23,7 +23,7 @@ from batching.simulator.answers import answer_for
 from tests.clients import submit_and_collect
 from tests.conftest import create_key, stack_env
 from tests.harness import Process, http_json, running, start_api, start_simulator, start_worker, wait_until
-from workers.leases import LeaseBook, holders_key, lease_key
+from workers.leases import LeaseBook, holders_key, lease_key, lease_prefix
 
 
 @pytest.fixture
@@ -83,9 +83,11 @@ def test_a_task_running_under_a_live_holder_is_not_claimed_again(redis_client: r
     prefix = f"claims-{time.monotonic_ns()}"
     store = TaskStore(redis_client, prefix, 60)
     leases_a = LeaseBook(redis_client, prefix, "a", lapse_s=10)
-    a, b = (Holder(name, holders_key(prefix), 10) for name in ("a", "b"))
+    a, b = (Holder(name, holders_key(prefix), 10, lease_prefix(prefix)) for name in ("a", "b"))
     for task_id in ("t1", "t2"):
         store.create(task_id, {"prompt": "p"}, 100.0)
+        leases_a.take(f"tag-{task_id}", task_id)
+    leases_a.flush()
     leases_a.beat(100.0)
     assert store.claim(["t1", "t2"], a, picked_at=100.0, batch_size=2) == {"t1", "t2"}
     # A second delivery of the same messages, to another worker or to a itself: nothing to run.
@@ -97,6 +99,22 @@ def test_a_task_running_under_a_live_holder_is_not_claimed_again(redis_client: r
     # Finished or missing records are never claimed.
     redis_client.hset(store.key("t2"), "status", "succeeded")
     assert store.claim(["t2", "missing"], b, picked_at=200.0, batch_size=2) == set()
+
+
+def test_a_task_its_live_holder_holds_in_no_lease_is_claimed_again(redis_client: redis.Redis) -> None:
+    """A worker killed within a lease flush (0.1 s) of taking a message claimed its task but
+    never leased it; it still beats for up to the lapse. The message handed back (by the
+    unleased restore or the orphan sweeper) must run now, not be dropped as a live worker's
+    (which left the task running until the next sweep, 30 s later)."""
+    prefix = f"unleased-claim-{time.monotonic_ns()}"
+    store = TaskStore(redis_client, prefix, 60)
+    leases_a = LeaseBook(redis_client, prefix, "a", lapse_s=10)
+    a, b = (Holder(name, holders_key(prefix), 10, lease_prefix(prefix)) for name in ("a", "b"))
+    store.create("t1", {"prompt": "p"}, 100.0)
+    leases_a.beat(100.0)
+    assert store.claim(["t1"], a, picked_at=100.0, batch_size=1) == {"t1"}
+    assert store.claim(["t1"], b, picked_at=101.0, batch_size=1) == {"t1"}  # a's beat is fresh
+    assert redis_client.hget(store.key("t1"), "claimed_by") == "b"
 
 
 def test_a_dead_holders_messages_are_handed_back_once(redis_client: redis.Redis) -> None:

@@ -41,7 +41,12 @@ def holders_key(prefix: str) -> str:
 
 def lease_key(prefix: str, holder: str) -> str:
     """One holder's messages: delivery tag -> task id."""
-    return f"{prefix}:lease:{holder}"
+    return lease_prefix(prefix) + holder
+
+
+def lease_prefix(prefix: str) -> str:
+    """What every holder's lease key starts with (its name follows)."""
+    return f"{prefix}:lease:"
 
 
 def new_holder() -> str:

@@ -26,7 +26,7 @@ from batching.types import InferenceRequest, InferenceResult
 from workers.batch_job import BatchContext
 from workers.conversation_rounds import ConversationRounds
 from workers.delta_writer import DeltaWriter
-from workers.leases import LeaseBook, new_holder
+from workers.leases import LeaseBook, lease_prefix, new_holder
 from workers.metrics_publisher import MetricsPublisher
 
 #: Retries of a Redis command on connection errors (backoff capped at 1 s: about 20 s).
@@ -105,7 +105,12 @@ class WorkerRuntime:
 
     @cached_property
     def holder(self) -> Holder:
-        return Holder(self.leases.holder, self.leases.holders, self.leases.lapse_s)
+        return Holder(
+            self.leases.holder,
+            self.leases.holders,
+            self.leases.lapse_s,
+            lease_prefix(self.settings.key_prefix),
+        )
 
     @cached_property
     def batch_context(self) -> BatchContext:
