@@ -55,6 +55,10 @@ class SimulatorSettings:
     #: context, the system text) is blocked as Gemini blocks an unsafe prompt: HTTP 200, no
     #: candidates, promptFeedback.blockReason SAFETY.
     block_marker: str = "[[sim:block]]"
+    #: A plain JSON-mode call whose prompt contains this text is answered with text that is not
+    #: JSON (cut inside a string); a packed item whose prompt contains it gets an answer its item
+    #: schema rejects (a string where an object is asked), unless that schema is a string.
+    badjson_marker: str = "[[sim:badjson]]"
     #: Seed of the fault-injection random generator (same seed, same faults).
     seed: int = 0
 

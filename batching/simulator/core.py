@@ -16,12 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgate.settings import SimulatorSettings
-from batching.packed_prompt import parse_items
+from batching.packed_prompt import parse_items, parse_tools
 from batching.simulator import config as sim_config
-from batching.simulator.answers import answer_for, packed_answer_text, value_for_schema
+from batching.simulator.answers import (
+    answer_for,
+    broken_json_for,
+    function_call_for,
+    packed_answer_text,
+    resolve,
+    schema_kind,
+    tool_results_text,
+    value_for_schema,
+)
 from batching.simulator.cost import QuotaWindow, call_latency_ms, retry_delay_s
 from batching.simulator.faults import FaultInjector, InjectedError
-from batching.simulator.protocol import GenerateRequest
+from batching.simulator.protocol import FunctionDeclaration, GenerateRequest, choose_function
 from batching.simulator.slots import Slots
 from batching.simulator.stats import Stats
 from batching.tokens import CHARS_PER_TOKEN, estimate_tokens
@@ -30,6 +39,8 @@ from batching.tokens import CHARS_PER_TOKEN, estimate_tokens
 REQUEST_LOG_SIZE = 1000
 #: ``promptFeedback.blockReason`` of a call that carries ``block_marker``.
 BLOCK_REASON = "SAFETY"
+#: The answer of a packed item carrying ``badjson_marker``: a string where an object is asked.
+NOT_VALID_FOR_SCHEMA = "not valid for the schema"
 
 
 class CallFailed(Exception):
@@ -45,7 +56,7 @@ class Answer:
     """A composed answer and what it costs, before its latency is spent."""
 
     text: str
-    kind: str  # "plain", "packed", "json" or "blocked"
+    kind: str  # "plain", "packed", "json" or "blocked" (a function call: "plain" or "json")
     prompt_tokens: int
     output_tokens: int
     latency_ms: float
@@ -57,6 +68,13 @@ class Answer:
     finish: str = "STOP"
     #: Set when the prompt is blocked (``SAFETY``): answered with no candidates at all.
     block_reason: str | None = None
+    #: The ``functionCall`` (``{"name", "args"}``) a plain call is answered with instead of
+    #: text; ``text`` is then its JSON, for the output-token count.
+    function_call: dict[str, Any] | None = None
+    #: Function-call answers given: 1 for ``function_call``, else packed items answered with one.
+    function_calls: int = 0
+    #: ``inlineData`` parts of the request.
+    inline_parts: int = 0
 
 
 class Simulator:
@@ -145,6 +163,8 @@ class Simulator:
         stats.dropped_items += answer.dropped
         stats.prompt_tokens += answer.prompt_tokens
         stats.output_tokens += answer.output_tokens
+        stats.function_calls += answer.function_calls
+        stats.inline_parts += answer.inline_parts
         if answer.kind == "packed":
             stats.packed_calls += 1
         elif answer.kind == "json":
@@ -170,61 +190,156 @@ class Simulator:
                 items=0,
                 block_reason=BLOCK_REASON,
             )
-        dropped = 0
         if items is not None:
-            kept, dropped = self._packed_answers(items, config)
-            text, kind, answered = packed_answer_text(kept), "packed", len(kept)
+            return self._packed(request, items, config)
+        if _poisoned(request.prompt, config):
+            message = "Internal error while answering (simulated poison)."
+            self._fail(InjectedError(500, "INTERNAL", message))
+        kind = "json" if request.json_mode else "plain"
+        function = request.function_to_call
+        if function is not None:
+            call = function_call_for(function.name, function.parameters, request.prompt)
+            return _answer(request, config, json.dumps(call), kind, function_call=call, function_calls=1)
+        results = [(r.name, r.response) for r in request.function_responses]
+        suffix = tool_results_text(results) if results else ""
+        if not request.json_mode:
+            text = answer_for(request.prompt) + suffix
+        elif _marked(request.prompt, config.badjson_marker):
+            text = broken_json_for(request.prompt)
         else:
-            if _poisoned(request.prompt, config):
-                message = "Internal error while answering (simulated poison)."
-                self._fail(InjectedError(500, "INTERNAL", message))
-            answered = 1
-            if request.json_mode:
-                kind = "json"
-                text = _json_text(value_for_schema(request.response_schema, request.prompt))
-            else:
-                kind, text = "plain", answer_for(request.prompt)
+            text = _json_text(value_for_schema(request.response_schema, request.prompt + suffix))
         text, finish = _within(text, request.max_output_tokens)
-        prompt_tokens, output_tokens = request.prompt_tokens, estimate_tokens(text)
-        return Answer(
-            text=text,
-            kind=kind,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            latency_ms=call_latency_ms(config, prompt_tokens, output_tokens),
-            items=answered,
+        return _answer(request, config, text, kind, finish=finish)
+
+    def _packed(
+        self, request: GenerateRequest, items: list[dict[str, Any]], config: SimulatorSettings
+    ) -> Answer:
+        """Answer a packed call: one entry per kept item, as text, as a value of the item answer
+        schema, or as function calls when the prompt declares functions."""
+        entries, dropped = self._packed_entries(items, request, config)
+        calls = sum(1 for entry in entries if isinstance(entry.get("function_calls"), list))
+        text, finish = _within(packed_answer_text(entries), request.max_output_tokens)
+        return _answer(
+            request,
+            config,
+            text,
+            "packed",
+            items=len(entries),
             dropped=dropped,
             finish=finish,
+            function_calls=calls,
         )
 
-    def _packed_answers(
-        self, items: list[dict[str, Any]], config: SimulatorSettings
-    ) -> tuple[list[tuple[Any, str]], int]:
-        """Each kept item's (id, answer), and how many were dropped; obeys injected items:
-        a leaking item's answer quotes every other item's prompt, and a forging item's answer
-        is given for every id of the call."""
+    def _packed_entries(
+        self, items: list[dict[str, Any]], request: GenerateRequest, config: SimulatorSettings
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Each kept item's entry, and how many were dropped; obeys injected items: a leaking
+        item's answer quotes every other item's prompt, a forging item's entry is given for
+        every id of the call, and a badjson item's answer breaks the item answer schema."""
+        root = request.response_schema
+        item_schema = _item_answer_schema(root)
+        function = _packed_function(request.prompt)
         prompts = [str(item["prompt"]) if isinstance(item.get("prompt"), str) else "" for item in items]
-        kept: list[tuple[Any, str]] = []
+        kept: list[dict[str, Any]] = []
         dropped = 0
-        forged: str | None = None
+        forged: dict[str, Any] | None = None
         for index, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
             if _poisoned(prompt, config) or self.faults.drop_item(config.drop_item_rate):
                 dropped += 1
                 continue
-            answer = answer_for(prompt)
-            if config.leak_marker and config.leak_marker in prompt:
-                others = [p for other, p in enumerate(prompts) if other != index]
-                answer += " Other items: " + " | ".join(others)
-            if forged is None and config.forge_marker and config.forge_marker in prompt:
-                forged = answer
-            kept.append((item["id"], answer))
+            leak = ""
+            if _marked(prompt, config.leak_marker):
+                leak = " Other items: " + " | ".join(p for other, p in enumerate(prompts) if other != index)
+            broken = _marked(prompt, config.badjson_marker)
+            entry: dict[str, Any] = {"id": item["id"]}
+            if function is not None:
+                calls = [function_call_for(function.name, function.parameters, prompt + leak)]
+                entry["function_calls"] = NOT_VALID_FOR_SCHEMA if broken else calls
+            elif item_schema is None:
+                entry["answer"] = answer_for(prompt) + leak
+            else:
+                value = value_for_schema(item_schema, prompt + leak, root)
+                entry["answer"] = NOT_VALID_FOR_SCHEMA if broken else value
+            if forged is None and _marked(prompt, config.forge_marker):
+                forged = entry
+            kept.append(entry)
         if forged is not None:
-            kept = [(item_id, forged) for item_id, _ in kept]
+            kept = [{**forged, "id": entry["id"]} for entry in kept]
         return kept, dropped
 
 
+def _answer(
+    request: GenerateRequest,
+    config: SimulatorSettings,
+    text: str,
+    kind: str,
+    *,
+    items: int = 1,
+    dropped: int = 0,
+    finish: str = "STOP",
+    function_call: dict[str, Any] | None = None,
+    function_calls: int = 0,
+) -> Answer:
+    """An answer with ``text`` and the costs of ``request``."""
+    prompt_tokens, output_tokens = request.prompt_tokens, estimate_tokens(text)
+    return Answer(
+        text=text,
+        kind=kind,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        latency_ms=call_latency_ms(config, prompt_tokens, output_tokens),
+        items=items,
+        dropped=dropped,
+        finish=finish,
+        function_call=function_call,
+        function_calls=function_calls,
+        inline_parts=request.inline_parts,
+    )
+
+
+def _item_answer_schema(schema: Any) -> Any:
+    """The schema of one item's ``answer`` in a packed call's response schema (``$ref`` resolved
+    against it); None when answers are text (a string schema, or none given)."""
+    answers = resolve(_properties(schema).get("answers"), schema)
+    entry = resolve(answers.get("items") if isinstance(answers, dict) else None, schema)
+    answer = resolve(_properties(entry).get("answer"), schema)
+    if not isinstance(answer, dict) or schema_kind(answer) == "string":
+        return None
+    return answer
+
+
+def _properties(schema: Any) -> dict[str, Any]:
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    return properties if isinstance(properties, dict) else {}
+
+
+def _packed_function(prompt: str) -> FunctionDeclaration | None:
+    """The function every item of a packed call calls, from the tools block before its item
+    list (``batching.packed_prompt.parse_tools``); None without one, or in mode NONE."""
+    tools = parse_tools(prompt)
+    if tools is None or str(tools.get("mode", "AUTO")).upper() == "NONE":
+        return None
+    declared = tools.get("functions")
+    functions = tuple(
+        FunctionDeclaration(f["name"], _text_or_none(f.get("description")), f.get("parameters"))
+        for f in (declared if isinstance(declared, list) else [])
+        if isinstance(f, dict) and isinstance(f.get("name"), str) and f["name"]
+    )
+    allowed = tools.get("allowed")
+    names = tuple(n for n in allowed if isinstance(n, str)) if isinstance(allowed, list) else ()
+    return choose_function(functions, names)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _marked(prompt: str, marker: str) -> bool:
+    return bool(marker) and marker in prompt
+
+
 def _poisoned(prompt: str, config: SimulatorSettings) -> bool:
-    return bool(config.poison_marker) and config.poison_marker in prompt
+    return _marked(prompt, config.poison_marker)
 
 
 def _blocked(request: GenerateRequest, items: list[dict[str, Any]] | None, config: SimulatorSettings) -> bool:

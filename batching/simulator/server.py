@@ -212,18 +212,13 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
 
 def _answer_bodies(answer: Answer, model: str, response_id: str, *, stream: bool) -> list[dict[str, Any]]:
     """The response body (streamed: the chunks) of a composed answer; a blocked prompt is one
-    body without candidates, streamed or not."""
+    body without candidates, streamed or not, and so is a function call (with its candidate)."""
     if answer.block_reason is not None:
         return [blocked_body(model, answer.prompt_tokens, response_id, answer.block_reason)]
+    costs = (answer.prompt_tokens, answer.output_tokens, response_id, answer.finish)
     if stream:
-        return stream_bodies(
-            model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
-        )
-    return [
-        response_body(
-            model, answer.text, answer.prompt_tokens, answer.output_tokens, response_id, answer.finish
-        )
-    ]
+        return stream_bodies(model, answer.text, *costs, function_call=answer.function_call)
+    return [response_body(model, answer.text, *costs, function_call=answer.function_call)]
 
 
 async def _stream(

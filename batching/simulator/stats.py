@@ -31,6 +31,11 @@ class Stats:
     plain_calls: int = 0
     json_calls: int = 0
     stream_calls: int = 0
+    #: Function-call answers given: plain calls answered with a ``functionCall`` part, plus
+    #: packed items answered with ``function_calls``.
+    function_calls: int = 0
+    #: ``inlineData`` parts (images and such) received in successful calls.
+    inline_parts: int = 0
     #: Token usage reported in successful answers.
     prompt_tokens: int = 0
     output_tokens: int = 0
