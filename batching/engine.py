@@ -3,26 +3,48 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from batching.call_pacer import CallPacer
 from batching.model_client import ModelClient
-from batching.packed_prompt import answer_schema, new_item_ids, read_answers, render_items
+from batching.packed_prompt import (
+    PackedAnswers,
+    answer_schema,
+    new_item_ids,
+    read_answers,
+    render_items,
+    structured_answer_schema,
+)
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
 from batching.retry import RetryPolicy, backoff_delay
+from batching.structured import invalid_answer
 from batching.tokens import estimate_tokens
-from batching.types import COMPLETE, InferenceRequest, InferenceResult, ModelCall, ModelCallError, ModelReply
+from batching.types import (
+    COMPLETE,
+    InferenceRequest,
+    InferenceResult,
+    ModelCall,
+    ModelCallError,
+    ModelReply,
+    Tools,
+)
 
 #: Receives a streamed request's text chunks: (request id, attempt number, text).
 DeltaSink = Callable[[str, int, str], None]
 
 #: Extra output tokens granted to a packed call for its JSON framing, per item.
 PACKED_FRAMING_OUTPUT_TOKENS = 24
+
+#: Calls made for a request alone whose answer is not JSON valid for its schema before it fails
+#: with ``invalid_structured_output`` (a model that drifted once may not drift again).
+STRUCTURED_TRIES = 2
 
 #: Non-retryable failures a split cannot confine: every call fails so whatever it carries (a
 #: bad key, an unknown model), or the failure is not understood (an SDK or transport surprise).
@@ -101,22 +123,34 @@ class BatchInferenceEngine:
         prior_attempts: int = 0,
         on_text: Callable[[int, str], None] | None = None,
     ) -> InferenceResult:
-        outcome = await self._call(self._single_call(request), started, on_text)
-        attempts = prior_attempts + outcome.attempts
-        if outcome.reply is None:
-            return self._failure(request, outcome, attempts, items_in_call=1)
+        call = self._single_call(request)
+        attempts = prior_attempts
+        for tries_left in reversed(range(STRUCTURED_TRIES)):
+            outcome = await self._call(call, started, on_text)
+            attempts += outcome.attempts
+            if outcome.reply is None:
+                return self._failure(request, outcome, attempts, items_in_call=1)
+            reply = outcome.reply
+            calls = _kept_calls(reply.function_calls, request.tools)
+            unfit = None if calls else _unfit_answer(request, reply)
+            if unfit is None:
+                break
+            if tries_left == 0 or on_text is not None:  # a relayed stream cannot be taken back
+                error = ModelCallError("invalid_structured_output", unfit)
+                return self._failure(request, dataclasses.replace(outcome, error=error), attempts, 1)
         return InferenceResult(
             id=request.id,
             ok=True,
             model=request.model,
-            text=outcome.reply.text,
-            input_tokens=outcome.reply.input_tokens,
-            output_tokens=outcome.reply.output_tokens,
+            text="" if calls else reply.text,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
             items_in_call=1,
             attempts=attempts,
             call_delay_s=outcome.sent_after_s,
             model_s=outcome.duration_s,
-            finish_reason=outcome.reply.finish_reason,
+            finish_reason=reply.finish_reason,
+            function_calls=calls,
         )
 
     async def _run_packed(self, plan: CallPlan, started: float) -> list[InferenceResult]:
@@ -158,14 +192,26 @@ class BatchInferenceEngine:
             return [self._failure(r, outcome, attempts, len(requests)) for r in requests]
 
         reply = outcome.reply
-        answers = read_answers(reply.text, {item: _fingerprint(r) for item, r in by_item.items()})
-        found = [(item, req) for item, req in by_item.items() if item in answers.trusted]
+        first = requests[0]
+        answers = read_answers(
+            reply.text,
+            {item: _fingerprint(r) for item, r in by_item.items()},
+            json_answers=first.output is not None,
+        )
+        unfit = {
+            item
+            for item, req in by_item.items()
+            if item in answers.trusted and _unfit_entry(req, answers, item)
+        }
+        found = [
+            (item, req) for item, req in by_item.items() if item in answers.trusted and item not in unfit
+        ]
         # An entry read whole from a cut output ended by itself: the cut is not its finish.
         cut_short = answers.entries_read > 0 and reply.finish_reason == "MAX_TOKENS"
         finish = COMPLETE if cut_short else reply.finish_reason
         input_shares = split_tokens(reply.input_tokens, [estimate_tokens(r.prompt) for _, r in found])
         output_shares = split_tokens(
-            reply.output_tokens, [estimate_tokens(answers.trusted[item]) for item, _ in found]
+            reply.output_tokens, [estimate_tokens(_entry_text(answers, item)) for item, _ in found]
         )
         results = [
             InferenceResult(
@@ -173,6 +219,7 @@ class BatchInferenceEngine:
                 ok=True,
                 model=req.model,
                 text=answers.trusted[item],
+                function_calls=_kept_calls(answers.calls.get(item, ()), req.tools),
                 input_tokens=input_shares[n],
                 output_tokens=output_shares[n],
                 items_in_call=len(requests),
@@ -183,7 +230,7 @@ class BatchInferenceEngine:
             )
             for n, (item, req) in enumerate(found)
         ]
-        alone = [[req] for item, req in by_item.items() if item in answers.suspect]
+        alone = [[req] for item, req in by_item.items() if item in answers.suspect or item in unfit]
         cut = [req for item, req in by_item.items() if item in answers.cut]
         again = alone + _chunks(cut, answers.entries_read)
         rerun = await asyncio.gather(*(self._answer_packed(group, started, attempts) for group in again))
@@ -196,12 +243,17 @@ class BatchInferenceEngine:
             parts = (f"Context (JSON):\n{context}", request.prompt)
         generation = dict(request.generation)
         generation["max_output_tokens"] = output_budget(request, self._limits)
+        output = request.output
         return ModelCall(
             model=request.model,
-            parts=parts,
+            parts=parts if request.prompt or not request.parts else parts[:-1],
             system=request.system,
             generation=generation,
             history=request.history,
+            extra_parts=request.parts,
+            tools=request.tools,
+            json_output=output is not None,
+            response_json_schema=output.schema if output is not None else None,
         )
 
     def _packed_call(self, by_item: dict[str, InferenceRequest]) -> ModelCall:
@@ -215,12 +267,23 @@ class BatchInferenceEngine:
         budget = sum(output_budget(r, self._limits) + PACKED_FRAMING_OUTPUT_TOKENS for r in by_item.values())
         generation = dict(first.generation)
         generation["max_output_tokens"] = min(budget, self._limits.max_output_tokens_per_call)
+        tools = first.tools.as_json() if first.tools is not None and first.tools.mode != "NONE" else None
+        if tools is None and first.output is None:
+            return ModelCall(
+                model=first.model,
+                parts=(render_items(items),),
+                system=first.system,
+                generation=generation,
+                response_schema=answer_schema(list(by_item)),
+            )
+        answer = None if first.output is None else (first.output.schema or {"type": "object"})
         return ModelCall(
             model=first.model,
-            parts=(render_items(items),),
+            parts=(render_items(items, tools),),
             system=first.system,
             generation=generation,
-            response_schema=answer_schema(list(by_item)),
+            json_output=True,
+            response_json_schema=structured_answer_schema(list(by_item), answer, tools),
         )
 
     async def _call(
@@ -302,6 +365,8 @@ def _shared_packed_texts(
         for request in requests
         if (result := results[request.id]).ok
         and result.items_in_call > 1
+        and request.output is None
+        and not result.function_calls
         and len(askers[result.text or ""]) > 1
     }
 
@@ -309,3 +374,49 @@ def _shared_packed_texts(
 def _fingerprint(request: InferenceRequest) -> str:
     """What an item asks, as packed: items with equal fingerprints may get the same answer."""
     return json.dumps([request.prompt, request.context], sort_keys=True, ensure_ascii=False)
+
+
+def _unfit_answer(request: InferenceRequest, reply: ModelReply) -> str | None:
+    """Why a text answer does not do for ``request`` (None when it does): not JSON valid for
+    its schema, or text where it must call a function."""
+    if request.tools is not None and request.tools.mode == "ANY":
+        return "the model answered in text where a function call was required"
+    if request.output is None:
+        return None
+    return invalid_answer(reply.text, request.output.schema)
+
+
+def _unfit_entry(request: InferenceRequest, answers: PackedAnswers, item: str) -> bool:
+    """True when a packed entry read for ``request`` cannot be its answer: calls of functions
+    it does not offer or with arguments its parameters refuse, text where it must call one, or
+    an answer that is not valid for its schema. Such an item is answered again alone."""
+    calls = answers.calls.get(item, ())
+    tools = request.tools
+    if calls:
+        if tools is None or tools.mode == "NONE":
+            return True
+        declared = {str(f["name"]): f for f in tools.functions}
+        allowed = set(tools.allowed) or set(declared)
+        for call in calls:
+            function = declared.get(call["name"])
+            if function is None or call["name"] not in allowed:
+                return True
+            parameters = function.get("parameters")
+            if isinstance(parameters, dict) and invalid_answer(json.dumps(call["args"]), parameters):
+                return True
+        return False
+    return _unfit_answer(request, ModelReply(answers.trusted[item], 0, 0)) is not None
+
+
+def _entry_text(answers: PackedAnswers, item: str) -> str:
+    calls = answers.calls.get(item)
+    return json.dumps(calls) if calls else answers.trusted[item]
+
+
+def _kept_calls(calls: Sequence[dict[str, object]], tools: Tools | None) -> tuple[dict[str, object], ...]:
+    """The model's function calls as answered, each with an id (Gemini's, or a new one): only
+    the first when the request asked for no parallel calls."""
+    if tools is None or not calls:
+        return ()
+    kept = calls if tools.parallel else calls[:1]
+    return tuple({**call, "id": call.get("id") or f"call_{secrets.token_hex(12)}"} for call in kept)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from typing import Any
 from google import genai
 from google.genai import errors, types
 
-from batching.types import ModelCall, ModelCallError, ModelReply
+from batching.types import ModelCall, ModelCallError, ModelReply, Part
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -34,11 +35,12 @@ class GenaiModelClient:
             response = await self._client.aio.models.generate_content(
                 model=call.model, contents=_contents(call), config=_config(call)
             )
-        return _reply(_text_of(response), response)
+        return _reply(_text_of(response), response, calls=_calls_of(response))
 
     async def generate_stream(self, call: ModelCall, on_text: Callable[[str], None]) -> ModelReply:
         """Send ``call`` as ``streamGenerateContent``, reporting each chunk's text as it arrives."""
         chunks: list[str] = []
+        calls: list[dict[str, Any]] = []
         last: types.GenerateContentResponse | None = None
         feedback: types.GenerateContentResponsePromptFeedback | None = None
         async with _translated_errors():
@@ -48,11 +50,12 @@ class GenaiModelClient:
             async for chunk in stream:
                 last = chunk
                 feedback = feedback or chunk.prompt_feedback  # Gemini sends it in the first chunk
+                calls.extend(_calls_of(chunk))
                 text = _text_of(chunk)
                 if text:
                     chunks.append(text)
                     on_text(text)
-        return _reply("".join(chunks) if chunks else None, last, feedback)
+        return _reply("".join(chunks) if chunks else None, last, feedback, tuple(calls))
 
     async def aclose(self) -> None:
         """Close the pooled HTTP connections."""
@@ -77,26 +80,56 @@ async def _translated_errors() -> AsyncIterator[None]:
 
 
 def _contents(call: ModelCall) -> list[types.Content]:
-    """Prior turns, then the user turn."""
-    contents = [types.Content(role=role, parts=[types.Part(text=text)]) for role, text in call.history]
-    contents.append(types.Content(role="user", parts=[types.Part(text=text) for text in call.parts]))
+    """Prior turns, then the user turn (its inline data and function responses before its text)."""
+    contents = [
+        types.Content(role=role, parts=[_part(part) for part in parts]) for role, parts in call.history
+    ]
+    parts = [_part(part) for part in call.extra_parts]
+    parts.extend(types.Part(text=text) for text in call.parts)
+    contents.append(types.Content(role="user", parts=parts))
     return contents
+
+
+def _part(part: Part) -> types.Part:
+    """An SDK part for one of ours; inline data travels as base64 text and the SDK wants bytes."""
+    blob = part.get("inline_data")
+    if isinstance(blob, dict):
+        data = base64.b64decode(str(blob.get("data", "")), validate=True)
+        return types.Part(inline_data=types.Blob(mime_type=blob.get("mime_type"), data=data))
+    return types.Part.model_validate(part)
 
 
 def _reply(
     text: str | None,
     response: types.GenerateContentResponse | None,
     feedback: types.GenerateContentResponsePromptFeedback | None = None,
+    calls: tuple[dict[str, Any], ...] = (),
 ) -> ModelReply:
-    if text is None:
+    if text is None and not calls:
         raise _no_text(response, feedback or (response.prompt_feedback if response is not None else None))
     usage = response.usage_metadata if response is not None else None
     return ModelReply(
-        text=text,
+        text=text or "",
         input_tokens=(usage.prompt_token_count or 0) if usage else 0,
         output_tokens=(usage.candidates_token_count or 0) if usage else 0,
         finish_reason=_candidate_finish(response),
+        function_calls=calls,
     )
+
+
+def _calls_of(response: types.GenerateContentResponse) -> tuple[dict[str, Any], ...]:
+    """The function calls of the first candidate, as ``{"name", "args", "id"?}``."""
+    if not response.candidates or response.candidates[0].content is None:
+        return ()
+    calls = []
+    for part in response.candidates[0].content.parts or []:
+        call = part.function_call
+        if call is not None and call.name:
+            entry: dict[str, Any] = {"name": call.name, "args": dict(call.args or {})}
+            if call.id:
+                entry["id"] = call.id
+            calls.append(entry)
+    return tuple(calls)
 
 
 def _candidate_finish(response: types.GenerateContentResponse | None) -> str | None:
@@ -108,14 +141,37 @@ def _candidate_finish(response: types.GenerateContentResponse | None) -> str | N
 
 def _config(call: ModelCall) -> types.GenerateContentConfig:
     fields: dict[str, Any] = dict(call.generation)
-    # No tools are ever passed; turning AFC off also silences its per-call INFO log line.
+    # Function calls are answered to the client, never run here; turning automatic function
+    # calling off also silences its per-call INFO log line.
     fields["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
     if call.system:
         fields["system_instruction"] = call.system
-    if call.response_schema is not None:
+    if call.response_schema is not None or call.response_json_schema is not None or call.json_output:
         fields["response_mime_type"] = "application/json"
+    if call.response_schema is not None:
         fields["response_schema"] = call.response_schema
+    if call.response_json_schema is not None:
+        fields["response_json_schema"] = call.response_json_schema
+    tools = call.tools
+    if tools is not None:
+        declarations = [_declaration(function) for function in tools.functions]
+        fields["tools"] = [types.Tool(function_declarations=declarations)]
+        fields["tool_config"] = types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(
+                mode=types.FunctionCallingConfigMode(tools.mode),
+                allowed_function_names=list(tools.allowed) or None,
+            )
+        )
     return types.GenerateContentConfig(**fields)
+
+
+def _declaration(function: dict[str, Any]) -> types.FunctionDeclaration:
+    """A function declaration; its parameters are JSON Schema (``parametersJsonSchema``)."""
+    return types.FunctionDeclaration(
+        name=function["name"],
+        description=function.get("description"),
+        parameters_json_schema=function.get("parameters"),
+    )
 
 
 def _text_of(response: types.GenerateContentResponse) -> str | None:

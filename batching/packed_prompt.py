@@ -29,11 +29,13 @@ import json
 import re
 import secrets
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ITEMS_OPEN = "<items>"
 ITEMS_CLOSE = "</items>"
+TOOLS_OPEN = "<tools>"
+TOOLS_CLOSE = "</tools>"
 
 #: Random bytes per item id (hex: twice as many characters).
 ITEM_ID_BYTES = 6
@@ -45,6 +47,16 @@ INSTRUCTION = (
     "Return JSON of the form "
     '{"answers": [{"id": <the item id>, "answer": <your full answer as text>}]} '
     "with exactly one answer for every item id."
+)
+
+#: Added for items that share an answer schema (``structured_answer_schema``).
+STRUCTURED_INSTRUCTION = "Each answer is a JSON value that follows the answer schema of the response."
+#: Added for items that share functions the model may call (listed between <tools> and </tools>).
+TOOLS_INSTRUCTION = (
+    "The functions listed as JSON between <tools> and </tools> may be called for any item: to call "
+    "them for an item, give that item's calls in its function_calls entry (name and args, the args "
+    "valid for the function's parameters) instead of an answer. With mode ANY, every item must be "
+    "answered with function calls (of an allowed function when allowed is not empty)."
 )
 
 #: JSON escapes that keep markup out of the rendered item list (json.loads reads them back).
@@ -84,14 +96,110 @@ def answer_schema(ids: list[str]) -> dict[str, Any]:
     }
 
 
-def render_items(items: list[dict[str, Any]]) -> str:
-    """Render items (each with ``id``, ``prompt`` and optional ``context``) as the packed prompt.
+def structured_answer_schema(
+    ids: list[str],
+    answer: dict[str, Any] | None,
+    tools: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON Schema (``responseJsonSchema``) of a packed call whose items share an answer
+    schema (``answer``: each item's answer is a JSON value valid for it) and/or functions the
+    model may call (``tools``: ``{"functions", "mode", "allowed", "parallel"}``; an item is
+    answered by its ``function_calls`` instead). The answer schema's ``$defs`` move to the
+    root, where its ``#/$defs/...`` references point once it is nested."""
+    entry: dict[str, Any] = {"id": {"type": "string", "enum": list(ids)}}
+    defs: dict[str, Any] = {}
+    if answer is not None:
+        nested = dict(answer)
+        defs = dict(nested.pop("$defs", None) or {})
+        nested.pop("$schema", None)
+        entry["answer"] = nested
+    else:
+        entry["answer"] = {"type": "string"}
+    required = ["id"]
+    if tools:
+        names = [str(f["name"]) for f in tools["functions"]]
+        calls: dict[str, Any] = {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "enum": list(tools.get("allowed") or names)},
+                    "args": _args_schema(tools["functions"]),
+                },
+                "required": ["name", "args"],
+            },
+        }
+        if tools.get("mode") == "ANY":
+            calls["minItems"] = 1
+            required.append("function_calls")
+        if tools.get("parallel") is False:
+            calls["maxItems"] = 1
+        entry["function_calls"] = calls
+    else:
+        required.append("answer")
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "answers": {
+                "type": "array",
+                "minItems": len(ids),
+                "maxItems": len(ids),
+                "items": {"type": "object", "properties": entry, "required": required},
+            }
+        },
+        "required": ["answers"],
+    }
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def _args_schema(functions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a call's ``args`` may be: one of the functions' parameter schemas (each call is
+    checked against its own function's after). Parameters that refer to their own ``$defs``
+    cannot be nested, so those take any object."""
+    options = []
+    for function in functions:
+        parameters = function.get("parameters")
+        if not isinstance(parameters, dict) or "$ref" in json.dumps(parameters):
+            return {"type": "object"}
+        options.append({k: v for k, v in parameters.items() if k != "$schema"})
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def render_items(items: list[dict[str, Any]], tools: dict[str, Any] | None = None) -> str:
+    """Render items (each with ``id``, ``prompt`` and optional ``context``) as the packed prompt,
+    after the functions they may call (``tools``), if any.
 
     The JSON carries no ``<``, ``>`` or ``&`` (escaped as ``\\u003c`` and so on), so nothing in
     an item can end the list early or start another.
     """
-    body = json.dumps(items, ensure_ascii=False, separators=(",", ":")).translate(_MARKUP_ESCAPES)
-    return f"{INSTRUCTION}\n{ITEMS_OPEN}\n{body}\n{ITEMS_CLOSE}"
+    body = _escaped_json(items)
+    if tools is None:
+        return f"{INSTRUCTION}\n{ITEMS_OPEN}\n{body}\n{ITEMS_CLOSE}"
+    listing = {key: tools[key] for key in ("functions", "mode", "allowed")}
+    return (
+        f"{INSTRUCTION} {TOOLS_INSTRUCTION}\n{TOOLS_OPEN}\n{_escaped_json(listing)}\n{TOOLS_CLOSE}"
+        f"\n{ITEMS_OPEN}\n{body}\n{ITEMS_CLOSE}"
+    )
+
+
+def _escaped_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(_MARKUP_ESCAPES)
+
+
+def parse_tools(text: str) -> dict[str, Any] | None:
+    """The functions block of a packed prompt (``{"functions", "mode", "allowed"}``), or None."""
+    opening, closing = f"\n{TOOLS_OPEN}\n", f"\n{TOOLS_CLOSE}\n"
+    start = text.find(opening)
+    end = text.find(closing, start + len(opening)) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return None
+    try:
+        tools = json.loads(text[start + len(opening) : end])
+    except (ValueError, RecursionError):
+        return None
+    return tools if isinstance(tools, dict) and isinstance(tools.get("functions"), list) else None
 
 
 def parse_items(text: str) -> list[dict[str, Any]] | None:
@@ -114,7 +222,7 @@ def parse_items(text: str) -> list[dict[str, Any]] | None:
 class PackedAnswers:
     """What a packed call's output says, split into what can be trusted and what cannot."""
 
-    #: Answers that may be given to their items: item id -> answer text.
+    #: Answers that may be given to their items: item id -> answer text ("" for function calls).
     trusted: dict[str, str]
     #: Ids of the call's items to answer again alone (missing, duplicated, shared text, or
     #: every id when the output named an id the call does not have).
@@ -126,36 +234,81 @@ class PackedAnswers:
     #: Complete entries read from an output cut short (0 when the list was whole): about how
     #: many answers such a call has room for.
     entries_read: int = 0
+    #: Trusted items answered by function calls instead of text: item id -> the calls.
+    calls: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
 
 
-def read_answers(text: str, items: dict[str, str]) -> PackedAnswers:
+def read_answers(text: str, items: dict[str, str], *, json_answers: bool = False) -> PackedAnswers:
     """Read a packed call's JSON output for ``items`` (item id -> a fingerprint of what the
     item asks; items with equal fingerprints may share an answer text). See the module
-    docstring for what is trusted."""
-    entries, whole = _entries(text)
-    if any(item_id not in items for item_id, _ in entries):
+    docstring for what is trusted. ``json_answers``: answers are JSON values (of a shared
+    answer schema), kept as their JSON text; such answers, and function calls, may repeat
+    across items (a short classification or call often does), so only text answers are
+    refused for being another question's answer too."""
+    entries, whole = _entries(text, json_answers)
+    if any(entry.item_id not in items for entry in entries):
         return PackedAnswers({}, frozenset(items))
-    per_id = Counter(item_id for item_id, _ in entries)
+    per_id = Counter(entry.item_id for entry in entries)
     askers: dict[str, set[str]] = {}
-    for item_id, answer in entries:
-        askers.setdefault(answer, set()).add(items[item_id])
-    trusted = {
-        item_id: answer for item_id, answer in entries if per_id[item_id] == 1 and len(askers[answer]) == 1
-    }
+    for entry in entries:
+        askers.setdefault(entry.answer, set()).add(items[entry.item_id])
+    kept = [
+        entry
+        for entry in entries
+        if per_id[entry.item_id] == 1 and (entry.free_to_repeat or len(askers[entry.answer]) == 1)
+    ]
+    trusted = {entry.item_id: entry.answer for entry in kept}
+    calls = {entry.item_id: entry.calls for entry in kept if entry.calls}
     if whole or not entries:  # nothing read from a broken output: nothing says how far it got
-        return PackedAnswers(trusted, frozenset(items.keys() - trusted.keys()))
-    reached = {item_id for item_id, _ in entries}
+        return PackedAnswers(trusted, frozenset(items.keys() - trusted.keys()), calls=calls)
+    reached = {entry.item_id for entry in entries}
     return PackedAnswers(
         trusted,
         frozenset(reached - trusted.keys()),
         cut=frozenset(items.keys() - reached),
         entries_read=len(entries),
+        calls=calls,
     )
 
 
-def _entries(text: str) -> tuple[list[tuple[str, str]], bool]:
-    """The (id, answer) entries of the output, and whether its ``answers`` list was whole; an
-    entry of another shape counts as unknown. A cut output gives its complete leading entries."""
+@dataclass(frozen=True)
+class _Entry:
+    item_id: str
+    answer: str
+    calls: tuple[dict[str, Any], ...] = ()
+    #: A JSON answer or function calls: the same for different questions is no sign of forgery.
+    free_to_repeat: bool = False
+
+
+_MALFORMED = _Entry("", "")  # an entry not attributable to any item
+
+
+def _entry(value: Any, json_answers: bool) -> _Entry:
+    item_id = value.get("id") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or not isinstance(item_id, str):
+        return _MALFORMED
+    calls = value.get("function_calls")
+    if calls:
+        if "answer" in value and value["answer"] not in ("", None):
+            return _MALFORMED  # both an answer and calls: which one is meant?
+        if not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("args"), dict)
+            for c in calls
+        ):
+            return _MALFORMED
+        read = tuple({"name": c["name"], "args": c["args"]} for c in calls)
+        return _Entry(item_id, "", read, free_to_repeat=True)
+    if "answer" not in value:
+        return _MALFORMED
+    answer = value["answer"]
+    if json_answers:
+        return _Entry(item_id, json.dumps(answer, ensure_ascii=False), free_to_repeat=True)
+    return _Entry(item_id, answer) if isinstance(answer, str) else _MALFORMED
+
+
+def _entries(text: str, json_answers: bool = False) -> tuple[list[_Entry], bool]:
+    """The entries of the output, and whether its ``answers`` list was whole; an entry of
+    another shape counts as unknown. A cut output gives its complete leading entries."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # nested past the parser's depth: not an answer either
@@ -165,15 +318,7 @@ def _entries(text: str) -> tuple[list[tuple[str, str]], bool]:
         whole = True
     if not isinstance(answers, list):
         return [], True
-    entries: list[tuple[str, str]] = []
-    for entry in answers:
-        item_id = entry.get("id") if isinstance(entry, dict) else None
-        answer = entry.get("answer") if isinstance(entry, dict) else None
-        if isinstance(item_id, str) and isinstance(answer, str):
-            entries.append((item_id, answer))
-        else:
-            entries.append(("", ""))  # malformed: not attributable to any item
-    return entries, whole
+    return [_entry(value, json_answers) for value in answers], whole
 
 
 _DECODER = json.JSONDecoder()

@@ -51,16 +51,24 @@ def input_tokens(request: InferenceRequest) -> int:
 
 def must_go_alone(request: InferenceRequest) -> bool:
     """True for a request that cannot be packed: its turns go as turns, a stream streams its
-    own text, and stop sequences would end the whole JSON answer of a packed call."""
-    return bool(request.history or request.stream or request.generation.get("stop_sequences"))
+    own text, stop sequences would end the whole JSON answer of a packed call, inline data and
+    function responses are parts that an item of a JSON list cannot carry, and functions to
+    call besides an answer schema would ask one entry for two shapes at once."""
+    return bool(
+        request.history
+        or request.stream
+        or request.generation.get("stop_sequences")
+        or request.parts
+        or (request.tools is not None and request.output is not None)
+    )
 
 
 def plan_calls(requests: list[InferenceRequest], limits: PackingLimits) -> list[CallPlan]:
     """Split requests into calls: groups that can share a call, packed first-fit in order.
 
     Requests share a call only with the same tenant (unless ``share_calls_across_tenants``),
-    model, system text, generation settings and strategy; a request with conversation history,
-    streamed, or with stop sequences always has a call of its own.
+    model, system text, generation settings, strategy, functions and answer schema; a request
+    that ``must_go_alone`` always has a call of its own.
     ``concurrent`` gives every request its own call; ``pack`` fills calls up to
     the item and input-token limits; ``auto`` also keeps the items' summed output budgets
     within the per-call output limit, so a long answer is never squeezed into a packed one.

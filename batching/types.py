@@ -7,8 +7,52 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STRATEGIES = ("auto", "pack", "concurrent")
+#: Function-calling modes (Gemini's ``functionCallingConfig.mode``): the model may call a
+#: function (AUTO), must call one (ANY), or must answer in text (NONE).
+TOOL_MODES = ("AUTO", "ANY", "NONE")
 #: Gemini's finish reason of an answer that ended by itself: the only complete one.
 COMPLETE = "STOP"
+
+
+#: One part of a turn, as a JSON object in the google-genai SDK's snake_case form:
+#: ``{"text": ...}``, ``{"inline_data": {"mime_type", "data" (base64)}}``,
+#: ``{"function_call": {"name", "args", "id"?}}`` or ``{"function_response": {"name", "response", "id"?}}``.
+Part = dict[str, Any]
+#: A turn of a conversation: (role, parts), role ``user`` or ``model``.
+Turn = tuple[str, tuple[Part, ...]]
+
+
+def text_turn(role: str, text: str) -> Turn:
+    """A turn that is only text."""
+    return role, ({"text": text},)
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Functions the model may call, and how (the same for every request that shares a call)."""
+
+    #: Function declarations: ``{"name", "description"?, "parameters"? (JSON Schema)}``.
+    functions: tuple[dict[str, Any], ...]
+    mode: str = "AUTO"
+    #: With mode ANY: the functions it may choose from (empty: any declared one).
+    allowed: tuple[str, ...] = ()
+    #: False: at most one function call per answer (the first the model makes).
+    parallel: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "functions": list(self.functions),
+            "mode": self.mode,
+            "allowed": list(self.allowed),
+            "parallel": self.parallel,
+        }
+
+
+@dataclass(frozen=True)
+class Output:
+    """Structured output: the answer is JSON, valid for ``schema`` (JSON Schema) when given."""
+
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -25,9 +69,16 @@ class InferenceRequest:
     generation: dict[str, Any] = field(default_factory=dict)
     #: ``auto``, ``pack`` or ``concurrent``; None = the engine's default.
     strategy: str | None = None
-    #: Prior turns of a conversation as (role, text), role ``user`` or ``model``, oldest
-    #: first; a request with history is sent alone, with its turns as Gemini contents.
-    history: tuple[tuple[str, str], ...] = ()
+    #: Prior turns of a conversation, oldest first; a request with history is sent alone,
+    #: with its turns as Gemini contents.
+    history: tuple[Turn, ...] = ()
+    #: Parts of the user turn besides the prompt's text, sent before it: inline data
+    #: (images) and function responses (the results of the model's function calls).
+    parts: tuple[Part, ...] = ()
+    #: Functions the model may call.
+    tools: Tools | None = None
+    #: Ask for JSON output (valid for a schema when it has one).
+    output: Output | None = None
     #: Stream the answer: sent alone, its text chunks reported as they arrive.
     stream: bool = False
     #: Who the request belongs to: requests of different tenants never share a model call
@@ -43,6 +94,8 @@ class InferenceRequest:
                 self.system,
                 self.generation,
                 self.strategy or default_strategy,
+                self.tools.as_json() if self.tools else None,
+                None if self.output is None else {"schema": self.output.schema},
             ],
             sort_keys=True,
             separators=(",", ":"),
@@ -73,6 +126,8 @@ class InferenceResult:
     #: Why the model stopped (Gemini's ``finishReason``: ``STOP``, ``MAX_TOKENS``, ``SAFETY``...;
     #: None when it did not say). An answer cut short is still an answer, but never cached.
     finish_reason: str | None = None
+    #: The functions the model called instead of answering in text: ``{"name", "args", "id"?}``.
+    function_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,11 +138,18 @@ class ModelCall:
     #: Text parts of the (last) user turn; the last one is the prompt itself.
     parts: tuple[str, ...]
     system: str | None = None
-    #: Prior turns as (role, text), sent before the user turn.
-    history: tuple[tuple[str, str], ...] = ()
+    #: Prior turns, sent before the user turn.
+    history: tuple[Turn, ...] = ()
     generation: dict[str, Any] = field(default_factory=dict)
-    #: When set, ask for JSON output that follows this (Gemini) schema.
+    #: When set, ask for JSON output that follows this (Gemini OpenAPI-subset) schema.
     response_schema: dict[str, Any] | None = None
+    #: When set, ask for JSON output that follows this JSON Schema (``responseJsonSchema``).
+    response_json_schema: dict[str, Any] | None = None
+    #: Ask for JSON output without a schema.
+    json_output: bool = False
+    #: Parts of the user turn sent before its text (inline data, function responses).
+    extra_parts: tuple[Part, ...] = ()
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +161,8 @@ class ModelReply:
     output_tokens: int
     #: Gemini's ``finishReason`` of the candidate (None when it did not say).
     finish_reason: str | None = None
+    #: Function calls of the candidate: ``{"name", "args", "id"?}``.
+    function_calls: tuple[dict[str, Any], ...] = ()
 
 
 class ModelCallError(Exception):
