@@ -9,7 +9,8 @@ another session's keys or anything else in Redis:
 - ``<prefix>:session:<digest>`` (hash): ``tenant``, ``id``, ``next`` (the last turn number
   handed out) and ``applied`` (the last turn number that has landed, answered or failed);
 - ``<prefix>:session:<digest>:turns`` (list): the history, one JSON turn per entry
-  (``{"role": "user"|"model", "text", "task_id", "seq", "at"}``).
+  (``{"role": "user"|"model", "text", "task_id", "seq", "at"}``, and ``parts`` when the turn
+  carried more than text: the model's function calls, the user's tool results and inline data).
 
 State that cannot be read (a key of another type, an entry that is not JSON) is reported
 as ``unreadable``: it fails that session's turns, with a clear error, and nobody else's.
@@ -71,6 +72,21 @@ class Turn:
 
     role: str
     text: str
+    #: Parts besides the text (google-genai's snake_case form): ``function_call``,
+    #: ``function_response``, ``inline_data``.
+    parts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def contents(self) -> tuple[dict[str, Any], ...]:
+        """Every part of the turn, the text last (left out when empty beside other parts)."""
+        return (*self.parts, {"text": self.text}) if self.text or not self.parts else self.parts
+
+    @property
+    def tokens(self) -> int:
+        """Estimated tokens of the turn (inline data at Gemini's count for a small image)."""
+        inline = sum(1 for part in self.parts if "inline_data" in part)
+        others = [part for part in self.parts if "inline_data" not in part]
+        return estimate_tokens(self.text) + estimate_tokens(json.dumps(others)) * bool(others) + 258 * inline
 
 
 @dataclass(frozen=True)
@@ -198,19 +214,33 @@ class SessionStore:
         return found, unreadable
 
     def landing(
-        self, turn: SessionTurn, task_id: str, prompt: str, answer: str | None, now: float
+        self,
+        turn: SessionTurn,
+        task_id: str,
+        prompt: str,
+        answer: str | None,
+        now: float,
+        *,
+        user_parts: Sequence[dict[str, Any]] = (),
+        model_parts: Sequence[dict[str, Any]] = (),
     ) -> Landing:
-        """The landing of a finished task: its user turn and answer, or nothing if it failed."""
+        """The landing of a finished task: its user turn and answer (with their parts besides
+        text: tool results, inline data, the model's function calls), or nothing if it failed."""
         turns: tuple[str, ...] = ()
         if answer is not None:
-            turns = tuple(
-                json.dumps(
-                    {"role": role, "text": text, "task_id": task_id, "seq": turn.seq, "at": now},
-                    ensure_ascii=False,
-                    separators=(",", ":"),
-                )
-                for role, text in (("user", prompt), ("model", answer))
-            )
+            entries = []
+            for role, text, parts in (("user", prompt, user_parts), ("model", answer, model_parts)):
+                entry: dict[str, Any] = {
+                    "role": role,
+                    "text": text,
+                    "task_id": task_id,
+                    "seq": turn.seq,
+                    "at": now,
+                }
+                if parts:
+                    entry["parts"] = list(parts)
+                entries.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+            turns = tuple(entries)
         return Landing(
             meta_key=self.meta_key(turn.tenant, turn.session_id),
             turns_key=self.turns_key(turn.tenant, turn.session_id),
@@ -227,7 +257,7 @@ def fit_history(turns: Sequence[Turn], budget_tokens: int) -> list[Turn]:
     kept: list[Turn] = []
     used = 0
     for turn in reversed(turns):
-        cost = estimate_tokens(turn.text)
+        cost = turn.tokens
         if used + cost > budget_tokens:
             break
         kept.append(turn)
@@ -262,4 +292,7 @@ def lowest_turns(pending: Sequence[SessionTurn | None]) -> list[int]:
 def _turn(entry: Any) -> Turn:
     if not isinstance(entry, dict):
         raise ValueError("a turn must be a JSON object")
-    return Turn(role=str(entry.get("role", "user")), text=str(entry.get("text", "")))
+    parts = entry.get("parts") or []
+    if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+        raise ValueError("a turn's parts must be JSON objects")
+    return Turn(role=str(entry.get("role", "user")), text=str(entry.get("text", "")), parts=tuple(parts))

@@ -26,6 +26,7 @@ from batchgate.response_cache import ResponseCache
 from batchgate.sessions import Landing, SessionTurn
 from batchgate.taskstore import FAILED, SUCCEEDED, Holder, Outcome, TaskStore
 from batching.types import COMPLETE, STRATEGIES, InferenceRequest, InferenceResult
+from workers import message_parts
 from workers.conversation_rounds import ConversationRounds, Round
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,16 @@ def _process(
             turn = turn_of[result.id]
             if conversations is not None and turn is not None:
                 answer = outcome.result["text"] if outcome.result else None
-                prompt = by_id[result.id].payload["request"]["prompt"]
-                landing = conversations.sessions.landing(turn, result.id, prompt, answer, time.time())
+                body = by_id[result.id].payload["request"]
+                landing = conversations.sessions.landing(
+                    turn,
+                    result.id,
+                    str(body.get("prompt") or ""),
+                    answer,
+                    time.time(),
+                    user_parts=message_parts.user_parts(body),
+                    model_parts=[message_parts.function_call(call) for call in result.function_calls],
+                )
                 outcome = dataclasses.replace(outcome, landing=landing)
             outcomes.append(outcome)
         written.update(_store(ctx, outcomes[landed:]))
@@ -232,25 +241,12 @@ def to_inference_request(delivery: Delivery, default_model: str) -> InferenceReq
         generation=dict(body.get("generation") or {}),
         strategy=strategy,
         stream=body.get("stream") is True,
-        history=_history(body.get("history")),
+        history=message_parts.history(body.get("history")),
+        parts=tuple(message_parts.user_parts(body)),
+        tools=message_parts.tools(body),
+        output=message_parts.output(body),
         tenant=str(body.get("tenant") or ""),
     )
-
-
-def _history(turns: Any) -> tuple[tuple[str, str], ...]:
-    """A client-held conversation from a task message (validated again: it crossed a broker)."""
-    if turns is None:
-        return ()
-    if not isinstance(turns, list):
-        raise TypeError("history must be a list")
-    history = []
-    for turn in turns:
-        if not isinstance(turn, dict) or turn.get("role") not in ("user", "model"):
-            raise ValueError("history turns need a role of user or model")
-        if not isinstance(turn.get("text"), str):
-            raise TypeError("history turns need a text")
-        history.append((str(turn["role"]), str(turn["text"])))
-    return tuple(history)
 
 
 def session_turn(delivery: Delivery) -> SessionTurn | None:
@@ -277,12 +273,14 @@ def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batc
         "worker": WORKER_ID,
     }
     if result.ok:
-        payload = {
+        payload: dict[str, Any] = {
             "text": result.text,
             "model": result.model,
             "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
             "finish_reason": result.finish_reason,
         }
+        if result.function_calls:
+            payload["tool_calls"] = [dict(call) for call in result.function_calls]
         return Outcome(result.id, SUCCEEDED, payload, None, timings)
     error = {
         "code": result.error_code or "model_error",

@@ -101,6 +101,6 @@ class ConversationRounds:
                 continue
             if turn is not None:
                 kept = fit_history(histories.get(turn.ref, []), self._history_tokens)
-                request = dataclasses.replace(request, history=tuple((t.role, t.text) for t in kept))
+                request = dataclasses.replace(request, history=tuple((t.role, t.contents) for t in kept))
             answered.append(request)
         return Round(answered, broken)
