@@ -6,9 +6,14 @@ idempotency and batching as ``POST /api/v1/task``), answered synchronously in Ge
 response shape, errors in Gemini's error shape. ``:streamGenerateContent?alt=sse`` streams:
 the task gets a model call of its own and its chunks are relayed as they arrive. The last
 user turn is the prompt; earlier turns go to the model as turns (the task's ``history``:
-the client holds the conversation, as with Gemini itself); generation
-settings the task API does not take (e.g. ``responseSchema``) are refused with 400 rather
-than silently dropped.
+the client holds the conversation, as with Gemini itself). Agents' requests are taken as
+Gemini's own: ``tools`` with ``functionDeclarations`` (``parameters`` or
+``parametersJsonSchema``), ``toolConfig.functionCallingConfig``, ``functionCall`` parts in
+model turns and ``functionResponse`` parts in user turns, ``inlineData`` parts (images, PDF),
+and ``responseMimeType`` with ``responseSchema`` or ``responseJsonSchema`` (the answer is
+validated against it). What the task API cannot express (other tools such as Google Search,
+``fileData``, ``text/x.enum``, unknown generation settings) is refused with 400 rather than
+silently dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from api.edge import add_rate_headers
 from api.errors import ApiError
 from api.schemas import Generation, TaskRequest, parse_task_request
 from api.services import services
+from batching.structured import SchemaError, from_gemini_schema
 
 bp = Blueprint("gemini", __name__)
 bp.after_request(add_rate_headers)
@@ -40,6 +46,12 @@ GENERATION_FIELDS = {
     "presencePenalty": "presence_penalty",
     "frequencyPenalty": "frequency_penalty",
 }
+#: generationConfig fields about the answer's form (``_output``).
+OUTPUT_FIELDS = {"responseMimeType", "responseSchema", "responseJsonSchema"}
+_SNAKE_CONFIG = {
+    "response_mime_type", "response_schema", "response_json_schema", "max_output_tokens", "top_p", "top_k",
+    "stop_sequences", "presence_penalty", "frequency_penalty",
+}  # fmt: skip
 #: Our status codes → Gemini's ``error.status``.
 GEMINI_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -98,21 +110,37 @@ def _answer(model: str) -> dict[str, Any]:
 
 def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context_chars: int) -> TaskRequest:
     """The task for a GenerateContentRequest (400 for what cannot be expressed)."""
-    unknown = set(body) - {"contents", "systemInstruction", "generationConfig", "safetySettings"}
+    body = _camel_keys(body, ("system_instruction", "generation_config", "safety_settings", "tool_config"))
+    unknown = set(body) - {
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "safetySettings",
+        "tools",
+        "toolConfig",
+    }
     if unknown:
         raise ApiError(400, "unsupported_field", f"not supported by batchgate: {', '.join(sorted(unknown))}")
     turns = [_turn(content) for content in _list(body.get("contents"), "contents")]
-    if not turns or turns[-1][0] != "user":
+    if not turns or turns[-1]["role"] != "user":
         raise ApiError(400, "invalid_request", "contents must end with a user turn")
-    fields: dict[str, Any] = {"prompt": turns[-1][1], "model": model}
+    last = turns[-1]
+    fields: dict[str, Any] = {"prompt": last.get("text", ""), "model": model}
+    for name in ("attachments", "tool_results"):
+        if last.get(name):
+            fields[name] = last[name]
     if len(turns) > 1:
-        fields["history"] = [{"role": _role(role), "text": text} for role, text in turns[:-1]]
+        fields["history"] = turns[:-1]
     system = body.get("systemInstruction")
     if system is not None:
-        fields["system"] = _turn(system, default_role="system")[1]
+        fields["system"] = _turn(system, default_role="system").get("text", "")
+    fields.update(_tools(body.get("tools"), body.get("toolConfig")))
     config = body.get("generationConfig") or {}
     if not isinstance(config, dict):
         raise ApiError(400, "invalid_request", "generationConfig must be an object")
+    config = _camel_keys(config, tuple(_SNAKE_CONFIG))
+    fields.update(_output(config))
+    config = {k: v for k, v in config.items() if k not in OUTPUT_FIELDS}
     unsupported = set(config) - set(GENERATION_FIELDS)
     if unsupported:
         raise ApiError(
@@ -136,13 +164,20 @@ def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context
 
 
 def to_response(result: dict[str, Any], model: str) -> dict[str, Any]:
-    """A GenerateContentResponse for a task's result."""
+    """A GenerateContentResponse for a task's result (its function calls as ``functionCall`` parts)."""
     usage = result.get("usage") or {}
     prompt_tokens, output_tokens = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    calls = [
+        {"functionCall": {k: call[k] for k in ("id", "name", "args") if k in call}}
+        for call in result.get("tool_calls") or []
+    ]
+    parts = ([{"text": result["text"]}] if result.get("text") or not calls else []) + calls
+    if not parts:
+        parts = [{"text": ""}]
     return {
         "candidates": [
             {
-                "content": {"role": "model", "parts": [{"text": result.get("text", "")}]},
+                "content": {"role": "model", "parts": parts},
                 "finishReason": result.get("finish_reason") or "STOP",
                 "index": 0,
             }
@@ -176,16 +211,156 @@ def _list(value: Any, name: str) -> list[Any]:
     return value
 
 
-def _turn(content: Any, default_role: str = "user") -> tuple[str, str]:
-    """(role, text) of a Content; only text parts are supported."""
+def _turn(content: Any, default_role: str = "user") -> dict[str, Any]:
+    """A Content as a task turn: text, ``inlineData`` (attachments), ``functionCall`` (a model
+    turn's ``tool_calls``) and ``functionResponse`` parts (a user turn's ``tool_results``).
+    A thought part, or a part's ``thoughtSignature``, is the model's own and is left out."""
     if not isinstance(content, dict):
         raise ApiError(400, "invalid_request", "each content must be an object")
-    texts = []
+    role = str(content.get("role") or default_role)
+    if default_role != "system":
+        role = _role(role)
+    texts: list[str] = []
+    turn: dict[str, Any] = {"role": role}
     for part in _list(content.get("parts"), "parts"):
-        if not isinstance(part, dict) or set(part) - {"text"} or not isinstance(part.get("text"), str):
-            raise ApiError(400, "unsupported_part", "only text parts are supported by batchgate")
-        texts.append(part["text"])
-    return str(content.get("role") or default_role), "".join(texts)
+        if not isinstance(part, dict):
+            raise ApiError(400, "invalid_request", "each part must be an object")
+        part = _camel_keys(part, ("inline_data", "function_call", "function_response", "thought_signature"))
+        data = {k: v for k, v in part.items() if k not in ("thought", "thoughtSignature")}
+        if part.get("thought") is True:
+            continue
+        if set(data) == {"text"} and isinstance(data["text"], str):
+            texts.append(data["text"])
+        elif set(data) == {"inlineData"}:
+            turn.setdefault("attachments", []).append(_inline(data["inlineData"]))
+        elif set(data) == {"functionCall"}:
+            turn.setdefault("tool_calls", []).append(_call_or_response(data["functionCall"], "args"))
+        elif set(data) == {"functionResponse"}:
+            turn.setdefault("tool_results", []).append(
+                _call_or_response(data["functionResponse"], "response")
+            )
+        else:
+            raise ApiError(
+                400,
+                "unsupported_part",
+                "batchgate takes text, inlineData, functionCall and functionResponse parts",
+            )
+    turn["text"] = "".join(texts)
+    return turn
+
+
+def _inline(blob: Any) -> dict[str, Any]:
+    blob = _camel_keys(blob, ("mime_type",)) if isinstance(blob, dict) else None
+    if not isinstance(blob, dict) or set(blob) - {"mimeType", "data", "displayName"}:
+        raise ApiError(400, "invalid_request", "inlineData: mimeType and base64 data")
+    return {"mime_type": blob.get("mimeType"), "data": blob.get("data")}
+
+
+def _call_or_response(entry: Any, payload: str) -> dict[str, Any]:
+    """A ``functionCall`` (``args``) or ``functionResponse`` (``response``) as the task API
+    spells it: ``{"name", "args"|"response", "id"?}``."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ApiError(400, "invalid_request", f"a function {payload} part needs a name")
+    out: dict[str, Any] = {"name": entry["name"], payload: entry.get(payload) or {}}
+    if entry.get("id"):
+        out["id"] = entry["id"]
+    return out
+
+
+def _tools(tools: Any, config: Any) -> dict[str, Any]:
+    """``tools`` (function declarations only) and ``toolConfig`` as task fields. Mode ANY with
+    allowed names keeps only those functions, and requires a call of one of them."""
+    if tools is None:
+        return {}
+    functions: list[dict[str, Any]] = []
+    for tool in _list(tools, "tools"):
+        tool = _camel_keys(tool, ("function_declarations",)) if isinstance(tool, dict) else tool
+        if not isinstance(tool, dict) or set(tool) != {"functionDeclarations"}:
+            raise ApiError(400, "unsupported_field", "tools: batchgate takes functionDeclarations only")
+        functions.extend(_declaration(d) for d in _list(tool["functionDeclarations"], "functionDeclarations"))
+    if not functions:
+        return {}
+    fields: dict[str, Any] = {"tools": functions}
+    calling = (_camel_keys(config, ("function_calling_config",)) if isinstance(config, dict) else {}).get(
+        "functionCallingConfig"
+    ) or {}
+    calling = _camel_keys(calling, ("allowed_function_names",)) if isinstance(calling, dict) else {}
+    mode = str(calling.get("mode") or "AUTO").upper()
+    allowed = calling.get("allowedFunctionNames") or []
+    if mode == "NONE":
+        fields["tool_choice"] = "none"
+    elif mode == "ANY":
+        if allowed:
+            fields["tools"] = [f for f in functions if f.get("name") in allowed]
+        fields["tool_choice"] = "required"
+    elif mode not in ("AUTO", "MODE_UNSPECIFIED", "VALIDATED"):
+        raise ApiError(
+            400, "invalid_request", f"toolConfig.functionCallingConfig.mode: unknown mode {mode!r}"
+        )
+    return fields
+
+
+def _declaration(declaration: Any) -> dict[str, Any]:
+    if not isinstance(declaration, dict):
+        raise ApiError(400, "invalid_request", "functionDeclarations: each must be an object")
+    declaration = _camel_keys(declaration, ("parameters_json_schema", "response_json_schema"))
+    # What a function returns (the SDK declares it from a Python function's annotation) only
+    # informs the model; batchgate does not forward it.
+    known = {"name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema"}
+    unknown = set(declaration) - known
+    if unknown:
+        raise ApiError(
+            400,
+            "unsupported_field",
+            f"functionDeclarations: not supported by batchgate: {', '.join(sorted(unknown))}",
+        )
+    out = {k: declaration[k] for k in ("name", "description") if declaration.get(k) is not None}
+    if declaration.get("parametersJsonSchema") is not None:
+        out["parameters"] = declaration["parametersJsonSchema"]
+    elif declaration.get("parameters") is not None:
+        out["parameters"] = _json_schema(declaration["parameters"], "parameters")
+    return out
+
+
+def _output(config: dict[str, Any]) -> dict[str, Any]:
+    """``responseMimeType``, ``responseSchema`` (Gemini's form) and ``responseJsonSchema`` as task fields."""
+    mime = config.get("responseMimeType")
+    schema = config.get("responseJsonSchema")
+    if schema is None and config.get("responseSchema") is not None:
+        schema = _json_schema(config["responseSchema"], "generationConfig.responseSchema")
+    if mime not in (None, "text/plain", "application/json"):
+        raise ApiError(
+            400,
+            "unsupported_field",
+            f"generationConfig.responseMimeType {mime!r}: text/plain or application/json",
+        )
+    if schema is not None and mime != "application/json":
+        raise ApiError(400, "invalid_request", "a response schema needs responseMimeType application/json")
+    fields: dict[str, Any] = {}
+    if mime is not None:
+        fields["response_mime_type"] = mime
+    if schema is not None:
+        fields["response_schema"] = schema
+    return fields
+
+
+def _json_schema(schema: Any, where: str) -> dict[str, Any]:
+    try:
+        return from_gemini_schema(schema)
+    except SchemaError as exc:
+        raise ApiError(400, "invalid_request", f"{where}: {exc}") from None
+
+
+def _camel_keys(data: Any, snake: tuple[str, ...]) -> Any:
+    """``data`` with the given snake_case keys spelled in camelCase (Gemini takes both)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key in snake:
+        if key in out:
+            head, *rest = key.split("_")
+            out.setdefault(head + "".join(word.title() for word in rest), out.pop(key))
+    return out
 
 
 def _gemini_error(exc: ApiError) -> dict[str, Any]:

@@ -3,15 +3,83 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from api.errors import ApiError
 from batchgate.generation import MODEL_NAME, Generation
+from batching.structured import SchemaError, check_schema
 
 #: Client-chosen ids (sessions, users): safe in Redis keys, URLs and logs.
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+
+
+#: A function name as Gemini accepts it.
+FUNCTION_NAME = r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$"
+#: Inline data Gemini reads: images, audio, video, PDF and plain text.
+MIME_TYPE = r"^((image|audio|video)/[A-Za-z0-9.+\-]{1,64}|application/pdf|text/plain)$"
+_BASE64 = re.compile(r"^[A-Za-z0-9+/\-_]*={0,2}$")
+
+
+class ToolCall(BaseModel):
+    """A function call the model made (a model turn of a conversation carries it back)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    args: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = Field(default=None, max_length=256)
+
+
+class ToolResult(BaseModel):
+    """What a function the model called returned: the next user turn carries it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    response: dict[str, Any]
+    id: str | None = Field(default=None, max_length=256)
+
+
+class Attachment(BaseModel):
+    """Inline data sent with the prompt (an image, a PDF...): base64 in ``data``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mime_type: str = Field(pattern=MIME_TYPE)
+    data: str = Field(min_length=1)
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        if len(value) % 4 or not _BASE64.match(value):
+            raise ValueError("must be base64 (padded)")
+        return value.replace("-", "+").replace("_", "/")  # the URL-safe alphabet, as Gemini reads it
+
+
+class FunctionTool(BaseModel):
+    """A function the model may call: its arguments follow ``parameters`` (JSON Schema)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = Field(default=None, max_length=10_000)
+    parameters: dict[str, Any] | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _checked_schema(value)
+
+
+class ToolChoiceFunction(BaseModel):
+    """``tool_choice`` naming the one function the model must call."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=FUNCTION_NAME)
 
 
 class Turn(BaseModel):
@@ -20,7 +88,20 @@ class Turn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     role: Literal["user", "model"]
-    text: str
+    text: str = ""
+    #: A model turn's function calls.
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)
+    #: A user turn's results of those calls.
+    tool_results: list[ToolResult] | None = Field(default=None, max_length=128)
+    attachments: list[Attachment] | None = Field(default=None, max_length=16)
+
+    @model_validator(mode="after")
+    def _roles(self) -> Turn:
+        if self.tool_calls and self.role != "model":
+            raise ValueError("tool_calls belong to a model turn")
+        if (self.tool_results or self.attachments) and self.role != "user":
+            raise ValueError("tool_results and attachments belong to a user turn")
+        return self
 
 
 class TaskRequest(BaseModel):
@@ -28,7 +109,8 @@ class TaskRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(min_length=1)
+    #: The user's text; may be left out of a turn that carries ``tool_results``.
+    prompt: str = ""
     system: str | None = Field(default=None, max_length=100_000)
     context: dict[str, Any] | None = None
     model: str | None = Field(default=None, pattern=MODEL_NAME)
@@ -46,10 +128,50 @@ class TaskRequest(BaseModel):
     history: list[Turn] | None = Field(default=None, max_length=1000)
     #: Whose stored preferences fill in the fields this request leaves out.
     user_id: str | None = Field(default=None, pattern=IDENTIFIER)
+    #: Inline data sent with the prompt (images, PDF, audio), base64.
+    attachments: list[Attachment] | None = Field(default=None, max_length=16)
+    #: Functions the model may call instead of answering in text (its calls come back in
+    #: the result's ``tool_calls``; their results go in the next turn's ``tool_results``).
+    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    #: ``auto`` (the model decides), ``none``, ``required``, or ``{"name": ...}`` (that one).
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceFunction | None = None
+    #: False: at most one function call per answer.
+    parallel_tool_calls: bool | None = None
+    #: This turn's results of the model's function calls (the previous turn's ``tool_calls``).
+    tool_results: list[ToolResult] | None = Field(default=None, max_length=128)
+    #: The answer is JSON valid for this JSON Schema (or the task fails ``invalid_structured_output``).
+    response_schema: dict[str, Any] | None = None
+    #: ``application/json``: the answer is JSON (of any shape, unless ``response_schema``).
+    response_mime_type: Literal["application/json", "text/plain"] | None = None
+
+    @field_validator("response_schema")
+    @classmethod
+    def _schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else _checked_schema(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskRequest:
+        names = [tool.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        if self.tool_choice is not None and not self.tools:
+            raise ValueError("tool_choice: give tools to choose from")
+        if isinstance(self.tool_choice, ToolChoiceFunction) and self.tool_choice.name not in names:
+            raise ValueError(f"tool_choice: no tool is named {self.tool_choice.name!r}")
+        if self.response_schema is not None and self.response_mime_type == "text/plain":
+            raise ValueError("response_schema: needs response_mime_type application/json (or none)")
+        return self
 
     def to_message(self) -> dict[str, Any]:
         """The request as it travels to the worker: only the fields the client set."""
         return self.model_dump(exclude_none=True, exclude={"cache"})
+
+
+def _checked_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"not a JSON Schema: {exc}") from None
 
 
 def parse_task_request(body: Any, max_prompt_chars: int, max_context_chars: int) -> TaskRequest:
@@ -62,8 +184,10 @@ def parse_task_request(body: Any, max_prompt_chars: int, max_context_chars: int)
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from None
-    if not request.prompt.strip():
-        raise ApiError(422, "invalid_request", "prompt: must not be blank")
+    if not request.prompt.strip() and not request.tool_results:
+        raise ApiError(
+            422, "invalid_request", "prompt: must not be blank (unless the turn carries tool_results)"
+        )
     if len(request.prompt) > max_prompt_chars:
         raise ApiError(422, "prompt_too_long", f"prompt: longer than {max_prompt_chars} characters")
     if request.context is not None:

@@ -3,7 +3,8 @@
 Entries belong to a tenant (``<prefix>:cache:<tenant>:<digest>``): a tenant is answered only
 from its own entries, so ``cached`` never tells it what another tenant asked. The digest is a
 SHA-256 over the canonical JSON of everything that shapes an answer (``ANSWER_FIELDS``: model,
-system text, generation settings, prompt, context, client-held history, strategy, streaming;
+system text, generation settings, prompt, context, client-held history, strategy, streaming,
+attachments, functions and how they may be called, tool results, the answer's schema;
 preferences count as merged into those). Time-sensitive prompts (a configurable word list:
 now, today, latest, ...) are neither read from nor written to the cache, and only complete
 successes (finish reason ``STOP``) are ever written.
@@ -21,7 +22,25 @@ from typing import Any
 import redis
 
 #: The fields of a task message that shape its answer (absent, None, empty and false alike).
-ANSWER_FIELDS = ("model", "system", "generation", "prompt", "context", "history", "strategy", "stream")
+ANSWER_FIELDS = (
+    "model",
+    "system",
+    "generation",
+    "prompt",
+    "context",
+    "history",
+    "strategy",
+    "stream",
+    "attachments",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "tool_results",
+    "response_schema",
+    "response_mime_type",
+)
+#: Fields of a task request that do not shape its answer (who asks, how it travels).
+NOT_ANSWER_FIELDS = ("cache", "session_id", "user_id")
 
 
 def cache_key(message: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis per session and a real stack (simulator, worker, API) per module."""
+"""Shared fixtures: a real Redis per session, and per module a real stack (simulator, worker, API)
+or ``make run``'s whole cluster behind nginx."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ import redis
 from flask.testing import FlaskClient
 
 from api import create_app
-from batchgate.apikeys import ApiKeyStore
+from batchgate.apikeys import ApiKeyStore, new_key
+from batchgate.cluster import Cluster
 from batchgate.settings import Settings
 from tests.harness import (
     Process,
     clean_env,
+    free_port,
     http_json,
     start_api,
     start_redis,
@@ -150,3 +153,58 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+class RunningCluster:
+    def __init__(self, cluster: Cluster, settings: Settings) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.nginx_port}"
+        self.https_url = f"https://127.0.0.1:{settings.nginx_tls_port}"
+        self.sim = settings.embedded_simulator_url
+        self.api_key = settings.demo_api_key
+        self.headers = {"X-API-Key": self.api_key}
+
+    def sim_config(self, **changes: object) -> None:
+        status, _, body = http_json("POST", f"{self.sim}/_sim/config", changes)
+        assert status == 200, body
+
+    def sim_stats(self) -> dict:
+        return http_json("GET", f"{self.sim}/_sim/stats")[2]
+
+    def sim_reset(self) -> None:
+        assert http_json("POST", f"{self.sim}/_sim/reset")[0] == 200
+
+
+@contextlib.contextmanager
+def running_cluster(env: dict[str, str], run_dir: Path) -> Iterator[RunningCluster]:
+    """``make run``'s cluster on ``env``, ready (nginx answers and a worker consumes), then stopped."""
+    settings = Settings.from_env(env)
+    cluster = Cluster(settings, run_dir, env)
+    cluster.start()
+    try:
+        cluster.wait_ready(90)
+        yield RunningCluster(cluster, settings)
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    run_dir: Path = tmp_path_factory.mktemp("cluster")
+    ports = [free_port() for _ in range(3)]
+    env = stack_env(
+        redis_url,
+        BATCHGATE_API_PORTS=",".join(map(str, ports)),
+        BATCHGATE_NGINX_PORT=str(free_port()),
+        BATCHGATE_NGINX_TLS_PORT=str(free_port()),
+        BATCHGATE_FLOWER_PORT=str(free_port()),
+        BATCHGATE_SIM_PORT=str(free_port()),
+        BATCHGATE_RUN_DIR=str(run_dir),
+        BATCHGATE_FLOWER_AUTH="ops:test-password",
+        BATCHGATE_DEMO_API_KEY=new_key(),
+        BATCHGATE_TIER_PREMIUM_RATE="2000",
+        BATCHGATE_TIER_PREMIUM_BURST="2000",
+    )
+    with running_cluster(env, run_dir) as running:
+        yield running

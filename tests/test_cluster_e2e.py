@@ -4,7 +4,6 @@ Flower and the simulator, started as ``make run`` starts them, on free ports."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import re
@@ -14,77 +13,18 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchgate.apikeys import ApiKeyStore, new_key
-from batchgate.cluster import Cluster
-from batchgate.settings import Settings
+from batchgate.apikeys import ApiKeyStore
 from batching.simulator.answers import answer_for
 from tests import tls_probe
 from tests.clients import ClientRun, gemini_sdk_replies, openai_sdk_replies, read_events, submit_and_collect
-from tests.conftest import stack_env
-from tests.harness import first_call_fails_seed, free_port, http_json, wait_until
-
-
-class RunningCluster:
-    def __init__(self, cluster: Cluster, settings: Settings) -> None:
-        self.cluster = cluster
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{settings.nginx_port}"
-        self.https_url = f"https://127.0.0.1:{settings.nginx_tls_port}"
-        self.sim = settings.embedded_simulator_url
-        self.api_key = settings.demo_api_key
-        self.headers = {"X-API-Key": self.api_key}
-
-    def sim_config(self, **changes: object) -> None:
-        status, _, body = http_json("POST", f"{self.sim}/_sim/config", changes)
-        assert status == 200, body
-
-    def sim_stats(self) -> dict:
-        return http_json("GET", f"{self.sim}/_sim/stats")[2]
-
-    def sim_reset(self) -> None:
-        assert http_json("POST", f"{self.sim}/_sim/reset")[0] == 200
-
-
-@contextlib.contextmanager
-def running_cluster(env: dict[str, str], run_dir: Path) -> Iterator[RunningCluster]:
-    """``make run``'s cluster on ``env``, ready (nginx answers and a worker consumes), then stopped."""
-    settings = Settings.from_env(env)
-    cluster = Cluster(settings, run_dir, env)
-    cluster.start()
-    try:
-        cluster.wait_ready(90)
-        yield RunningCluster(cluster, settings)
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    run_dir: Path = tmp_path_factory.mktemp("cluster")
-    ports = [free_port() for _ in range(3)]
-    env = stack_env(
-        redis_url,
-        BATCHGATE_API_PORTS=",".join(map(str, ports)),
-        BATCHGATE_NGINX_PORT=str(free_port()),
-        BATCHGATE_NGINX_TLS_PORT=str(free_port()),
-        BATCHGATE_FLOWER_PORT=str(free_port()),
-        BATCHGATE_SIM_PORT=str(free_port()),
-        BATCHGATE_RUN_DIR=str(run_dir),
-        BATCHGATE_FLOWER_AUTH="ops:test-password",
-        BATCHGATE_DEMO_API_KEY=new_key(),
-        BATCHGATE_TIER_PREMIUM_RATE="2000",
-        BATCHGATE_TIER_PREMIUM_BURST="2000",
-    )
-    with running_cluster(env, run_dir) as running:
-        yield running
+from tests.conftest import RunningCluster
+from tests.harness import first_call_fails_seed, http_json, wait_until
 
 
 def assert_own_answers(run: ClientRun) -> None:

@@ -63,7 +63,7 @@ def test_errors_come_back_in_geminis_shape(stack: Stack) -> None:
         sdk.models.generate_content(
             model="gemini-2.5-flash",
             contents="hi",
-            config=types.GenerateContentConfig(response_mime_type="application/json"),
+            config=types.GenerateContentConfig(response_mime_type="text/x.enum"),
         )
     assert caught.value.code == 400 and "responseMimeType" in caught.value.message
     status, _, body = http_json(

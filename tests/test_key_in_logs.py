@@ -22,9 +22,8 @@ import redis
 
 from batchgate.apikeys import ApiKeyStore
 from tests.clients import read_events
-from tests.conftest import stack_env
+from tests.conftest import RunningCluster, running_cluster, stack_env
 from tests.harness import BIN, free_port, http_json, wait_until
-from tests.test_cluster_e2e import RunningCluster, running_cluster
 
 #: What nginx answers to ``?key=`` outside the event streams: the API's own answer, word for word.
 KEY_IN_QUERY = {

@@ -314,12 +314,12 @@ CORPUS = [
     gemini(GEMINI_OK, 401, "UNAUTHENTICATED", "gemini: no key", X_API_Key=None),
     gemini(b"{", 401, "UNAUTHENTICATED", "gemini: no key, bad body", X_API_Key=None),
     gemini(GEMINI_OK, 401, "UNAUTHENTICATED", "gemini: unknown key", X_API_Key=None, x_goog_api_key="nope"),
-    gemini(b'{"contents": [], "tools": []}', 400, "INVALID_ARGUMENT", "gemini: unknown field"),
+    gemini(b'{"contents": [], "cachedContent": "c/1"}', 400, "INVALID_ARGUMENT", "gemini: unknown field"),
     gemini(
         b'{"contents": [{"role": "user", "parts": [{"inlineData": {}}]}]}',
         400,
         "INVALID_ARGUMENT",
-        "gemini: non-text part",
+        "gemini: empty inlineData",
     ),
     gemini(
         b'{"contents": [{"role": "model", "parts": [{"text": "hi"}]}]}',
@@ -351,10 +351,10 @@ CORPUS = [
         "openai: n=2",
     ),
     openai(
-        b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}], "tools": []}',
+        b'{"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}], "logprobs": true}',
         400,
         "unsupported_parameter",
-        "openai: tools",
+        "openai: logprobs",
     ),
     openai(b'{"model": "gemini-2.5-flash", "messages": []}', 400, "invalid_request", "openai: no messages"),
 ]

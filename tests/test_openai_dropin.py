@@ -66,9 +66,9 @@ def test_errors_come_back_in_openais_shape(stack: Stack) -> None:
     client = openai.OpenAI(api_key=stack.api_key, base_url=f"{stack.api}/v1", max_retries=0)
     with client, pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}], tools=[]
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}], logprobs=True
         )
-    assert "tools" in caught.value.message
+    assert "logprobs" in caught.value.message
     status, _, body = http_json(
         "POST",
         f"{stack.api}/v1/chat/completions",

@@ -7,7 +7,14 @@ import secrets
 
 import redis
 
-from batchgate.response_cache import ANSWER_FIELDS, ResponseCache, cache_key, is_time_sensitive
+from api.schemas import TaskRequest
+from batchgate.response_cache import (
+    ANSWER_FIELDS,
+    NOT_ANSWER_FIELDS,
+    ResponseCache,
+    cache_key,
+    is_time_sensitive,
+)
 
 WORDS = ("now", "today", "latest", "this week")
 
@@ -21,6 +28,13 @@ BASE = {
     "history": [{"role": "user", "text": "hi"}, {"role": "model", "text": "hello"}],
     "strategy": "pack",
     "stream": True,
+    "attachments": [{"mime_type": "image/png", "data": "AAAA"}],
+    "tools": [{"name": "f"}],
+    "tool_choice": "auto",
+    "parallel_tool_calls": True,
+    "tool_results": [{"name": "f", "response": {"r": 1}}],
+    "response_schema": {"type": "object"},
+    "response_mime_type": "application/json",
 }
 
 
@@ -46,10 +60,22 @@ def test_key_distinguishes_every_field_that_shapes_the_answer() -> None:
         "history": [{"role": "user", "text": "hi"}],
         "strategy": "concurrent",
         "stream": False,
+        "attachments": [{"mime_type": "image/png", "data": "AAAB"}],
+        "tools": [{"name": "g"}],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "tool_results": [{"name": "f", "response": {"r": 2}}],
+        "response_schema": {"type": "array"},
+        "response_mime_type": "text/plain",
     }
     assert set(changed) == set(ANSWER_FIELDS)
     keys = {cache_key({**BASE, name: value}) for name, value in changed.items()}
     assert len(keys | {cache_key(BASE)}) == len(ANSWER_FIELDS) + 1
+
+
+def test_every_field_of_a_task_request_is_known_to_shape_the_answer_or_not() -> None:
+    """A new request field must be placed: in the digest, or named as not shaping the answer."""
+    assert set(TaskRequest.model_fields) == set(ANSWER_FIELDS) | set(NOT_ANSWER_FIELDS)
 
 
 def test_entries_belong_to_a_tenant(redis_client: redis.Redis) -> None:
