@@ -12,10 +12,13 @@ from typing import Any
 import jsonschema
 import openai
 import pytest
+import redis
 from google import genai
 from google.genai import types
 from pydantic import BaseModel
 
+from batchgate.apikeys import ApiKeyStore
+from batching.packed_prompt import parse_items
 from batching.simulator.answers import answer_for
 from tests.clients import submit_and_collect
 from tests.conftest import RunningCluster
@@ -489,3 +492,28 @@ def test_a_tool_loop_held_in_a_batchgate_session(cluster: RunningCluster) -> Non
         "functionCall",
         "functionResponse",
     ]
+
+
+def test_two_tenants_with_one_schema_and_one_tool_set_never_share_a_call(cluster: RunningCluster) -> None:
+    """Packing by schema or by functions stays within a tenant: an item can read, and be
+    steered by, its call-mates."""
+    settings = cluster.settings
+    keys = ApiKeyStore(redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix)
+    other = keys.create("premium", "other tenant")
+    tag = os.urandom(3).hex()
+    schema = Verdict.model_json_schema()
+    tools = [{"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    bodies = [
+        {"prompt": f"{owner}-{tag}-{kind}-{n}", **extra}
+        for owner in ("mine", "theirs")
+        for kind, extra in (("schema", {"response_schema": schema}), ("tools", {"tools": tools}))
+        for n in range(8)
+    ]
+    cluster.sim_reset()
+    run = submit_and_collect(cluster.url, bodies=bodies, api_key=[cluster.api_key] * 16 + [other] * 16)
+    assert all(body is not None and body["status"] == "succeeded" for body in run.bodies), run.bodies
+    packed = [
+        parse_items(r["body"]["contents"][-1]["parts"][-1]["text"]) or [] for r in sim_requests(cluster)
+    ]
+    owners = [{str(item["prompt"]).split("-")[0] for item in items} for items in packed if items]
+    assert owners and all(len(seen) == 1 for seen in owners), owners
