@@ -38,9 +38,20 @@ def finished_result(svc: Services, task: TaskRequest) -> tuple[str, dict[str, An
     if status not in TERMINAL:
         raise ApiError(504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id}")
     if status != SUCCEEDED:
-        error = record.get("error") or {}
-        raise ApiError(500, str(error.get("code", "failed")), str(error.get("message", "the task failed")))
+        raise task_failure(record)
     return task_id, record["result"]
+
+
+#: Failed tasks answered with a status of their own instead of 500: the model could not give
+#: an answer of the asked shape (not retried by the SDKs, unlike a 5xx).
+FAILURE_STATUS = {"invalid_structured_output": 422, "structured_output_truncated": 422}
+
+
+def task_failure(record: dict[str, Any]) -> ApiError:
+    """The error a failed task is answered with."""
+    error = record.get("error") or {}
+    code = str(error.get("code", "failed"))
+    return ApiError(FAILURE_STATUS.get(code, 500), code, str(error.get("message", "the task failed")))
 
 
 def streamed_task(svc: Services, task: TaskRequest) -> tuple[str, dict[str, Any]]:
@@ -88,10 +99,7 @@ def relay(svc: Services, task_id: str, record: dict[str, Any]) -> Iterator[str |
             yield result
             return
         if status in TERMINAL:
-            error = current.get("error") or {}
-            yield ApiError(
-                500, str(error.get("code", "failed")), str(error.get("message", "the task failed"))
-            )
+            yield task_failure(current)
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -46,6 +46,10 @@ GENERATION_FIELDS = {
     "presencePenalty": "presence_penalty",
     "frequencyPenalty": "frequency_penalty",
 }
+#: GenerateContentRequest fields batchgate takes (``safetySettings`` has no effect).
+REQUEST_FIELDS = frozenset(
+    {"contents", "systemInstruction", "generationConfig", "safetySettings", "tools", "toolConfig"}
+)
 #: generationConfig fields about the answer's form (``_output``).
 OUTPUT_FIELDS = {"responseMimeType", "responseSchema", "responseJsonSchema"}
 _SNAKE_CONFIG = {
@@ -111,20 +115,15 @@ def _answer(model: str) -> dict[str, Any]:
 def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context_chars: int) -> TaskRequest:
     """The task for a GenerateContentRequest (400 for what cannot be expressed)."""
     body = _camel_keys(body, ("system_instruction", "generation_config", "safety_settings", "tool_config"))
-    unknown = set(body) - {
-        "contents",
-        "systemInstruction",
-        "generationConfig",
-        "safetySettings",
-        "tools",
-        "toolConfig",
-    }
+    unknown = set(body) - REQUEST_FIELDS
     if unknown:
         raise ApiError(400, "unsupported_field", f"not supported by batchgate: {', '.join(sorted(unknown))}")
     turns = [_turn(content) for content in _list(body.get("contents"), "contents")]
     if not turns or turns[-1]["role"] != "user":
         raise ApiError(400, "invalid_request", "contents must end with a user turn")
     last = turns[-1]
+    if last.get("tool_calls"):
+        raise ApiError(400, "invalid_request", "functionCall parts belong to model turns")
     fields: dict[str, Any] = {"prompt": last.get("text", ""), "model": model}
     for name in ("attachments", "tool_results"):
         if last.get(name):
@@ -133,7 +132,12 @@ def to_task(body: dict[str, Any], model: str, max_prompt_chars: int, max_context
         fields["history"] = turns[:-1]
     system = body.get("systemInstruction")
     if system is not None:
-        fields["system"] = _turn(system, default_role="system").get("text", "")
+        instruction = _turn(system, default_role="system")
+        if set(instruction) - {"role", "text"}:
+            raise ApiError(
+                400, "unsupported_part", "systemInstruction: only text parts are supported by batchgate"
+            )
+        fields["system"] = instruction["text"]
     fields.update(_tools(body.get("tools"), body.get("toolConfig")))
     config = body.get("generationConfig") or {}
     if not isinstance(config, dict):

@@ -20,7 +20,7 @@ IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 FUNCTION_NAME = r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$"
 #: Inline data Gemini reads: images, audio, video, PDF and plain text.
 MIME_TYPE = r"^((image|audio|video)/[A-Za-z0-9.+\-]{1,64}|application/pdf|text/plain)$"
-_BASE64 = re.compile(r"^[A-Za-z0-9+/\-_]*={0,2}$")
+_BASE64 = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
 
 
 class ToolCall(BaseModel):
@@ -54,7 +54,7 @@ class Attachment(BaseModel):
     @field_validator("data")
     @classmethod
     def _base64(cls, value: str) -> str:
-        if len(value) % 4 or not _BASE64.match(value):
+        if len(value) % 4 or not _BASE64.fullmatch(value):
             raise ValueError("must be base64 (padded)")
         return value.replace("-", "+").replace("_", "/")  # the URL-safe alphabet, as Gemini reads it
 
@@ -184,9 +184,11 @@ def parse_task_request(body: Any, max_prompt_chars: int, max_context_chars: int)
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from None
-    if not request.prompt.strip() and not request.tool_results:
+    if not request.prompt.strip() and not request.tool_results and not request.attachments:
         raise ApiError(
-            422, "invalid_request", "prompt: must not be blank (unless the turn carries tool_results)"
+            422,
+            "invalid_request",
+            "prompt: must not be blank (unless the turn carries tool_results or attachments)",
         )
     if len(request.prompt) > max_prompt_chars:
         raise ApiError(422, "prompt_too_long", f"prompt: longer than {max_prompt_chars} characters")

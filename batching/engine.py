@@ -135,6 +135,11 @@ class BatchInferenceEngine:
             unfit = None if calls else _unfit_answer(request, reply)
             if unfit is None:
                 break
+            if reply.finish_reason == "MAX_TOKENS":  # the same limit would cut it again
+                limit = call.generation.get("max_output_tokens")
+                message = f"the answer was cut at max_output_tokens ({limit}) before it was complete: {unfit}"
+                error = ModelCallError("structured_output_truncated", message)
+                return self._failure(request, dataclasses.replace(outcome, error=error), attempts, 1)
             if tries_left == 0 or on_text is not None:  # a relayed stream cannot be taken back
                 error = ModelCallError("invalid_structured_output", unfit)
                 return self._failure(request, dataclasses.replace(outcome, error=error), attempts, 1)

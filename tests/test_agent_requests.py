@@ -215,6 +215,30 @@ def test_a_badjson_item_fails_alone_and_its_batch_mates_succeed(cluster: Running
     assert cluster.sim_stats()["calls"] < len(prompts)  # the seven were packed
 
 
+def test_drop_ins_answer_an_invalid_structured_answer_with_422(cluster: RunningCluster) -> None:
+    async def run() -> None:
+        async with openai_client(cluster) as client:
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "judge [[sim:badjson]] now"}],
+                response_format={"type": "json_object"},
+            )
+
+    with pytest.raises(openai.UnprocessableEntityError) as caught:
+        asyncio.run(run())
+    assert caught.value.code == "invalid_structured_output"
+    status, _, body = http_json(
+        "POST",
+        f"{cluster.url}/v1beta/models/{MODEL}:generateContent",
+        {
+            "contents": [{"parts": [{"text": "a long story please"}]}],
+            "generationConfig": {"responseMimeType": "application/json", "maxOutputTokens": 3},
+        },
+        headers={"x-goog-api-key": cluster.api_key},
+    )
+    assert status == 422 and "max_output_tokens (3)" in body["error"]["message"], body
+
+
 def test_genai_sdk_parsed_schema_and_python_function_tools(cluster: RunningCluster) -> None:
     client = genai.Client(api_key=cluster.api_key, http_options=types.HttpOptions(base_url=cluster.url))
     structured = client.models.generate_content(
@@ -324,6 +348,7 @@ def test_native_api_tool_round_trip(cluster: RunningCluster) -> None:
         ({"prompt": "x", "attachments": [{"mime_type": "image/png", "data": "not base64!"}]}, "attachments"),
         ({"prompt": "x", "attachments": [{"mime_type": "application/x-sh", "data": PNG}]}, "attachments"),
         ({"prompt": "", "tools": [{"name": "f"}]}, "prompt"),
+        ({"prompt": "x", "attachments": [{"mime_type": "image/png", "data": "AAA\n"}]}, "attachments"),
         ({"prompt": "x", "history": [{"role": "user", "tool_calls": [{"name": "f"}]}]}, "history"),
     ],
 )
@@ -379,6 +404,19 @@ def test_native_api_refuses_what_it_cannot_honour(cluster: RunningCluster, body:
             f"/v1beta/models/{MODEL}:generateContent",
             {"contents": [{"parts": [{"fileData": {"fileUri": "gs://b/f"}}]}]},
             "inlineData",
+        ),
+        (
+            f"/v1beta/models/{MODEL}:generateContent",
+            {"contents": [{"role": "user", "parts": [{"functionCall": {"name": "f", "args": {}}}]}]},
+            "model turns",
+        ),
+        (
+            f"/v1beta/models/{MODEL}:generateContent",
+            {
+                "contents": [{"parts": [{"text": "x"}]}],
+                "systemInstruction": {"parts": [{"inlineData": {"mimeType": "image/png", "data": PNG}}]},
+            },
+            "systemInstruction",
         ),
     ],
 )

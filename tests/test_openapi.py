@@ -1,6 +1,7 @@
 """The OpenAPI document (``api/openapi.yaml``) stays true: it is valid OpenAPI 3.1, it names
 exactly the app's routes and methods, its request schemas accept what the pydantic models
-accept and refuse what they refuse, and the API serves it. (Responses are checked against it
+accept and refuse what they refuse (but for the few rules only words can state:
+``LOOSER_THAN_MODEL``), and the API serves it. (Responses are checked against it
 on a real stack by schemathesis: ``tests/test_fuzz.py``.)"""
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from api.errors import ApiError
 from api.gemini_view import to_task as gemini_task
 from api.openai_view import to_task as openai_task
 from api.openapi_view import SPEC_PATH, load_spec, spec_for
-from api.schemas import TaskRequest, parse_task_request
+from api.schemas import (
+    Attachment,
+    FunctionTool,
+    TaskRequest,
+    ToolCall,
+    ToolChoiceFunction,
+    ToolResult,
+    Turn,
+    parse_task_request,
+)
 from batchgate.generation import Generation
 from batchgate.preferences import Preferences
 from batchgate.settings import Settings
@@ -137,7 +147,17 @@ def validator(spec: dict[str, Any], name: str) -> Draft202012Validator:
 
 @pytest.mark.parametrize(
     ("schema", "model"),
-    [("TaskRequest", TaskRequest), ("Generation", Generation), ("Preferences", Preferences)],
+    [
+        ("TaskRequest", TaskRequest),
+        ("Generation", Generation),
+        ("Preferences", Preferences),
+        ("Turn", Turn),
+        ("Attachment", Attachment),
+        ("FunctionTool", FunctionTool),
+        ("ToolChoiceFunction", ToolChoiceFunction),
+        ("ToolCall", ToolCall),
+        ("ToolResult", ToolResult),
+    ],
 )
 def test_request_schemas_have_the_models_fields_and_forbid_others(
     spec: dict[str, Any], schema: str, model: type[BaseModel]
@@ -170,6 +190,24 @@ GENERATION_PROBES: dict[str, list[Any]] = {
     "presence_penalty": [-2, 2, -2.1, 2.1, None],
     "frequency_penalty": [-2, 2, -2.1, 2.1, "0", None],
 }
+#: An agent's request: a function, a call of it, its result, an inline image.
+TOOL = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+CALL = {"id": "call_1", "name": "get_weather", "args": {"city": "Lisbon"}}
+RESULT = {"id": "call_1", "name": "get_weather", "response": {"temperature_c": 21}}
+IMAGE = {"mime_type": "image/png", "data": "iVBORw0KGgo="}
+#: Attachment fields: padded base64 of either alphabet and what is not; the MIME types Gemini
+#: reads inline, and others.
+ATTACHMENT_PROBES: dict[str, list[Any]] = {
+    "data": ["AAAA", "AAA=", "AA==", "ab-_", "a+/b", "AAAAAAAA", "AAAAAA==", "", "A===", "AAA", "AAAAA",
+             "AA=A", "=AAA", "AAA==", "not base64!", "AA AA", "AAAA====", None, 1234],
+    "mime_type": ["image/jpeg", "image/svg+xml", "audio/wav", "video/mp4", "application/pdf", "text/plain",
+                  "application/x-sh", "text/html", "image/", "IMAGE/PNG", "image/png; q=1",
+                  "image/" + "p" * 64, "image/" + "p" * 65, "image", None],
+}  # fmt: skip
 PROBES: list[Any] = [
     {"prompt": "x"},
     {"prompt": "x", "system": None, "context": None, "model": None, "generation": None, "strategy": None},
@@ -231,12 +269,167 @@ PROBES: list[Any] = [
         for name, values in GENERATION_PROBES.items()
         for value in values
     ),
+    # A blank prompt is fine only beside tool results (not beside attachments or tools alone).
+    {"tool_results": [RESULT]},
+    {"prompt": "", "tool_results": [RESULT]},
+    {"prompt": " \n", "tool_results": [RESULT]},
+    {"prompt": "x", "tool_results": []},
+    {"prompt": "", "tool_results": []},
+    {"prompt": "", "tool_results": None},
+    {"prompt": "", "attachments": [IMAGE]},
+    {"attachments": [IMAGE]},
+    {"tools": [TOOL]},
+    {"prompt": "x" * 200_001, "tool_results": [RESULT]},
+    {"prompt": None, "tool_results": [RESULT]},
+    # attachments
+    {"prompt": "x", "attachments": [IMAGE]},
+    {"prompt": "x", "attachments": []},
+    {"prompt": "x", "attachments": None},
+    {"prompt": "x", "attachments": [IMAGE] * 16},
+    {"prompt": "x", "attachments": [IMAGE] * 17},
+    {"prompt": "x", "attachments": IMAGE},
+    {"prompt": "x", "attachments": [{"mime_type": "image/png"}]},
+    {"prompt": "x", "attachments": [{"data": "AAAA"}]},
+    {"prompt": "x", "attachments": [{**IMAGE, "name": "a.png"}]},
+    *(
+        {"prompt": "x", "attachments": [{**IMAGE, name: value}]}
+        for name, values in ATTACHMENT_PROBES.items()
+        for value in values
+    ),
+    # tools
+    {"prompt": "x", "tools": [TOOL]},
+    {"prompt": "x", "tools": []},
+    {"prompt": "x", "tools": None},
+    {"prompt": "x", "tools": TOOL},
+    {"prompt": "x", "tools": [{"name": "f"}]},
+    {"prompt": "x", "tools": [{"name": f"f{n}"} for n in range(128)]},
+    {"prompt": "x", "tools": [{"name": f"f{n}"} for n in range(129)]},
+    {"prompt": "x", "tools": [{"description": "no name"}]},
+    {"prompt": "x", "tools": [{**TOOL, "strict": True}]},
+    *(
+        {"prompt": "x", "tools": [{"name": name}]}
+        for name in ["_f", "f.g:h-i_2", "f" * 128, "f" * 129, "1f", "f g", "", "é", 1]
+    ),
+    {"prompt": "x", "tools": [{"name": "f", "description": None, "parameters": None}]},
+    {"prompt": "x", "tools": [{"name": "f", "description": "d" * 10_000}]},
+    {"prompt": "x", "tools": [{"name": "f", "description": "d" * 10_001}]},
+    {"prompt": "x", "tools": [{"name": "f", "parameters": {}}]},
+    {"prompt": "x", "tools": [{"name": "f", "parameters": []}]},
+    {"prompt": "x", "tools": [{"name": "f", "parameters": "object"}]},
+    # tool_choice: needs tools
+    *(
+        {"prompt": "x", "tools": [TOOL], "tool_choice": choice}
+        for choice in ["auto", "none", "required", None]
+    ),
+    {"prompt": "x", "tools": [TOOL], "tool_choice": {"name": "get_weather"}},
+    {"prompt": "x", "tools": [TOOL], "tool_choice": "any"},
+    {"prompt": "x", "tools": [TOOL], "tool_choice": "AUTO"},
+    {"prompt": "x", "tools": [TOOL], "tool_choice": 1},
+    {"prompt": "x", "tools": [TOOL], "tool_choice": {}},
+    {"prompt": "x", "tools": [TOOL], "tool_choice": {"name": "1f"}},
+    {"prompt": "x", "tools": [TOOL], "tool_choice": {"type": "function", "name": "get_weather"}},
+    {"prompt": "x", "tool_choice": "auto"},
+    {"prompt": "x", "tool_choice": "none"},
+    {"prompt": "x", "tools": [], "tool_choice": "required"},
+    {"prompt": "x", "tools": None, "tool_choice": "auto"},
+    {"prompt": "x", "tool_choice": {"name": "get_weather"}},
+    {"prompt": "x", "tool_choice": None},
+    # parallel_tool_calls
+    *(
+        {"prompt": "x", "tools": [TOOL], "parallel_tool_calls": value}
+        for value in [True, False, None, "false", 0]
+    ),
+    # tool_results
+    {"prompt": "x", "tool_results": [RESULT]},
+    {"prompt": "x", "tool_results": [{"name": "get_weather", "response": {}}]},
+    {"prompt": "x", "tool_results": [{**RESULT, "id": None}]},
+    {"prompt": "x", "tool_results": [{**RESULT, "id": "i" * 256}]},
+    {"prompt": "x", "tool_results": [{**RESULT, "id": "i" * 257}]},
+    {"prompt": "x", "tool_results": [{**RESULT, "id": 1}]},
+    {"tool_results": [{"id": "call_1", "response": {"temperature_c": 21}}]},
+    {"tool_results": [{"name": "get_weather"}]},
+    {"tool_results": [{"name": "1f", "response": {}}]},
+    *({"tool_results": [{"name": "f", "response": response}]} for response in [[], "ok", None, 1]),
+    {"tool_results": [{**RESULT, "extra": 1}]},
+    {"tool_results": [RESULT] * 128},
+    {"tool_results": [RESULT] * 129},
+    {"tool_results": RESULT},
+    # structured output
+    {"prompt": "x", "response_schema": {"type": "object"}},
+    {"prompt": "x", "response_schema": {}},
+    {"prompt": "x", "response_schema": None},
+    {"prompt": "x", "response_schema": []},
+    {"prompt": "x", "response_schema": "object"},
+    *(
+        {"prompt": "x", "response_mime_type": mime}
+        for mime in ["application/json", "text/plain", None, "text/x.enum", "APPLICATION/JSON", "json"]
+    ),
+    {"prompt": "x", "response_schema": {"type": "object"}, "response_mime_type": "application/json"},
+    {"prompt": "x", "response_schema": {"type": "object"}, "response_mime_type": "text/plain"},
+    {"prompt": "x", "response_schema": {}, "response_mime_type": "text/plain"},
+    {"prompt": "x", "response_schema": None, "response_mime_type": "text/plain"},
+    {"prompt": "x", "response_schema": {"type": "object"}, "response_mime_type": None},
+    # turns: tool calls only on a model turn, tool results and attachments only on a user turn
+    {"prompt": "x", "history": [{"role": "model"}]},
+    {"prompt": "x", "history": [{"role": "user", "text": None}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [CALL]}]},
+    {"prompt": "x", "history": [{"role": "model", "text": "Let me look", "tool_calls": [CALL] * 128}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [CALL] * 129}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [{"name": "get_weather"}]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [{"args": {}}]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [{"name": "f", "args": None}]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [{"name": "f", "args": []}]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [{**CALL, "id": "i" * 257}]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": [{**CALL, "type": "function"}]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_calls": CALL}]},
+    {"prompt": "x", "history": [{"role": "user", "tool_calls": [CALL]}]},
+    {"prompt": "x", "history": [{"role": "user", "tool_calls": []}]},
+    {"prompt": "x", "history": [{"role": "user", "tool_calls": None}]},
+    {"prompt": "x", "history": [{"role": "user", "tool_results": [RESULT], "attachments": [IMAGE]}]},
+    {"prompt": "x", "history": [{"role": "user", "attachments": [IMAGE] * 17}]},
+    {
+        "prompt": "x",
+        "history": [{"role": "user", "attachments": [{"mime_type": "text/html", "data": "AAAA"}]}],
+    },
+    {"prompt": "x", "history": [{"role": "user", "tool_results": [RESULT] * 129}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_results": [RESULT]}]},
+    {"prompt": "x", "history": [{"role": "model", "attachments": [IMAGE]}]},
+    {"prompt": "x", "history": [{"role": "model", "tool_results": [], "attachments": None}]},
+    {
+        "history": [
+            {"role": "user", "text": "What is the weather in Lisbon?"},
+            {"role": "model", "tool_calls": [CALL]},
+        ],
+        "tool_results": [RESULT],
+        "tools": [TOOL],
+        "tool_choice": "none",
+        "parallel_tool_calls": False,
+    },
+]
+
+#: What the document accepts and the model refuses, for rules the document can only state in
+#: words (each phrase is in its description): a request of each is 422 all the same.
+LOOSER_THAN_MODEL: list[tuple[dict[str, Any], str]] = [
+    ({"prompt": "x", "tools": [{"name": "f"}, {"name": "f"}]}, "the names of `tools` are unique"),
+    ({"prompt": "x", "tools": [TOOL], "tool_choice": {"name": "f"}}, "names one of `tools`"),
+    ({"prompt": "x", "tools": [{"name": "f", "parameters": {"type": "nope"}}]}, "valid JSON"),
+    ({"prompt": "x", "response_schema": {"minLength": -1}}, "valid JSON"),
+    ({"prompt": "x", "response_schema": {"required": "a"}}, "valid JSON"),
 ]
 
 
 @pytest.mark.parametrize("body", PROBES, ids=lambda body: json.dumps(body)[:70])
 def test_the_task_schema_accepts_exactly_what_the_model_accepts(spec: dict[str, Any], body: Any) -> None:
     assert validator(spec, "TaskRequest").is_valid(body) == accepted_by_model(body)
+
+
+@pytest.mark.parametrize(("body", "phrase"), LOOSER_THAN_MODEL, ids=lambda value: json.dumps(value)[:70])
+def test_the_task_schema_is_looser_than_the_model_only_where_its_description_says(
+    spec: dict[str, Any], body: dict[str, Any], phrase: str
+) -> None:
+    assert validator(spec, "TaskRequest").is_valid(body)
+    assert not accepted_by_model(body)
+    assert phrase in spec["components"]["schemas"]["TaskRequest"]["description"].replace("\n", " ")
 
 
 @pytest.mark.parametrize(
@@ -269,14 +462,13 @@ def test_the_documented_examples_are_valid_and_accepted(spec: dict[str, Any]) ->
     for example in bodies["TaskRequest"]["content"]["application/json"]["examples"].values():
         assert validator(spec, "TaskRequest").is_valid(example["value"])
         assert accepted_by_model(example["value"])
-    gemini = bodies["GenerateContentRequest"]["content"]["application/json"]["example"]
-    assert validator(spec, "GenerateContentRequest").is_valid(gemini)
-    gemini_task(gemini, "gemini-2.5-flash", 200_000, 100_000)
-    openai = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"][
-        "example"
-    ]
-    assert validator(spec, "ChatCompletionRequest").is_valid(openai)
-    openai_task(openai, 200_000, 100_000)
+    for example in bodies["GenerateContentRequest"]["content"]["application/json"]["examples"].values():
+        assert validator(spec, "GenerateContentRequest").is_valid(example["value"])
+        gemini_task(example["value"], "gemini-2.5-flash", 200_000, 100_000)
+    openai = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+    for example in openai["examples"].values():
+        assert validator(spec, "ChatCompletionRequest").is_valid(example["value"])
+        openai_task(example["value"], 200_000, 100_000)
     preferences = spec["paths"]["/api/v1/users/{user_id}/preferences"]["put"]["requestBody"]["content"]
     assert validator(spec, "Preferences").is_valid(preferences["application/json"]["example"])
     Preferences.model_validate(preferences["application/json"]["example"])
@@ -284,12 +476,132 @@ def test_the_documented_examples_are_valid_and_accepted(spec: dict[str, Any]) ->
 
 def test_the_drop_in_schemas_name_the_fields_their_parsers_take(spec: dict[str, Any]) -> None:
     from api.gemini_view import GENERATION_FIELDS as GEMINI_GENERATION
+    from api.gemini_view import OUTPUT_FIELDS, REQUEST_FIELDS
+    from api.openai_view import AGENT_FIELDS, IGNORED_FIELDS
     from api.openai_view import GENERATION_FIELDS as OPENAI_GENERATION
-    from api.openai_view import IGNORED_FIELDS
 
     schemas = spec["components"]["schemas"]
     gemini = schemas["GenerateContentRequest"]["properties"]
-    assert set(gemini) == {"contents", "systemInstruction", "generationConfig", "safetySettings"}
-    assert set(gemini["generationConfig"]["properties"]) == set(GEMINI_GENERATION)
+    assert set(gemini) == REQUEST_FIELDS
+    assert set(gemini["generationConfig"]["properties"]) == set(GEMINI_GENERATION) | OUTPUT_FIELDS
+    assert set(schemas["GeminiPart"]["properties"]) == {
+        "text",
+        "inlineData",
+        "functionCall",
+        "functionResponse",
+        "thought",
+        "thoughtSignature",
+    }
     openai = schemas["ChatCompletionRequest"]["properties"]
-    assert set(openai) == {"model", "messages", "stream", "n", *OPENAI_GENERATION, *IGNORED_FIELDS}
+    assert set(openai) == {
+        "model",
+        "messages",
+        "stream",
+        "n",
+        *OPENAI_GENERATION,
+        *IGNORED_FIELDS,
+        *AGENT_FIELDS,
+    }
+
+
+#: Drop-in requests of agents, valid for the document: their parsers take them (the document
+#: may be stricter than a parser, never looser).
+GEMINI_AGENT_REQUESTS: list[dict[str, Any]] = [
+    {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather in Lisbon?"}]},
+            {
+                "role": "model",
+                "parts": [
+                    {"text": "", "thought": True, "thoughtSignature": "c2ln"},
+                    {"functionCall": {"id": "call_1", "name": "get_weather", "args": {"city": "Lisbon"}}},
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"id": "call_1", "name": "get_weather", "response": {"c": 21}}}
+                ],
+            },
+        ],
+        "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {"type": "OBJECT"}}]}],
+        "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+    },
+    {
+        "contents": [
+            {"parts": [{"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}
+        ],
+        "systemInstruction": {"parts": [{"text": "Be terse."}]},
+        "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseJsonSchema": {"type": "object"},
+        },
+    },
+    {
+        "contents": [{"role": "user", "parts": [{"text": "Colours?"}]}],
+        "generationConfig": {"responseMimeType": "text/plain", "temperature": 0},
+        "tools": [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "object"}}]}],
+        "toolConfig": {"functionCallingConfig": {"mode": "NONE"}},
+    },
+]
+OPENAI_AGENT_REQUESTS: list[dict[str, Any]] = [
+    {
+        "model": "gemini-2.5-flash",
+        "messages": [
+            {"role": "developer", "content": [{"type": "text", "text": "Be terse."}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"},
+                    },
+                ],
+            },
+        ],
+        "response_format": {"type": "json_object"},
+    },
+    {
+        "model": "gemini-2.5-flash",
+        "messages": [
+            {"role": "user", "content": "Weather in Lisbon and Porto?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "a",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"city": "Lisbon"}'},
+                    },
+                    {
+                        "id": "b",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"city": "Porto"}'},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "a", "content": '{"c": 21}'},
+            {"role": "tool", "tool_call_id": "b", "content": "sunny"},
+        ],
+        "tools": [
+            {"type": "function", "function": {"name": "w", "parameters": {"type": "object"}, "strict": True}}
+        ],
+        "tool_choice": {"type": "function", "function": {"name": "w"}},
+        "parallel_tool_calls": False,
+        "response_format": {"type": "text"},
+    },
+]
+
+
+@pytest.mark.parametrize("body", GEMINI_AGENT_REQUESTS, ids=lambda body: json.dumps(body)[:70])
+def test_gemini_agent_requests_the_document_accepts_are_taken(spec: dict[str, Any], body: Any) -> None:
+    assert validator(spec, "GenerateContentRequest").is_valid(body)
+    gemini_task(body, "gemini-2.5-flash", 200_000, 100_000)
+
+
+@pytest.mark.parametrize("body", OPENAI_AGENT_REQUESTS, ids=lambda body: json.dumps(body)[:70])
+def test_openai_agent_requests_the_document_accepts_are_taken(spec: dict[str, Any], body: Any) -> None:
+    assert validator(spec, "ChatCompletionRequest").is_valid(body)
+    openai_task(body, 200_000, 100_000)

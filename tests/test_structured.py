@@ -251,3 +251,17 @@ def test_tool_results_go_alone_as_parts_before_the_text() -> None:
     alone = next(c for c in gemini.calls if c.extra_parts)
     assert alone.extra_parts == (result,) and alone.parts == () and alone.history == history
     assert len(gemini.calls) == 2 and all(r.ok for r in results)
+
+
+def test_a_structured_answer_cut_at_its_limit_fails_at_once_as_truncated() -> None:
+    class CutGemini(SchemaGemini):
+        async def generate(self, call: ModelCall) -> ModelReply:
+            self.calls.append(call)
+            return ModelReply('{"summary": "S:p', 10, 5, "MAX_TOKENS")
+
+    gemini = CutGemini()
+    (result,) = run(
+        gemini, [InferenceRequest(id="a", prompt="p", model="m", output=Output(SCHEMA), stream=True)]
+    )
+    assert not result.ok and result.error_code == "structured_output_truncated"
+    assert "max_output_tokens (256)" in (result.error_message or "") and len(gemini.calls) == 1
