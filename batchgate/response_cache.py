@@ -46,6 +46,8 @@ NOT_ANSWER_FIELDS = ("cache", "session_id", "user_id")
 def cache_key(message: dict[str, Any]) -> str:
     """Hex SHA-256 of the canonical JSON of a task message's answer-shaping fields."""
     shaping = {name: message[name] for name in ANSWER_FIELDS if message.get(name)}
+    if message.get("parallel_tool_calls") is False:  # its default is true: false shapes the answer
+        shaping["parallel_tool_calls"] = False
     canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -253,7 +253,8 @@ class SessionStore:
 
 def fit_history(turns: Sequence[Turn], budget_tokens: int) -> list[Turn]:
     """The newest turns whose estimated tokens fit ``budget_tokens``, oldest dropped first;
-    the result starts with a user turn, as Gemini expects of a conversation."""
+    the result starts with a user turn that is not a function's result, as Gemini expects of
+    a conversation."""
     kept: list[Turn] = []
     used = 0
     for turn in reversed(turns):
@@ -263,7 +264,8 @@ def fit_history(turns: Sequence[Turn], budget_tokens: int) -> list[Turn]:
         kept.append(turn)
         used += cost
     kept.reverse()
-    while kept and kept[0].role != "user":
+    # Gemini answers a function response only right after the call it answers.
+    while kept and (kept[0].role != "user" or any("function_response" in part for part in kept[0].parts)):
         kept.pop(0)
     return kept
 

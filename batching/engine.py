@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from batching.call_pacer import CallPacer
 from batching.model_client import ModelClient
@@ -24,7 +25,7 @@ from batching.packed_prompt import (
 )
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
 from batching.retry import RetryPolicy, backoff_delay
-from batching.structured import invalid_answer
+from batching.structured import invalid_answer, with_answer_format
 from batching.tokens import estimate_tokens
 from batching.types import (
     COMPLETE,
@@ -125,31 +126,34 @@ class BatchInferenceEngine:
     ) -> InferenceResult:
         call = self._single_call(request)
         attempts = prior_attempts
+        spent_in = spent_out = 0  # every call is billed, the ones whose answer would not do too
         for tries_left in reversed(range(STRUCTURED_TRIES)):
             outcome = await self._call(call, started, on_text)
             attempts += outcome.attempts
             if outcome.reply is None:
                 return self._failure(request, outcome, attempts, items_in_call=1)
             reply = outcome.reply
+            spent_in, spent_out = spent_in + reply.input_tokens, spent_out + reply.output_tokens
             calls = _kept_calls(reply.function_calls, request.tools)
             unfit = None if calls else _unfit_answer(request, reply)
             if unfit is None:
                 break
+            code, why = unfit
             if reply.finish_reason == "MAX_TOKENS":  # the same limit would cut it again
                 limit = call.generation.get("max_output_tokens")
-                message = f"the answer was cut at max_output_tokens ({limit}) before it was complete: {unfit}"
-                error = ModelCallError("structured_output_truncated", message)
-                return self._failure(request, dataclasses.replace(outcome, error=error), attempts, 1)
-            if tries_left == 0 or on_text is not None:  # a relayed stream cannot be taken back
-                error = ModelCallError("invalid_structured_output", unfit)
+                code = "structured_output_truncated"
+                why = f"the answer was cut at max_output_tokens ({limit}) before it was complete: {why}"
+            if tries_left == 0 or on_text is not None or code == "structured_output_truncated":
+                # A relayed stream cannot be taken back.
+                error = ModelCallError(code, why)
                 return self._failure(request, dataclasses.replace(outcome, error=error), attempts, 1)
         return InferenceResult(
             id=request.id,
             ok=True,
             model=request.model,
             text="" if calls else reply.text,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
+            input_tokens=spent_in,
+            output_tokens=spent_out,
             items_in_call=1,
             attempts=attempts,
             call_delay_s=outcome.sent_after_s,
@@ -248,17 +252,23 @@ class BatchInferenceEngine:
             parts = (f"Context (JSON):\n{context}", request.prompt)
         generation = dict(request.generation)
         generation["max_output_tokens"] = output_budget(request, self._limits)
-        output = request.output
+        output, system = request.output, request.system
+        schema = None if output is None or output.schema is None else _sendable(output.schema)
+        if output is not None and request.tools is not None and request.tools.mode != "NONE":
+            # Gemini 2.5 refuses function calling with JSON output: the schema goes in the
+            # instruction, and the text answer is checked against it all the same.
+            system = with_answer_format(system, schema or {"type": "object"})
+            output = schema = None
         return ModelCall(
             model=request.model,
             parts=parts if request.prompt or not request.parts else parts[:-1],
-            system=request.system,
+            system=system,
             generation=generation,
             history=request.history,
             extra_parts=request.parts,
             tools=request.tools,
             json_output=output is not None,
-            response_json_schema=output.schema if output is not None else None,
+            response_json_schema=schema,
         )
 
     def _packed_call(self, by_item: dict[str, InferenceRequest]) -> ModelCall:
@@ -362,18 +372,26 @@ def _shared_packed_texts(
     """Ids of answers taken from a packed call whose text a different question also got."""
     askers: dict[str, set[str]] = {}
     for request in requests:
-        text = results[request.id].text
-        if text is not None:
-            askers.setdefault(text, set()).add(_fingerprint(request))
+        result = results[request.id]
+        if result.ok:
+            askers.setdefault(_answered(result), set()).add(_fingerprint(request))
     return {
         request.id
         for request in requests
         if (result := results[request.id]).ok
         and result.items_in_call > 1
         and request.output is None
-        and not result.function_calls
-        and len(askers[result.text or ""]) > 1
+        and len(askers[_answered(result)]) > 1
     }
+
+
+def _answered(result: InferenceResult) -> str:
+    """What a result answers, for comparing across items: its text, or its calls without ids."""
+    if not result.function_calls:
+        return result.text or ""
+    return json.dumps(
+        [{k: v for k, v in c.items() if k != "id"} for c in result.function_calls], sort_keys=True
+    )
 
 
 def _fingerprint(request: InferenceRequest) -> str:
@@ -381,14 +399,15 @@ def _fingerprint(request: InferenceRequest) -> str:
     return json.dumps([request.prompt, request.context], sort_keys=True, ensure_ascii=False)
 
 
-def _unfit_answer(request: InferenceRequest, reply: ModelReply) -> str | None:
-    """Why a text answer does not do for ``request`` (None when it does): not JSON valid for
-    its schema, or text where it must call a function."""
+def _unfit_answer(request: InferenceRequest, reply: ModelReply) -> tuple[str, str] | None:
+    """Why a text answer does not do for ``request``, as (error code, message); None when it
+    does. Text where a function call was required, or not JSON valid for the schema."""
     if request.tools is not None and request.tools.mode == "ANY":
-        return "the model answered in text where a function call was required"
+        return "missing_function_call", "the model answered in text where a function call was required"
     if request.output is None:
         return None
-    return invalid_answer(reply.text, request.output.schema)
+    why = invalid_answer(reply.text, request.output.schema)
+    return None if why is None else ("invalid_structured_output", why)
 
 
 def _unfit_entry(request: InferenceRequest, answers: PackedAnswers, item: str) -> bool:
@@ -411,6 +430,11 @@ def _unfit_entry(request: InferenceRequest, answers: PackedAnswers, item: str) -
                 return True
         return False
     return _unfit_answer(request, ModelReply(answers.trusted[item], 0, 0)) is not None
+
+
+def _sendable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON Schema as Gemini takes it: without ``$schema`` (the dialect is always 2020-12)."""
+    return {key: value for key, value in schema.items() if key != "$schema"}
 
 
 def _entry_text(answers: PackedAnswers, item: str) -> str:

@@ -104,13 +104,16 @@ def structured_answer_schema(
     """The JSON Schema (``responseJsonSchema``) of a packed call whose items share an answer
     schema (``answer``: each item's answer is a JSON value valid for it) and/or functions the
     model may call (``tools``: ``{"functions", "mode", "allowed", "parallel"}``; an item is
-    answered by its ``function_calls`` instead). The answer schema's ``$defs`` move to the
-    root, where its ``#/$defs/...`` references point once it is nested."""
+    answered by its ``function_calls`` instead). The answer schema's ``$defs`` (and draft-07
+    ``definitions``) move to the root, where its ``#/$defs/...`` references point once it is
+    nested."""
     entry: dict[str, Any] = {"id": {"type": "string", "enum": list(ids)}}
     defs: dict[str, Any] = {}
+    definitions: dict[str, Any] = {}
     if answer is not None:
         nested = dict(answer)
         defs = dict(nested.pop("$defs", None) or {})
+        definitions = dict(nested.pop("definitions", None) or {})  # draft-07's name (zod, Pydantic v1)
         nested.pop("$schema", None)
         entry["answer"] = nested
     else:
@@ -151,6 +154,8 @@ def structured_answer_schema(
     }
     if defs:
         schema["$defs"] = defs
+    if definitions:
+        schema["definitions"] = definitions
     return schema
 
 
@@ -190,32 +195,29 @@ def _escaped_json(value: Any) -> str:
 
 def parse_tools(text: str) -> dict[str, Any] | None:
     """The functions block of a packed prompt (``{"functions", "mode", "allowed"}``), or None."""
-    opening, closing = f"\n{TOOLS_OPEN}\n", f"\n{TOOLS_CLOSE}\n"
-    start = text.find(opening)
-    end = text.find(closing, start + len(opening)) if start >= 0 else -1
-    if start < 0 or end < 0:
-        return None
-    try:
-        tools = json.loads(text[start + len(opening) : end])
-    except (ValueError, RecursionError):
-        return None
+    tools = json_between(text, f"\n{TOOLS_OPEN}\n", f"\n{TOOLS_CLOSE}\n")
     return tools if isinstance(tools, dict) and isinstance(tools.get("functions"), list) else None
 
 
 def parse_items(text: str) -> list[dict[str, Any]] | None:
     """Return the items of a packed prompt, or None when ``text`` is not one."""
-    opening, closing = f"\n{ITEMS_OPEN}\n", f"\n{ITEMS_CLOSE}"
+    items = json_between(text, f"\n{ITEMS_OPEN}\n", f"\n{ITEMS_CLOSE}")
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
+        return None
+    return items
+
+
+def json_between(text: str, opening: str, closing: str) -> Any:
+    """The JSON value between the first ``opening`` and the ``closing`` after it (None when
+    there is none, or it does not parse)."""
     start = text.find(opening)
     end = text.find(closing, start + len(opening)) if start >= 0 else -1
     if start < 0 or end < 0:
         return None
     try:
-        items = json.loads(text[start + len(opening) : end])
+        return json.loads(text[start + len(opening) : end])
     except (ValueError, RecursionError):
         return None
-    if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
-        return None
-    return items
 
 
 @dataclass(frozen=True)
@@ -240,22 +242,24 @@ class PackedAnswers:
 
 def read_answers(text: str, items: dict[str, str], *, json_answers: bool = False) -> PackedAnswers:
     """Read a packed call's JSON output for ``items`` (item id -> a fingerprint of what the
-    item asks; items with equal fingerprints may share an answer text). See the module
-    docstring for what is trusted. ``json_answers``: answers are JSON values (of a shared
-    answer schema), kept as their JSON text; such answers, and function calls, may repeat
-    across items (a short classification or call often does), so only text answers are
-    refused for being another question's answer too."""
+    item asks; items with equal fingerprints may share an answer). See the module docstring
+    for what is trusted. ``json_answers``: answers are JSON values (of a shared answer schema),
+    kept as their JSON text, and may repeat across items that ask different things (a short
+    classification often does); a text answer or a function call given to different
+    questions is not trusted (it is what a forged "answer everyone with X" looks like)."""
     entries, whole = _entries(text, json_answers)
     if any(entry.item_id not in items for entry in entries):
         return PackedAnswers({}, frozenset(items))
     per_id = Counter(entry.item_id for entry in entries)
     askers: dict[str, set[str]] = {}
     for entry in entries:
-        askers.setdefault(entry.answer, set()).add(items[entry.item_id])
+        askers.setdefault(entry.key, set()).add(items[entry.item_id])
     kept = [
         entry
         for entry in entries
-        if per_id[entry.item_id] == 1 and (entry.free_to_repeat or len(askers[entry.answer]) == 1)
+        if not entry.broken
+        and per_id[entry.item_id] == 1
+        and (entry.free_to_repeat or len(askers[entry.key]) == 1)
     ]
     trusted = {entry.item_id: entry.answer for entry in kept}
     calls = {entry.item_id: entry.calls for entry in kept if entry.calls}
@@ -276,8 +280,15 @@ class _Entry:
     item_id: str
     answer: str
     calls: tuple[dict[str, Any], ...] = ()
-    #: A JSON answer or function calls: the same for different questions is no sign of forgery.
+    #: A JSON answer: the same for different questions is no sign of forgery.
     free_to_repeat: bool = False
+    #: The entry names its item but gives nothing usable: that item is answered again.
+    broken: bool = False
+
+    @property
+    def key(self) -> str:
+        """What the entry answers, for comparing answers across items."""
+        return json.dumps(self.calls, sort_keys=True) if self.calls else self.answer
 
 
 _MALFORMED = _Entry("", "")  # an entry not attributable to any item
@@ -287,23 +298,23 @@ def _entry(value: Any, json_answers: bool) -> _Entry:
     item_id = value.get("id") if isinstance(value, dict) else None
     if not isinstance(value, dict) or not isinstance(item_id, str):
         return _MALFORMED
+    broken = _Entry(item_id, "", broken=True)
     calls = value.get("function_calls")
     if calls:
         if "answer" in value and value["answer"] not in ("", None):
-            return _MALFORMED  # both an answer and calls: which one is meant?
+            return broken  # both an answer and calls: which one is meant?
         if not isinstance(calls, list) or not all(
             isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("args"), dict)
             for c in calls
         ):
-            return _MALFORMED
-        read = tuple({"name": c["name"], "args": c["args"]} for c in calls)
-        return _Entry(item_id, "", read, free_to_repeat=True)
+            return broken
+        return _Entry(item_id, "", tuple({"name": c["name"], "args": c["args"]} for c in calls))
     if "answer" not in value:
-        return _MALFORMED
+        return broken
     answer = value["answer"]
     if json_answers:
         return _Entry(item_id, json.dumps(answer, ensure_ascii=False), free_to_repeat=True)
-    return _Entry(item_id, answer) if isinstance(answer, str) else _MALFORMED
+    return _Entry(item_id, answer) if isinstance(answer, str) else broken
 
 
 def _entries(text: str, json_answers: bool = False) -> tuple[list[_Entry], bool]:

@@ -10,9 +10,12 @@ answered.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
-from jsonschema import exceptions, validators
+import jsonschema_rs
+
+from batching.packed_prompt import json_between
 
 #: Gemini Schema keys that JSON Schema spells the same way.
 _SAME_KEYS = (
@@ -40,20 +43,25 @@ _COUNT_KEYS = {
 }
 
 
+#: Marks the answer schema in a system instruction (``with_answer_format``).
+ANSWER_SCHEMA_OPEN = "<answer_schema>"
+ANSWER_SCHEMA_CLOSE = "</answer_schema>"
+ANSWER_FORMAT_INSTRUCTION = (
+    "When you answer in text instead of calling a function, answer only with JSON that is valid "
+    "for the JSON Schema between <answer_schema> and </answer_schema>."
+)
+
+
 class SchemaError(ValueError):
     """A schema that is not a usable JSON Schema."""
 
 
 def check_schema(schema: Any) -> dict[str, Any]:
-    """``schema`` if it is a JSON Schema object (raise ``SchemaError`` naming what is wrong)."""
+    """``schema`` if it is a JSON Schema object batchgate can check answers against (raise
+    ``SchemaError`` naming what is wrong)."""
     if not isinstance(schema, dict):
         raise SchemaError("a schema must be a JSON object")
-    validator = validators.validator_for(schema, default=validators.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except exceptions.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "the schema"
-        raise SchemaError(f"{where}: {exc.message}") from None
+    _validator(_canonical(schema))
     return schema
 
 
@@ -65,12 +73,43 @@ def invalid_answer(text: str, schema: dict[str, Any] | None) -> str | None:
         return "the answer is not valid JSON"
     if schema is None:
         return None
-    validator = validators.validator_for(schema, default=validators.Draft202012Validator)(schema)
-    error = exceptions.best_match(validator.iter_errors(value))
+    error = next(iter(_validator(_canonical(schema)).iter_errors(value)), None)
     if error is None:
         return None
-    where = "/".join(str(p) for p in error.absolute_path) or "the answer"
+    where = "/".join(str(p) for p in error.instance_path) or "the answer"
     return f"{where}: {error.message}"[:500]
+
+
+def with_answer_format(system: str | None, schema: dict[str, Any]) -> str:
+    """``system`` followed by the instruction to answer in JSON valid for ``schema``: for a call
+    that offers functions, where Gemini 2.5 refuses JSON output (``responseMimeType``)."""
+    listing = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+    instruction = f"{ANSWER_FORMAT_INSTRUCTION}\n{ANSWER_SCHEMA_OPEN}\n{listing}\n{ANSWER_SCHEMA_CLOSE}"
+    return f"{system}\n\n{instruction}" if system else instruction
+
+
+def answer_format(system: str) -> dict[str, Any] | None:
+    """The schema ``with_answer_format`` put in a system instruction, or None."""
+    schema = json_between(system, f"\n{ANSWER_SCHEMA_OPEN}\n", f"\n{ANSWER_SCHEMA_CLOSE}")
+    return schema if isinstance(schema, dict) else None
+
+
+def _canonical(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+@lru_cache(maxsize=256)
+def _validator(canonical: str) -> jsonschema_rs.Validator:
+    """A compiled validator. Its ``pattern`` regexes run on a linear-time engine (Rust's
+    ``regex``: no backtracking, so no pattern of a client's, like ``^(a+)+$``, can stall a
+    worker on a long answer; lookaround and backreferences are refused), and nothing is
+    fetched: a ``$ref`` outside the schema is refused."""
+    try:
+        return jsonschema_rs.validator_for(
+            json.loads(canonical), pattern_options=jsonschema_rs.RegexOptions(), offline=True
+        )
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError, ValueError) as exc:
+        raise SchemaError(str(exc).split("\n", 1)[0][:300]) from None
 
 
 def from_gemini_schema(schema: Any) -> dict[str, Any]:

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STRATEGIES = ("auto", "pack", "concurrent")
-#: Function-calling modes (Gemini's ``functionCallingConfig.mode``): the model may call a
-#: function (AUTO), must call one (ANY), or must answer in text (NONE).
-TOOL_MODES = ("AUTO", "ANY", "NONE")
+
 #: Gemini's finish reason of an answer that ended by itself: the only complete one.
 COMPLETE = "STOP"
 
@@ -22,17 +20,14 @@ Part = dict[str, Any]
 Turn = tuple[str, tuple[Part, ...]]
 
 
-def text_turn(role: str, text: str) -> Turn:
-    """A turn that is only text."""
-    return role, ({"text": text},)
-
-
 @dataclass(frozen=True)
 class Tools:
     """Functions the model may call, and how (the same for every request that shares a call)."""
 
     #: Function declarations: ``{"name", "description"?, "parameters"? (JSON Schema)}``.
     functions: tuple[dict[str, Any], ...]
+    #: Gemini's ``functionCallingConfig.mode``: the model may call a function (AUTO), must call
+    #: one (ANY), or must answer in text (NONE).
     mode: str = "AUTO"
     #: With mode ANY: the functions it may choose from (empty: any declared one).
     allowed: tuple[str, ...] = ()
@@ -40,6 +35,7 @@ class Tools:
     parallel: bool = True
 
     def as_json(self) -> dict[str, Any]:
+        """The tools as plain JSON (for group keys and the packed prompt)."""
         return {
             "functions": list(self.functions),
             "mode": self.mode,

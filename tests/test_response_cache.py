@@ -73,6 +73,12 @@ def test_key_distinguishes_every_field_that_shapes_the_answer() -> None:
     assert len(keys | {cache_key(BASE)}) == len(ANSWER_FIELDS) + 1
 
 
+def test_no_parallel_tool_calls_is_a_different_answer_than_the_default() -> None:
+    plain = {"prompt": "p", "tools": [{"name": "f"}]}
+    assert cache_key({**plain, "parallel_tool_calls": False}) != cache_key(plain)
+    assert cache_key({**plain, "parallel_tool_calls": None}) == cache_key(plain)
+
+
 def test_every_field_of_a_task_request_is_known_to_shape_the_answer_or_not() -> None:
     """A new request field must be placed: in the digest, or named as not shaping the answer."""
     assert set(TaskRequest.model_fields) == set(ANSWER_FIELDS) | set(NOT_ANSWER_FIELDS)

@@ -31,6 +31,21 @@ from workers.heartbeat import workers_key
 # --- pure rules ----------------------------------------------------------------------------
 
 
+def test_fit_history_never_starts_with_a_function_result_cut_from_its_call() -> None:
+    call = {"function_call": {"name": "f", "args": {}}}
+    result = {"function_response": {"name": "f", "response": {"r": "x" * 40}}}
+    turns = [
+        Turn("user", "a question " * 10),
+        Turn("model", "", (call,)),
+        Turn("user", "", (result,)),
+        Turn("model", "the answer"),
+    ]
+    for budget in range(1, 200):
+        kept = fit_history(turns, budget)
+        assert not kept or (kept[0].role == "user" and not kept[0].parts), (budget, kept)
+    assert fit_history(turns, 10_000) == turns
+
+
 def test_fit_history_drops_the_oldest_turns_first_and_starts_with_a_user_turn() -> None:
     turns = [Turn("user", "a" * 40), Turn("model", "b" * 40), Turn("user", "c" * 40), Turn("model", "d" * 40)]
     assert fit_history(turns, 10_000) == turns

@@ -23,6 +23,7 @@ from batching.packed_prompt import render_items
 from batching.simulator import SimulatorThread, answer_for, start_in_thread
 from batching.simulator.answers import value_for_schema
 from batching.simulator.config import config_dict
+from batching.structured import with_answer_format
 from batching.tokens import estimate_tokens
 from tests.harness import http_json
 
@@ -541,3 +542,29 @@ def test_inline_data_that_is_not_base64_is_rejected(sim: SimulatorThread) -> Non
         assert status == 400 and reply["error"]["status"] == "INVALID_ARGUMENT", data
     stats = _stats(sim)
     assert (stats["bad_requests"], stats["calls"], stats["inline_parts"]) == (3, 0, 0)
+
+
+def test_function_calling_with_json_output_is_refused_and_an_instructed_schema_is_followed(
+    sim: SimulatorThread,
+) -> None:
+    """As Gemini 2.5: no responseMimeType JSON beside functions (400); the schema given in the
+    system instruction instead shapes the text answer once the function has answered."""
+    tools = [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"type": "object"}}]}]
+    user = {"role": "user", "parts": [{"text": "rate it"}]}
+    status, reply = _post(
+        sim,
+        {"contents": [user], "tools": tools, "generationConfig": {"responseMimeType": "application/json"}},
+    )
+    assert status == 400 and "unsupported" in reply["error"]["message"], reply
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}, "required": ["note"]}
+    turns = [
+        user,
+        {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"r": "ok-7"}}}]},
+    ]
+    system = {"parts": [{"text": with_answer_format("Be brief.", schema)}]}
+    status, reply = _post(sim, {"contents": turns, "tools": tools, "systemInstruction": system})
+    assert status == 200, reply
+    answer = json.loads(reply["candidates"][0]["content"]["parts"][0]["text"])
+    jsonschema.validate(answer, schema)
+    assert "ok-7" in answer["note"] and "rate it" in answer["note"]

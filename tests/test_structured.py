@@ -125,12 +125,30 @@ def test_gemini_schemas_are_read_as_json_schema() -> None:
 
 def test_answers_are_checked_against_their_schema() -> None:
     assert invalid_answer(json.dumps(_value("x")), SCHEMA) is None
-    assert invalid_answer('{"summary": "x"}', SCHEMA) == "the answer: 'where' is a required property"
+    assert invalid_answer('{"summary": "x"}', SCHEMA) == 'the answer: "where" is a required property'
+    assert (
+        invalid_answer('{"summary": 1, "where": {"city": "c"}}', SCHEMA)
+        == 'summary: 1 is not of type "string"'
+    )
     assert invalid_answer('{"summary": "x", ', SCHEMA) == "the answer is not valid JSON"
     assert invalid_answer("[1]", None) is None  # JSON of any shape
     check_schema(SCHEMA)
-    with pytest.raises(SchemaError, match="type"):
+    with pytest.raises(SchemaError, match="nonsense"):
         check_schema({"type": "nonsense"})
+    with pytest.raises(SchemaError, match="regex"):
+        check_schema({"type": "string", "pattern": "(?=a)"})  # lookaround: no linear-time engine runs it
+    with pytest.raises(SchemaError, match=r"example\.com"):
+        check_schema({"$ref": "https://example.com/schema.json"})  # nothing is fetched
+
+
+def test_a_catastrophic_pattern_is_checked_in_linear_time() -> None:
+    """``^(a+)+$`` against 40 a's and a "!" takes hours on a backtracking engine (Python's re):
+    one tenant's schema would stall the worker for everyone. Here even 4,000 finish (on a
+    backtracking engine the suite's per-test timeout would end this test)."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}
+    for length in (40, 4000):
+        answer = json.dumps({"s": "a" * length + "!"})
+        assert invalid_answer(answer, schema) is not None
 
 
 def test_a_nested_answer_schema_keeps_its_definitions_at_the_root() -> None:
@@ -231,7 +249,7 @@ def test_no_parallel_calls_keeps_the_first_and_required_calls_are_enforced() -> 
     (text,) = run(
         gemini, [InferenceRequest(id="b", prompt="q", model="m", tools=Tools((WEATHER,), "ANY"), stream=True)]
     )
-    assert not text.ok and text.error_code == "invalid_structured_output"
+    assert not text.ok and text.error_code == "missing_function_call"
 
 
 def test_tool_results_go_alone_as_parts_before_the_text() -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchgate import sessions
 from batching.types import Output, Part, Tools, Turn
 
 #: ``tool_choice`` as the task API spells it -> Gemini's function-calling mode.
-TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+TOOL_CHOICES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
 
 def history(turns: Any) -> tuple[Turn, ...]:
@@ -28,11 +29,8 @@ def history(turns: Any) -> tuple[Turn, ...]:
         text = turn.get("text", "")
         if not isinstance(text, str):
             raise TypeError("history turns need a text")
-        parts: list[Part] = [function_call(call) for call in _list(turn.get("tool_calls"))]
-        parts += user_parts(turn)
-        if text or not parts:
-            parts.append({"text": text})
-        read.append((str(turn["role"]), tuple(parts)))
+        parts = [function_call(call) for call in _list(turn.get("tool_calls"))] + user_parts(turn)
+        read.append((str(turn["role"]), sessions.Turn(str(turn["role"]), text, tuple(parts)).contents))
     return tuple(read)
 
 
@@ -88,8 +86,8 @@ def tools(body: dict[str, Any]) -> Tools | None:
         if not isinstance(choice.get("name"), str):
             raise TypeError("tool_choice names a function by its name")
         mode, allowed = "ANY", (choice["name"],)
-    elif choice in TOOL_MODES:
-        mode = TOOL_MODES[choice]
+    elif choice in TOOL_CHOICES:
+        mode = TOOL_CHOICES[choice]
     else:
         raise ValueError(f"unknown tool_choice {choice!r}")
     return Tools(tuple(functions), mode, allowed, parallel=body.get("parallel_tool_calls") is not False)

@@ -202,7 +202,9 @@ class Simulator:
             return _answer(request, config, json.dumps(call), kind, function_call=call, function_calls=1)
         results = [(r.name, r.response) for r in request.function_responses]
         suffix = tool_results_text(results) if results else ""
-        if not request.json_mode:
+        if request.answer_format is not None and not request.json_mode:  # as the instruction asks
+            text = _json_text(value_for_schema(request.answer_format, request.prompt + suffix))
+        elif not request.json_mode:
             text = answer_for(request.prompt) + suffix
         elif _marked(request.prompt, config.badjson_marker):
             text = broken_json_for(request.prompt)

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from batching.structured import answer_format
 from batching.tokens import estimate_tokens
 
 #: Number of SSE chunks a streamed answer is split into (fewer for short answers).
@@ -73,6 +74,9 @@ class GenerateRequest:
     inline_parts: int = 0
     #: True when a turn of the history holds a ``functionCall`` part.
     history_calls: bool = False
+    #: The JSON Schema a system instruction asks text answers to follow
+    #: (``batching.structured.with_answer_format``: functions and a schema in one call).
+    answer_format: dict[str, Any] | None = None
 
     @property
     def json_mode(self) -> bool:
@@ -117,6 +121,7 @@ def parse_generate_request(body: Any) -> GenerateRequest:
         conversation.texts.append(system)
     elif system is not None:
         conversation.read(system, "systemInstruction", user=False)
+    system_texts = len(conversation.texts)
     for index, content in enumerate(contents):
         conversation.read(content, f"contents[{index}]", user=True)
     if conversation.prompt is None:
@@ -136,18 +141,22 @@ def parse_generate_request(body: Any) -> GenerateRequest:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         limit = None  # not a limit the simulator can apply
     mode, allowed = _function_calling_config(body)
+    functions = _function_declarations(body)
+    if functions and mode != "NONE" and (mime or "").lower() == "application/json":
+        raise BadRequest("Function calling with a response mime type: 'application/json' is unsupported")
     return GenerateRequest(
         prompt=conversation.prompt,
         texts=tuple(conversation.texts),
         response_mime_type=mime,
         response_schema=schema,
         max_output_tokens=limit,
-        functions=_function_declarations(body),
+        functions=functions,
         function_mode=mode,
         allowed_functions=allowed,
         function_responses=tuple(conversation.responses),
         inline_parts=conversation.inline_parts,
         history_calls=conversation.calls,
+        answer_format=answer_format("\n".join(conversation.texts[:system_texts])),
     )
 
 
