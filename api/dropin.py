@@ -44,7 +44,11 @@ def finished_result(svc: Services, task: TaskRequest) -> tuple[str, dict[str, An
 
 #: Failed tasks answered with a status of their own instead of 500: the model could not give
 #: an answer of the asked shape (not retried by the SDKs, unlike a 5xx).
-FAILURE_STATUS = {"invalid_structured_output": 422, "structured_output_truncated": 422}
+FAILURE_STATUS = {
+    "invalid_structured_output": 422,
+    "structured_output_truncated": 422,
+    "missing_function_call": 422,
+}
 
 
 def task_failure(record: dict[str, Any]) -> ApiError:

@@ -265,6 +265,9 @@ def _call_or_response(entry: Any, payload: str) -> dict[str, Any]:
     spells it: ``{"name", "args"|"response", "id"?}``."""
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise ApiError(400, "invalid_request", f"a function {payload} part needs a name")
+    unknown = set(entry) - {"name", payload, "id"}
+    if unknown:
+        raise ApiError(400, "unsupported_part", f"not supported by batchgate: {', '.join(sorted(unknown))}")
     out: dict[str, Any] = {"name": entry["name"], payload: entry.get(payload) or {}}
     if entry.get("id"):
         out["id"] = entry["id"]
@@ -274,23 +277,27 @@ def _call_or_response(entry: Any, payload: str) -> dict[str, Any]:
 def _tools(tools: Any, config: Any) -> dict[str, Any]:
     """``tools`` (function declarations only) and ``toolConfig`` as task fields. Mode ANY with
     allowed names keeps only those functions, and requires a call of one of them."""
-    if tools is None:
-        return {}
     functions: list[dict[str, Any]] = []
-    for tool in _list(tools, "tools"):
+    for tool in _list(tools, "tools") if tools is not None else []:
         tool = _camel_keys(tool, ("function_declarations",)) if isinstance(tool, dict) else tool
         if not isinstance(tool, dict) or set(tool) != {"functionDeclarations"}:
             raise ApiError(400, "unsupported_field", "tools: batchgate takes functionDeclarations only")
         functions.extend(_declaration(d) for d in _list(tool["functionDeclarations"], "functionDeclarations"))
+    if config is not None and not functions:
+        raise ApiError(400, "invalid_request", "toolConfig: declare functions in tools first")
     if not functions:
         return {}
     fields: dict[str, Any] = {"tools": functions}
-    calling = (_camel_keys(config, ("function_calling_config",)) if isinstance(config, dict) else {}).get(
-        "functionCallingConfig"
-    ) or {}
-    calling = _camel_keys(calling, ("allowed_function_names",)) if isinstance(calling, dict) else {}
+    config = _camel_keys(config, ("function_calling_config",)) if config is not None else {}
+    if not isinstance(config, dict) or set(config) - {"functionCallingConfig"}:
+        raise ApiError(400, "unsupported_field", "toolConfig: batchgate takes functionCallingConfig only")
+    calling = _camel_keys(config.get("functionCallingConfig") or {}, ("allowed_function_names",))
+    if not isinstance(calling, dict) or set(calling) - {"mode", "allowedFunctionNames"}:
+        raise ApiError(400, "unsupported_field", "functionCallingConfig: mode and allowedFunctionNames only")
     mode = str(calling.get("mode") or "AUTO").upper()
     allowed = calling.get("allowedFunctionNames") or []
+    if allowed and mode != "ANY":
+        raise ApiError(400, "invalid_request", "allowedFunctionNames: only with mode ANY (as Gemini)")
     if mode == "NONE":
         fields["tool_choice"] = "none"
     elif mode == "ANY":

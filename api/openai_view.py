@@ -363,8 +363,8 @@ def _agent_fields(body: dict[str, Any]) -> dict[str, Any]:
                 400, "invalid_request", "tool_choice: {'type': 'function', 'function': {'name': ...}}"
             )
         fields["tool_choice"] = {"name": function.get("name")}
-    elif choice is not None and tools:
-        fields["tool_choice"] = choice
+    elif choice is not None and (tools or choice not in ("auto", "none")):
+        fields["tool_choice"] = choice  # "auto" and "none" without tools ask nothing: no-ops
     if body.get("parallel_tool_calls") is not None and tools:
         fields["parallel_tool_calls"] = body["parallel_tool_calls"]
     fields.update(_response_format(body.get("response_format")))

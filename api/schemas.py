@@ -97,6 +97,10 @@ class Turn(BaseModel):
 
     @model_validator(mode="after")
     def _roles(self) -> Turn:
+        if "text" not in self.model_fields_set and not (
+            self.tool_calls or self.tool_results or self.attachments
+        ):
+            raise ValueError("a turn needs a text, tool_calls, tool_results or attachments")
         if self.tool_calls and self.role != "model":
             raise ValueError("tool_calls belong to a model turn")
         if (self.tool_results or self.attachments) and self.role != "user":
@@ -158,6 +162,8 @@ class TaskRequest(BaseModel):
             raise ValueError("tool_choice: give tools to choose from")
         if isinstance(self.tool_choice, ToolChoiceFunction) and self.tool_choice.name not in names:
             raise ValueError(f"tool_choice: no tool is named {self.tool_choice.name!r}")
+        if not self.session_id:  # a session's earlier turns are in Redis: the worker has them
+            _check_tool_turns(self.history or [], len(self.tool_results or []))
         if self.response_schema is not None and self.response_mime_type == "text/plain":
             raise ValueError("response_schema: needs response_mime_type application/json (or none)")
         return self
@@ -165,6 +171,21 @@ class TaskRequest(BaseModel):
     def to_message(self) -> dict[str, Any]:
         """The request as it travels to the worker: only the fields the client set."""
         return self.model_dump(exclude_none=True, exclude={"cache"})
+
+
+def _check_tool_turns(history: list[Turn], results_now: int) -> None:
+    """Each model turn's ``tool_calls`` are answered by the next turn's ``tool_results``, one
+    result per call, and results answer nothing else (Gemini refuses any other conversation)."""
+    calls = [len(turn.tool_calls or []) for turn in history]
+    results = [len(turn.tool_results or []) for turn in history] + [results_now]
+    for index, answered in enumerate(results):
+        asked = calls[index - 1] if index > 0 else 0
+        if asked != answered:
+            where = "tool_results" if index == len(history) else "history"
+            raise ValueError(
+                f"{where}: the {asked} tool_calls of the model turn before must be answered by "
+                f"this turn's tool_results, one per call (got {answered})"
+            )
 
 
 def _checked_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -182,8 +203,9 @@ def parse_task_request(body: Any, max_prompt_chars: int, max_context_chars: int)
         request = TaskRequest.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")  # our own validators' words
+        where = ".".join(str(part) for part in first["loc"])
+        raise ApiError(422, "invalid_request", f"{where}: {message}" if where else message) from None
     if not request.prompt.strip() and not request.tool_results and not request.attachments:
         raise ApiError(
             422,

@@ -350,6 +350,14 @@ def test_native_api_tool_round_trip(cluster: RunningCluster) -> None:
         ({"prompt": "", "tools": [{"name": "f"}]}, "prompt"),
         ({"prompt": "x", "attachments": [{"mime_type": "image/png", "data": "AAA\n"}]}, "attachments"),
         ({"prompt": "x", "history": [{"role": "user", "tool_calls": [{"name": "f"}]}]}, "history"),
+        ({"tool_results": [{"name": "f", "response": {}}]}, "tool_results"),
+        (
+            {
+                "prompt": "and now?",
+                "history": [{"role": "user", "text": "q"}, {"role": "model", "tool_calls": [{"name": "f"}]}],
+            },
+            "tool_results",
+        ),
     ],
 )
 def test_native_api_refuses_what_it_cannot_honour(cluster: RunningCluster, body: dict, field: str) -> None:
@@ -409,6 +417,40 @@ def test_native_api_refuses_what_it_cannot_honour(cluster: RunningCluster, body:
             f"/v1beta/models/{MODEL}:generateContent",
             {"contents": [{"role": "user", "parts": [{"functionCall": {"name": "f", "args": {}}}]}]},
             "model turns",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": MODEL,
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        ],
+                    },
+                    {"role": "user", "content": "never mind"},
+                ],
+            },
+            "tool_results",
+        ),
+        (
+            f"/v1beta/models/{MODEL}:generateContent",
+            {
+                "contents": [{"parts": [{"text": "x"}]}],
+                "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+            },
+            "toolConfig",
+        ),
+        (
+            f"/v1beta/models/{MODEL}:generateContent",
+            {
+                "contents": [{"parts": [{"text": "x"}]}],
+                "tools": [{"functionDeclarations": [{"name": "f"}]}],
+                "toolConfig": {"functionCallingConfig": {"mode": "AUTO", "allowedFunctionNames": ["f"]}},
+            },
+            "allowedFunctionNames",
         ),
         (
             f"/v1beta/models/{MODEL}:generateContent",
@@ -555,3 +597,33 @@ def test_two_tenants_with_one_schema_and_one_tool_set_never_share_a_call(cluster
     ]
     owners = [{str(item["prompt"]).split("-")[0] for item in items} for items in packed if items]
     assert owners and all(len(seen) == 1 for seen in owners), owners
+
+
+def test_functions_and_a_schema_together_answer_json_after_the_tool_loop(cluster: RunningCluster) -> None:
+    """Gemini 2.5 refuses function calling with JSON output (the simulator does too): the
+    schema travels in the instruction and the final text answer is checked against it."""
+    schema = Verdict.model_json_schema()
+    response_format = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}}
+
+    async def run() -> tuple[Any, Any]:
+        async with openai_client(cluster) as client:
+            messages: list[Any] = [{"role": "user", "content": "rate the weather in Nice"}]
+            first = await client.chat.completions.create(
+                model=MODEL, messages=messages, tools=[WEATHER_TOOL], response_format=response_format
+            )
+            call = first.choices[0].message.tool_calls[0]
+            messages.append(first.choices[0].message.model_dump(exclude_none=True))
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": "mistral-9"})
+            second = await client.chat.completions.create(
+                model=MODEL, messages=messages, tools=[WEATHER_TOOL], response_format=response_format
+            )
+            return first, second
+
+    first, second = asyncio.run(run())
+    assert first.choices[0].finish_reason == "tool_calls"
+    answer = json.loads(second.choices[0].message.content)
+    jsonschema.validate(answer, schema)
+    assert "mistral-9" in answer["summary"] and "rate the weather in Nice" in answer["summary"]
+    sent = [r["body"] for r in sim_requests(cluster) if "mistral-9" in json.dumps(r["body"])][-1]
+    assert "responseMimeType" not in json.dumps(sent.get("generationConfig") or {})
+    assert "<answer_schema>" in json.dumps(sent["systemInstruction"])
