@@ -171,10 +171,7 @@ def to_response(result: dict[str, Any], model: str) -> dict[str, Any]:
     """A GenerateContentResponse for a task's result (its function calls as ``functionCall`` parts)."""
     usage = result.get("usage") or {}
     prompt_tokens, output_tokens = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-    calls = [
-        {"functionCall": {k: call[k] for k in ("id", "name", "args") if k in call}}
-        for call in result.get("tool_calls") or []
-    ]
+    calls = [_function_call_part(call) for call in result.get("tool_calls") or []]
     parts = ([{"text": result["text"]}] if result.get("text") or not calls else []) + calls
     if not parts:
         parts = [{"text": ""}]
@@ -193,6 +190,13 @@ def to_response(result: dict[str, Any], model: str) -> dict[str, Any]:
         },
         "modelVersion": result.get("model") or model,
     }
+
+
+def _function_call_part(call: dict[str, Any]) -> dict[str, Any]:
+    part: dict[str, Any] = {"functionCall": {k: call[k] for k in ("id", "name", "args") if k in call}}
+    if call.get("thought_signature"):
+        part["thoughtSignature"] = call["thought_signature"]
+    return part
 
 
 def _chunk(text: str, model: str) -> dict[str, Any]:
@@ -218,7 +222,8 @@ def _list(value: Any, name: str) -> list[Any]:
 def _turn(content: Any, default_role: str = "user") -> dict[str, Any]:
     """A Content as a task turn: text, ``inlineData`` (attachments), ``functionCall`` (a model
     turn's ``tool_calls``) and ``functionResponse`` parts (a user turn's ``tool_results``).
-    A thought part, or a part's ``thoughtSignature``, is the model's own and is left out."""
+    A thought part is the model's own and is left out; so is a ``thoughtSignature`` except on
+    a ``functionCall`` part (Gemini 3 wants a call's signature back with it)."""
     if not isinstance(content, dict):
         raise ApiError(400, "invalid_request", "each content must be an object")
     role = str(content.get("role") or default_role)
@@ -238,7 +243,10 @@ def _turn(content: Any, default_role: str = "user") -> dict[str, Any]:
         elif set(data) == {"inlineData"}:
             turn.setdefault("attachments", []).append(_inline(data["inlineData"]))
         elif set(data) == {"functionCall"}:
-            turn.setdefault("tool_calls", []).append(_call_or_response(data["functionCall"], "args"))
+            call = _call_or_response(data["functionCall"], "args")
+            if part.get("thoughtSignature"):  # the model's, given back: Gemini 3 wants it
+                call["thought_signature"] = part["thoughtSignature"]
+            turn.setdefault("tool_calls", []).append(call)
         elif set(data) == {"functionResponse"}:
             turn.setdefault("tool_results", []).append(
                 _call_or_response(data["functionResponse"], "response")

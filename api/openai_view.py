@@ -157,17 +157,18 @@ def _assistant_message(result: dict[str, Any]) -> dict[str, Any]:
 
 def _openai_calls(result: dict[str, Any]) -> list[dict[str, Any]]:
     """A result's function calls as OpenAI's ``tool_calls`` (arguments as JSON text)."""
-    return [
-        {
+    calls = []
+    for call in result.get("tool_calls") or []:
+        arguments = json.dumps(call.get("args") or {}, ensure_ascii=False)
+        entry: dict[str, Any] = {
             "id": call.get("id"),
             "type": "function",
-            "function": {
-                "name": call.get("name"),
-                "arguments": json.dumps(call.get("args") or {}, ensure_ascii=False),
-            },
+            "function": {"name": call.get("name"), "arguments": arguments},
         }
-        for call in result.get("tool_calls") or []
-    ]
+        if call.get("thought_signature"):  # where Gemini's own OpenAI-compatible endpoint puts it
+            entry["extra_content"] = {"google": {"thought_signature": call["thought_signature"]}}
+        calls.append(entry)
+    return calls
 
 
 def _chunks(task_id: str, model: str, pieces: Iterator[str | dict[str, Any] | ApiError]) -> Iterator[str]:
@@ -333,7 +334,13 @@ def _tool_call(call: Any) -> dict[str, Any]:
         args = None
     if not isinstance(args, dict):
         raise ApiError(400, "invalid_request", "tool_calls: function.arguments must be a JSON object as text")
-    return {"id": call["id"], "name": function.get("name"), "args": args}
+    read: dict[str, Any] = {"id": call["id"], "name": function.get("name"), "args": args}
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if signature is not None:  # as Gemini's own OpenAI-compatible endpoint carries it
+        read["thought_signature"] = signature
+    return read
 
 
 def _tool_response(content: Any) -> dict[str, Any]:

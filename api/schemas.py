@@ -21,6 +21,8 @@ FUNCTION_NAME = r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,127}$"
 #: Inline data Gemini reads: images, audio, video, PDF and plain text.
 MIME_TYPE = r"^((image|audio|video)/[A-Za-z0-9.+\-]{1,64}|application/pdf|text/plain)$"
 _BASE64 = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
+#: Base64 in either alphabet, padding optional (as Gemini writes thought signatures).
+BASE64_PATTERN = r"^[A-Za-z0-9+/\-_]+={0,2}$"
 
 
 class ToolCall(BaseModel):
@@ -31,6 +33,8 @@ class ToolCall(BaseModel):
     name: str = Field(pattern=FUNCTION_NAME)
     args: dict[str, Any] = Field(default_factory=dict)
     id: str | None = Field(default=None, max_length=256)
+    #: The model's signature of the call (base64), as the result gave it: Gemini 3 wants it back.
+    thought_signature: str | None = Field(default=None, max_length=65_536, pattern=BASE64_PATTERN)
 
 
 class ToolResult(BaseModel):

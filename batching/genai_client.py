@@ -13,6 +13,11 @@ from google.genai import errors, types
 
 from batching.types import ModelCall, ModelCallError, ModelReply, Part
 
+#: Models that require a function call sent back to carry its thought signature.
+SIGNING_MODELS = ("gemini-3",)
+#: What Gemini 3's documentation gives a function call that has no signature of the model's.
+UNSIGNED_CALL_SIGNATURE = "skip_thought_signature_validator"
+
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)s\s*$")
@@ -81,8 +86,10 @@ async def _translated_errors() -> AsyncIterator[None]:
 
 def _contents(call: ModelCall) -> list[types.Content]:
     """Prior turns, then the user turn (its inline data and function responses before its text)."""
+    signing = call.model.startswith(SIGNING_MODELS)
     contents = [
-        types.Content(role=role, parts=[_part(part) for part in parts]) for role, parts in call.history
+        types.Content(role=role, parts=[_part(part, signing) for part in parts])
+        for role, parts in call.history
     ]
     parts = [_part(part) for part in call.extra_parts]
     parts.extend(types.Part(text=text) for text in call.parts)
@@ -90,12 +97,16 @@ def _contents(call: ModelCall) -> list[types.Content]:
     return contents
 
 
-def _part(part: Part) -> types.Part:
-    """An SDK part for one of ours; inline data travels as base64 text and the SDK wants bytes."""
+def _part(part: Part, signing: bool = False) -> types.Part:
+    """An SDK part for one of ours; inline data travels as base64 text and the SDK wants bytes.
+    ``signing``: a function call without the model's thought signature (made by a packed call,
+    or sent back by a client that dropped it) gets the one Gemini 3 documents for such calls."""
     blob = part.get("inline_data")
     if isinstance(blob, dict):
         data = base64.b64decode(str(blob.get("data", "")), validate=True)
         return types.Part(inline_data=types.Blob(mime_type=blob.get("mime_type"), data=data))
+    if signing and "function_call" in part and not part.get("thought_signature"):
+        part = {**part, "thought_signature": UNSIGNED_CALL_SIGNATURE}
     return types.Part.model_validate(part)
 
 
@@ -128,6 +139,8 @@ def _calls_of(response: types.GenerateContentResponse) -> tuple[dict[str, Any], 
             entry: dict[str, Any] = {"name": call.name, "args": dict(call.args or {})}
             if call.id:
                 entry["id"] = call.id
+            if part.thought_signature:  # Gemini 3 wants it back with the call
+                entry["thought_signature"] = base64.b64encode(part.thought_signature).decode()
             calls.append(entry)
     return tuple(calls)
 

@@ -627,3 +627,61 @@ def test_functions_and_a_schema_together_answer_json_after_the_tool_loop(cluster
     sent = [r["body"] for r in sim_requests(cluster) if "mistral-9" in json.dumps(r["body"])][-1]
     assert "responseMimeType" not in json.dumps(sent.get("generationConfig") or {})
     assert "<answer_schema>" in json.dumps(sent["systemInstruction"])
+
+
+def test_gemini_3_thought_signatures_go_back_with_their_calls(cluster: RunningCluster) -> None:
+    """Gemini 3 refuses a function call sent back without the model's thought signature (the
+    simulator too, for gemini-3 models): the drop-ins carry it both ways, and a call without
+    one (here given back by the native API's client) gets Gemini's documented stand-in."""
+    model = "gemini-3-pro-preview"
+
+    async def run() -> tuple[Any, Any]:
+        async with openai_client(cluster) as client:
+            messages: list[Any] = [{"role": "user", "content": "weather in Oslo, gemini 3?"}]
+            first = await client.chat.completions.create(model=model, messages=messages, tools=[WEATHER_TOOL])
+            messages.append(first.choices[0].message.model_dump(exclude_none=True))
+            call = first.choices[0].message.tool_calls[0]
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": "fog-3"})
+            second = await client.chat.completions.create(
+                model=model, messages=messages, tools=[WEATHER_TOOL]
+            )
+            return first, second
+
+    first, second = asyncio.run(run())
+    signature = (
+        first.choices[0].message.tool_calls[0].model_dump()["extra_content"]["google"]["thought_signature"]
+    )
+    assert signature and "fog-3" in second.choices[0].message.content
+    sent = [r["body"] for r in sim_requests(cluster) if "fog-3" in json.dumps(r["body"])][-1]
+    (call_part,) = sent["contents"][1]["parts"]
+    assert call_part["thoughtSignature"] == signature
+
+    status, _, gemini = http_json(
+        "POST",
+        f"{cluster.url}/v1beta/models/{model}:generateContent",
+        {
+            "contents": [{"role": "user", "parts": [{"text": "book it, gemini 3"}]}],
+            "tools": [{"functionDeclarations": [{"name": "book"}]}],
+        },
+        headers={"x-goog-api-key": cluster.api_key},
+    )
+    assert status == 200 and gemini["candidates"][0]["content"]["parts"][0]["thoughtSignature"], gemini
+
+    tools = [{"name": "lookup"}]
+    status, _, native = http_json(
+        "POST",
+        f"{cluster.url}/api/v1/task?wait=20",
+        {
+            "model": model,
+            "history": [
+                {"role": "user", "text": "find it"},
+                {"role": "model", "tool_calls": [{"name": "lookup"}]},
+            ],
+            "tool_results": [{"name": "lookup", "response": {"at": "shelf-5"}}],
+            "tools": tools,
+        },
+        headers=cluster.headers,
+    )
+    assert status == 200 and native["status"] == "succeeded" and "shelf-5" in native["result"]["text"], native
+    sent = [r["body"] for r in sim_requests(cluster) if "shelf-5" in json.dumps(r["body"])][-1]
+    assert sent["contents"][1]["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"

@@ -23,6 +23,7 @@ from batching.packed_prompt import render_items
 from batching.simulator import SimulatorThread, answer_for, start_in_thread
 from batching.simulator.answers import value_for_schema
 from batching.simulator.config import config_dict
+from batching.simulator.protocol import thought_signature_for
 from batching.structured import with_answer_format
 from batching.tokens import estimate_tokens
 from tests.harness import http_json
@@ -246,8 +247,9 @@ def test_a_streamed_function_call_is_one_chunk_with_finish_and_usage(
     }
     status, reply = _post(sim, body, "streamGenerateContent")  # without alt=sse: one JSON array
     assert status == 200 and len(reply) == 1
+    call = {"name": "f", "args": value_for_schema(WEATHER_JSON_SCHEMA, prompt)}
     assert reply[0]["candidates"][0]["content"]["parts"] == [
-        {"functionCall": {"name": "f", "args": value_for_schema(WEATHER_JSON_SCHEMA, prompt)}}
+        {"functionCall": call, "thoughtSignature": thought_signature_for(call)}
     ]
     assert reply[0]["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" in reply[0]
     stats = _stats(sim)

@@ -58,7 +58,7 @@ def user_parts(body: dict[str, Any]) -> list[Part]:
 
 
 def function_call(call: Any) -> Part:
-    """A model turn's function call (``{"name", "args", "id"?}``) as a part."""
+    """A model turn's function call (``{"name", "args", "id"?, "thought_signature"?}``) as a part."""
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         raise TypeError("a tool call needs a name")
     args = call.get("args") or {}
@@ -67,7 +67,10 @@ def function_call(call: Any) -> Part:
     entry: dict[str, Any] = {"name": call["name"], "args": args}
     if isinstance(call.get("id"), str):
         entry["id"] = call["id"]
-    return {"function_call": entry}
+    part: Part = {"function_call": entry}
+    if isinstance(call.get("thought_signature"), str):  # the model's, given back (Gemini 3 wants it)
+        part["thought_signature"] = call["thought_signature"]
+    return part
 
 
 def tools(body: dict[str, Any]) -> Tools | None:

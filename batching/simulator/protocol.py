@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ STREAM_CHUNKS = 3
 RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 #: ``promptTokenCount`` of one inline part (``inlineData``): Gemini's count for a small image.
 INLINE_PART_TOKENS = 258
+#: Models that require function calls sent back to carry their ``thoughtSignature``.
+SIGNING_MODELS = ("gemini-3",)
 #: ``functionCallingConfig.mode`` values; the simulator calls a function in every mode but NONE.
 FUNCTION_MODES = frozenset({"AUTO", "ANY", "NONE", "VALIDATED"})
 
@@ -74,6 +77,8 @@ class GenerateRequest:
     inline_parts: int = 0
     #: True when a turn of the history holds a ``functionCall`` part.
     history_calls: bool = False
+    #: ``functionCall`` parts of the history without a ``thoughtSignature``.
+    unsigned_calls: int = 0
     #: The JSON Schema a system instruction asks text answers to follow
     #: (``batching.structured.with_answer_format``: functions and a schema in one call).
     answer_format: dict[str, Any] | None = None
@@ -156,6 +161,7 @@ def parse_generate_request(body: Any) -> GenerateRequest:
         function_responses=tuple(conversation.responses),
         inline_parts=conversation.inline_parts,
         history_calls=conversation.calls,
+        unsigned_calls=conversation.unsigned_calls,
         answer_format=answer_format("\n".join(conversation.texts[:system_texts])),
     )
 
@@ -172,13 +178,31 @@ def response_body(
 ) -> dict[str, Any]:
     """Return a complete GenerateContentResponse carrying ``text``, or else ``function_call``
     (``{"name", "args"}``) as its one ``functionCall`` part."""
-    part = {"text": text} if function_call is None else {"functionCall": function_call}
+    part: dict[str, Any] = {"text": text}
+    if function_call is not None:
+        part = {"functionCall": function_call, "thoughtSignature": thought_signature_for(function_call)}
     return {
         "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": finish, "index": 0}],
         "usageMetadata": usage(prompt_tokens, output_tokens),
         "modelVersion": model,
         "responseId": response_id,
     }
+
+
+def thought_signature_for(function_call: dict[str, Any]) -> str:
+    """The opaque ``thoughtSignature`` the simulator gives a function call (deterministic)."""
+    digest = hashlib.sha256(json.dumps(function_call, sort_keys=True).encode()).digest()
+    return base64.b64encode(b"sim-thought:" + digest[:12]).decode()
+
+
+def check_thought_signatures(model: str, request: GenerateRequest) -> None:
+    """As Gemini 3 does: a function call sent back in the history must carry the signature the
+    model gave it (``BadRequest`` otherwise); Gemini 2.5 does not ask for them."""
+    if model.startswith(SIGNING_MODELS) and request.unsigned_calls:
+        raise BadRequest(
+            "Function call is missing a thought_signature in functionCall parts. This is required for "
+            "tools to work correctly (simulated Gemini 3)."
+        )
 
 
 def blocked_body(model: str, prompt_tokens: int, response_id: str, reason: str) -> dict[str, Any]:
@@ -259,6 +283,8 @@ class _Conversation:
         self.responses: list[FunctionResponse] = []
         self.inline_parts = 0
         self.calls = False
+        #: ``functionCall`` parts sent back without a ``thoughtSignature``.
+        self.unsigned_calls = 0
 
     def read(self, content: Any, where: str, *, user: bool) -> None:
         """Read one content (``user``: of ``contents``, not the system instruction)."""
@@ -294,6 +320,8 @@ class _Conversation:
             self.inline_parts += 1
         if _get(part, "functionCall", "function_call") is not None:
             self.calls = True
+            if not _get(part, "thoughtSignature", "thought_signature"):
+                self.unsigned_calls += 1
         result = _get(part, "functionResponse", "function_response")
         if result is not None:
             self.responses.append(_function_response(result, f"{where}.function_response"))

@@ -26,6 +26,7 @@ from batching.simulator.cost import stream_delays_ms
 from batching.simulator.protocol import (
     BadRequest,
     blocked_body,
+    check_thought_signatures,
     error_body,
     parse_generate_request,
     response_body,
@@ -190,6 +191,7 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
         if method == "countTokens" and isinstance(body, dict) and "generateContentRequest" in body:
             body = body["generateContentRequest"]
         call = parse_generate_request(body)
+        check_thought_signatures(model, call)
         if method != "countTokens":
             sim.requests.append({"model": model, "method": method, "body": body})
     except BadRequest as exc:
