@@ -570,3 +570,21 @@ def test_function_calling_with_json_output_is_refused_and_an_instructed_schema_i
     answer = json.loads(reply["candidates"][0]["content"]["parts"][0]["text"])
     jsonschema.validate(answer, schema)
     assert "ok-7" in answer["note"] and "rate it" in answer["note"]
+
+
+def test_gemini_3_refuses_a_function_call_given_back_without_its_signature(sim: SimulatorThread) -> None:
+    call = {"name": "f", "args": {}}
+    turns = [
+        {"role": "user", "parts": [{"text": "go"}]},
+        {"role": "model", "parts": [{"functionCall": call}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"ok": True}}}]},
+    ]
+
+    def post(model: str, signature: str | None) -> int:
+        if signature is not None:
+            turns[1]["parts"][0]["thoughtSignature"] = signature
+        return http_json("POST", f"{sim.url}/v1beta/models/{model}:generateContent", {"contents": turns})[0]
+
+    assert post("gemini-2.5-flash", None) == 200  # 2.5 does not ask for signatures
+    assert post("gemini-3-pro-preview", None) == 400
+    assert post("gemini-3-pro-preview", thought_signature_for(call)) == 200
