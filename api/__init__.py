@@ -17,8 +17,11 @@ from batchgate.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Flask:
-    """Build the Flask app for ``settings`` (services are built here unless given)."""
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """Build the Flask app for ``settings`` (read from the environment when not given, so
+    ``flask --app api run`` and ``flask --app api routes`` work); services are built here
+    unless given."""
+    settings = settings or Settings.from_env()
     from api import (
         baseline_view,
         dashboard_view,

@@ -194,27 +194,9 @@ def api_argv(settings: Settings, port: int, gunicorn: str = "gunicorn") -> tuple
 
 
 def worker_argv(settings: Settings, celery: str = "celery") -> tuple[str, ...]:
-    """The batch consumer; prefetch must exceed a batch (see PITFALLS), ``-E`` feeds Flower."""
-    queues = f"{settings.queue},{settings.queue}.housekeeping"
-    return (
-        celery,
-        "-A",
-        "workers.celery_entry",
-        "worker",
-        "-P",
-        "threads",
-        "-c",
-        str(settings.worker_concurrency),
-        "--prefetch-multiplier",
-        str(settings.prefetch_multiplier),
-        "-Q",
-        queues,
-        "-E",
-        "-n",
-        "batch@%h",
-        "--loglevel",
-        "INFO",
-    )
+    """The batch consumer: pool, concurrency, prefetch, queues and task events come from the
+    Celery app's own configuration (``workers.app.create_celery``); only the node name is set."""
+    return (celery, "-A", "workers.celery_entry", "worker", "-n", "batch@%h", "--loglevel", "INFO")
 
 
 def beat_argv(schedule: Path | str, celery: str = "celery") -> tuple[str, ...]:

@@ -147,13 +147,10 @@ def start_simulator(log_dir: Path, env: Mapping[str, str]) -> tuple[Process, str
 
 
 def start_worker(log_dir: Path, env: Mapping[str, str], name: str = "worker") -> Process:
-    concurrency = env.get("BATCHGATE_WORKER_CONCURRENCY", "8")
-    batch = int(env.get("BATCHGATE_BATCH_MAX_SIZE", "32"))
-    queue = env.get("BATCHGATE_QUEUE", "batchgate")
-    argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "worker", "-P", "threads", "-c", concurrency]
-    argv += ["--prefetch-multiplier", str(batch + 1), "-Q", f"{queue},{queue}.housekeeping"]
-    argv += ["-n", f"{name}-{free_port()}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-    argv += ["-E"]  # task events, as the local cluster's worker sends them (Flower shows them)
+    # Pool, concurrency, prefetch, queues and task events come from the app's configuration,
+    # as for the local cluster's worker.
+    argv = [str(BIN / "celery"), "-A", "workers.celery_entry", "worker", "-n", f"{name}-{free_port()}@%h"]
+    argv += ["--loglevel", "INFO", "--without-gossip", "--without-mingle"]
     return Process(name, argv, env, log_dir)
 
 

@@ -141,12 +141,8 @@ def test_supervisor_runs_the_commands_of_each_process(cluster: Cluster) -> None:
         assert not [arg for arg in api if arg.startswith(("--access-log", "--log-level"))]
 
     worker = commands["worker"]
-    assert worker[1:5] == ["-A", "workers.celery_entry", "worker", "-P"]
-    assert worker[worker.index("-c") + 1] == "3"
-    assert worker[worker.index("--prefetch-multiplier") + 1] == "11"
-    assert worker[worker.index("-Q") + 1] == "q-test,q-test.housekeeping"
-    assert worker[worker.index("-n") + 1] == "batch@%h"
-    assert "-E" in worker
+    # Plain `celery -A workers.celery_entry worker`: its shape is the app's configuration.
+    assert worker[1:] == ["-A", "workers.celery_entry", "worker", "-n", "batch@%h", "--loglevel", "INFO"]
 
     beat = commands["beat"]
     assert beat[beat.index("--schedule") + 1] == f"{run_dir}/celerybeat-schedule"
@@ -949,10 +945,6 @@ def test_entrypoint_runs_each_role_with_the_local_stacks_command(tmp_path: Path)
         result = entrypoint(role, "--extra")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == [*role_argv(role, settings), "--extra"]
-    assert (
-        json.loads(entrypoint("worker").stdout)[json.loads(entrypoint("worker").stdout).index("-c") + 1]
-        == "5"
-    )
     # Anything else runs as given; nothing at all is a usage error.
     assert entrypoint("echo", "as", "given").stdout == "as given\n"
     assert entrypoint().returncode == 2

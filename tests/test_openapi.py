@@ -7,7 +7,10 @@ on a real stack by schemathesis: ``tests/test_fuzz.py``.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -622,3 +625,18 @@ def test_gemini_agent_requests_the_document_accepts_are_taken(spec: dict[str, An
 def test_openai_agent_requests_the_document_accepts_are_taken(spec: dict[str, Any], body: Any) -> None:
     assert validator(spec, "ChatCompletionRequest").is_valid(body)
     openai_task(body, 200_000, 100_000)
+
+
+def test_flask_finds_the_app_by_its_folder_name(redis_url: str, tmp_path: Path) -> None:
+    """``flask --app api routes`` (and so ``flask --app api run``): the factory reads its
+    settings from the environment when given none."""
+    env = {**os.environ, "BATCHGATE_REDIS_URL": redis_url, "BATCHGATE_RUN_DIR": str(tmp_path)}
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "flask"), "--app", "api", "routes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "/api/v1/tasks" in listed and "/v1/chat/completions" in listed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import subprocess
 import time
 
 import redis
@@ -20,7 +21,7 @@ from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
 from tests.clients import read_events, submit_and_collect
 from tests.conftest import Stack, create_key
-from tests.harness import first_call_fails_seed, http_json, wait_until
+from tests.harness import BIN, first_call_fails_seed, http_json, wait_until
 
 
 def prompts(tag: str, n: int) -> list[str]:
@@ -163,6 +164,27 @@ def test_a_redelivered_message_is_harmless(stack: Stack) -> None:
     assert again == first
     assert stack.sim_stats()["items"] == items_before
     app.close()
+
+
+def test_a_plain_celery_worker_has_the_batch_consumers_shape(stack: Stack) -> None:
+    """The stack's worker is started as plain `celery -A workers.celery_entry worker`: its
+    thread pool, concurrency, prefetch and task events come from the app's configuration."""
+    settings = Settings.from_env(stack.env)
+    inspect = subprocess.run(
+        [str(BIN / "celery"), "-A", "workers.celery_entry", "inspect", "conf", "--json", "--timeout", "5"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    replies = json.loads(inspect.stdout.strip().splitlines()[-1])
+    ours = [conf for conf in replies.values() if conf.get("task_default_queue") == settings.queue]
+    assert ours, replies.keys()
+    for conf in ours:
+        assert conf["worker_pool"] == "threads" and conf["worker_send_task_events"] is True
+        assert conf["worker_concurrency"] == settings.worker_concurrency
+        assert conf["worker_prefetch_multiplier"] == settings.batch_max_size + 1
 
 
 def submit_wait(stack: Stack, body: dict, **headers: str) -> tuple[int, dict]:

@@ -47,7 +47,8 @@ def create_celery(settings: Settings) -> Celery:
     them after ``visibility_timeout_s`` (kombu's Redis transport reads it from
     ``broker_transport_options``; a consuming worker restores overdue messages every few
     seconds). What even that misses, the orphan sweeper re-enqueues. Only JSON crosses the
-    broker.
+    broker. A worker consumes both queues (``task_queues``) with a thread pool and sends
+    task events, without any command-line option.
     """
     app = Celery("batchgate", broker=settings.redis_url, backend=settings.redis_url)
     transport_options = delivery_options(settings)
@@ -68,9 +69,15 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        # The worker's shape lives here, not on a command line, so a plain
+        # `celery -A workers.celery_entry worker` runs as `make run` does: threads (the batch
+        # consumer's event loop and the engine's calls are I/O), a prefetch above a batch
+        # (see PITFALLS), and task events for Flower.
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=True,
         enable_utc=True,
         beat_schedule={
             "publish-metrics": {
