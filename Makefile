@@ -77,7 +77,7 @@ bench: install ## benchmark batching on/off, efficiency, overhead, CPU, 1 vs 8 t
 	$(BIN)/python -m loadtest.bench
 
 baseline: install ## capture a PerformanceBaseline under steady healthy load and activate it (ARGS="--from-live --seconds 300" for live metrics)
-	$(BIN)/python -m baseline.capture_cli $(ARGS)
+	$(BIN)/python -m loadtest.baseline_cli $(ARGS)
 
 scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the same load (~2 min; SCALETEST_* settings)
 	$(BIN)/python -m loadtest.scaletest

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from api.errors import error_response
 from api.services import services
-from workers.heartbeat import workers_key
+from batchgate.keys import workers_key
 
 bp = Blueprint("health", __name__)
 

@@ -14,18 +14,16 @@ from api.request_counter import RequestCounter
 from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
 from batchgate.baseline_store import BaselineStore
+from batchgate.broker import Publisher, broker_app
 from batchgate.database import Database, create_database_engine
 from batchgate.idempotency import IdempotencyStore
+from batchgate.keys import metrics_channel, metrics_latest_key
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.preferences import PreferenceStore
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
-from workers.app import create_celery
-from workers.metrics_publisher import channel as metrics_channel
-from workers.metrics_publisher import latest_key as metrics_latest_key
-from workers.publisher import Publisher
 
 
 @dataclass
@@ -75,7 +73,7 @@ class Services:
             settings=settings,
             redis=client,
             store=store,
-            publisher=Publisher(create_celery(settings), settings),
+            publisher=Publisher(broker_app(settings), settings),
             notifier=DoneNotifier(client, store.done_channel, store.progress_channel),
             apikeys=ApiKeyStore(client, prefix),
             admission=admission,

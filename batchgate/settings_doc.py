@@ -13,6 +13,7 @@ from pathlib import Path
 
 from batchgate import settings as settings_module
 from batchgate.settings import Settings, SimulatorSettings
+from batching.simulator import settings as simulator_settings_module
 
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _FIELD = re.compile(r"^\s+(\w+): [^=]+= ")
@@ -23,7 +24,9 @@ def _comments() -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {}
     current_class = ""
     pending: list[str] = []
-    for line in Path(settings_module.__file__).read_text().splitlines():
+    sources = (settings_module.__file__, simulator_settings_module.__file__)
+    lines = [line for source in sources for line in Path(str(source)).read_text().splitlines()]
+    for line in lines:
         if line.startswith("class "):
             current_class, pending = line.split()[1].split("(")[0].rstrip(":"), []
         elif line.strip().startswith("#:"):

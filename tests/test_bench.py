@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from batchgate.procfs import ProcStat, machine_ticks, parse_machine_stat, parse_stat
-from batchgate.settings import SimulatorSettings
 from batching.simulator.cost import call_latency_ms
+from batching.simulator.settings import SimulatorSettings
 from loadtest.bench import BenchConfig, compare_tenants
 from loadtest.bench_cpu import busy_share, cpu_delta, group_snapshot
 from loadtest.bench_load import prompt_for, spread

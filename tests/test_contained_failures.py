@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from batchgate.settings import SimulatorSettings
 from batching.engine import BatchInferenceEngine
 from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.simulator import SimulatorThread, answer_for, start_in_thread
+from batching.simulator.settings import SimulatorSettings
 from batching.types import InferenceRequest, InferenceResult
 from tests.clients import ClientRun, submit_and_collect
 from tests.conftest import Stack, running_stack

@@ -19,12 +19,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from baseline import capture_cli
-from baseline.capture_cli import from_live
 from baseline.model import schema
 from batchgate.baseline_store import BaselineStore
 from batchgate.metrics_store import SLOT_S, slot_of
 from batchgate.settings import Settings
+from loadtest import baseline_cli
+from loadtest.baseline_cli import from_live
 from tests.conftest import Stack, create_key, stack_env
 from tests.harness import http_json, running, start_api, start_beat, start_simulator, start_worker, wait_until
 
@@ -195,7 +195,7 @@ def test_make_baseline_captures_under_a_steady_load_and_activates_it(
         "BATCHGATE_BASELINE_DIR": str(tmp_path),
     }
     assert (
-        capture_cli.main(["--clients", "4", "--warmup", "1", "--seconds", "20", "--notes", "e2e"], env) == 0
+        baseline_cli.main(["--clients", "4", "--warmup", "1", "--seconds", "20", "--notes", "e2e"], env) == 0
     )
     [written] = [p for p in tmp_path.glob("*.json") if p.name != "latest.json"]
     assert (tmp_path / "latest.json").resolve() == written.resolve()

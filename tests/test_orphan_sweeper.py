@@ -9,6 +9,7 @@ import secrets
 import pytest
 import redis
 
+from batchgate.broker import Publisher
 from batchgate.settings import Settings, SettingsError
 from batchgate.taskstore import SUCCEEDED, Outcome, TaskStore
 from batching.simulator.answers import answer_for
@@ -17,7 +18,6 @@ from tests.harness import wait_until
 from workers.app import create_celery
 from workers.leases import oldest_queued_task
 from workers.orphan_sweeper import Whereabouts, sweep
-from workers.publisher import Publisher
 
 
 def settings_for(redis_url: str, **extra: str) -> Settings:

@@ -7,9 +7,9 @@ import secrets
 
 import redis
 
+from batchgate.broker import Publisher
 from batchgate.settings import Settings
 from workers.app import create_celery
-from workers.publisher import Publisher
 
 
 def test_message_carries_the_request_and_headers_carry_no_prompt(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from batchgate.keys import workers_key
 from batchgate.sessions import (
     SessionStore,
     SessionTurn,
@@ -26,7 +27,6 @@ from batching.types import InferenceRequest
 from tests.conftest import Stack, create_key
 from tests.harness import http_json, running, start_worker, wait_until
 from workers.conversation_rounds import ConversationRounds
-from workers.heartbeat import workers_key
 
 # --- pure rules ----------------------------------------------------------------------------
 

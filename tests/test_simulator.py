@@ -23,7 +23,6 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from batchgate.settings import SimulatorSettings
 from batching.genai_client import GenaiModelClient
 from batching.packed_prompt import answer_schema, read_answers, render_items
 from batching.simulator import SimulatorThread, answer_for, start_in_thread
@@ -31,6 +30,7 @@ from batching.simulator.answers import value_for_schema
 from batching.simulator.config import ConfigError, apply_update, config_dict
 from batching.simulator.cost import QuotaWindow, call_latency_ms, retry_delay_s, stream_delays_ms
 from batching.simulator.faults import FaultInjector
+from batching.simulator.settings import SimulatorSettings
 from batching.simulator.slots import Slots
 from batching.tokens import estimate_tokens
 from batching.types import ModelCall, ModelCallError, ModelReply

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 
+from batchgate.keys import workers_key
 from workers.leases import FLUSH_S, LeaseBook
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 2.0
 #: Entries of consumers silent for this long are removed (they died without saying so).
 FORGET_AFTER_S = 3600.0
-
-
-def workers_key(prefix: str) -> str:
-    """Sorted set of consumer names scored by their last heartbeat (wall clock)."""
-    return f"{prefix}:workers"
 
 
 class Heartbeat(bootsteps.StartStopStep):

@@ -27,6 +27,7 @@ from baseline.drift import DriftResult, LatencyDriftSignal, Traffic
 from baseline.model import BaselineError
 from batchgate.baseline_store import BaselineStore
 from batchgate.histogram import merge
+from batchgate.keys import metrics_channel, metrics_latest_key
 from batchgate.metrics_snapshot import build_snapshot, slots_needed
 from batchgate.metrics_store import (
     OUTCOMES,
@@ -38,16 +39,6 @@ from batchgate.metrics_store import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def latest_key(prefix: str) -> str:
-    """Where the latest snapshot (JSON) is kept."""
-    return f"{prefix}:metrics:latest"
-
-
-def channel(prefix: str) -> str:
-    """Where every snapshot is published."""
-    return f"{prefix}:metrics"
 
 
 class MetricsPublisher:
@@ -88,8 +79,8 @@ class MetricsPublisher:
         }
         payload = json.dumps(snapshot, separators=(",", ":"))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(latest_key(self._prefix), payload, ex=300)
-        pipe.publish(channel(self._prefix), payload)
+        pipe.set(metrics_latest_key(self._prefix), payload, ex=300)
+        pipe.publish(metrics_channel(self._prefix), payload)
         pipe.execute()
         return snapshot
 

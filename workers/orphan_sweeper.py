@@ -24,8 +24,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batchgate.broker import Publisher
 from batchgate.taskstore import FAILED, RUNNING, TERMINAL, Outcome, TaskStore
-from workers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 

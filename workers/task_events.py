@@ -80,7 +80,7 @@ def received(request: Any, arrived_at: float | None = None) -> TaskEvent:
     """``task-received`` for a buffered celery ``Request``, stamped with its arrival time.
 
     The message's own ``argsrepr``/``kwargsrepr`` are not used: they are the publisher's
-    (``workers.publisher.summary``), and the arguments are described here the same way for every
+    (``batchgate.broker.summary``), and the arguments are described here the same way for every
     sender.
     """
     eta, expires = request.eta, request.expires

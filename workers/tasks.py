@@ -8,14 +8,19 @@ from typing import Any
 
 from celery import Celery
 
+from batchgate.broker import (
+    INFER_TASK,
+    PUBLISH_METRICS_TASK,
+    RECOVER_ORPHANS_TASK,
+    WARM_CACHE_TASK,
+    Publisher,
+)
 from batching.flush_policy import FlushLimits
-from workers.app import INFER_TASK, PUBLISH_METRICS_TASK, RECOVER_ORPHANS_TASK, WARM_CACHE_TASK
 from workers.batch_consumer import WindowedBatches
 from workers.batch_job import Delivery, ResultsNotStored, process_batch
 from workers.cache_warming import report_dict, warm
 from workers.leases import live_leases, oldest_queued_task
 from workers.orphan_sweeper import Whereabouts, sweep
-from workers.publisher import Publisher
 from workers.runtime import WorkerRuntime
 
 

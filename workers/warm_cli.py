@@ -16,9 +16,10 @@ from pathlib import Path
 
 import redis
 
+from batchgate.broker import WARM_CACHE_TASK
 from batchgate.settings import Settings
 from batchgate.tenants import TENANT_ID
-from workers.app import WARM_CACHE_TASK, create_celery
+from workers.app import create_celery
 from workers.cache_warming import load_queries
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from batchgate.settings import Settings, SettingsError
 from batching.simulator.config import ConfigError, validate
 from batching.simulator.server import serve
+from batching.simulator.settings import SimulatorSettings
 
 
 def main() -> None:
     """Read the settings once and serve until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = validate(Settings.from_env().simulator)
-    except (SettingsError, ConfigError) as exc:
+        settings = validate(SimulatorSettings.from_env())
+    except (ValueError, ConfigError) as exc:
         raise SystemExit(f"batchgate simulator: bad setting: {exc}") from None
     asyncio.run(serve(settings))
 

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
-from batchgate.settings import SimulatorSettings
+from batching.simulator.settings import SimulatorSettings
 
 #: Fields fixed at start-up (the listening socket), hidden from ``/_sim/config``.
 STARTUP_ONLY = frozenset({"host", "port"})

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from batchgate.settings import SimulatorSettings
 from batching.packed_prompt import parse_items, parse_tools
 from batching.simulator import config as sim_config
 from batching.simulator.answers import (
@@ -31,6 +30,7 @@ from batching.simulator.answers import (
 from batching.simulator.cost import QuotaWindow, call_latency_ms, retry_delay_s
 from batching.simulator.faults import FaultInjector, InjectedError
 from batching.simulator.protocol import FunctionDeclaration, GenerateRequest, choose_function
+from batching.simulator.settings import SimulatorSettings
 from batching.simulator.slots import Slots
 from batching.simulator.stats import Stats
 from batching.tokens import CHARS_PER_TOKEN, estimate_tokens

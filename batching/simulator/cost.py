@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from batchgate.settings import SimulatorSettings
+from batching.simulator.settings import SimulatorSettings
 
 QUOTA_WINDOW_S = 60.0
 

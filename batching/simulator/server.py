@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 
-from batchgate.settings import SimulatorSettings
 from batching.simulator.config import ConfigError, config_dict
 from batching.simulator.core import Answer, CallFailed, Simulator
 from batching.simulator.cost import stream_delays_ms
@@ -33,6 +32,7 @@ from batching.simulator.protocol import (
     split_text,
     stream_bodies,
 )
+from batching.simulator.settings import SimulatorSettings
 
 log = logging.getLogger(__name__)
 

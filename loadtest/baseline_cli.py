@@ -42,7 +42,7 @@ from loadtest.settings import LoadSettings, LoadSettingsError
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m baseline.capture_cli", description=__doc__.split("\n")[0]
+        prog="python -m loadtest.baseline_cli", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients of the healthy load (8)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of load not captured (10)")
