@@ -15,7 +15,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from batchgate.baseline_store import BaselineStore
+from baseline.store import BaselineStore
 from batchgate.histogram import count_at_most, representative
 from batchgate.metrics_store import STAGES, TOTAL, InferenceMetricsCollector
 

@@ -11,9 +11,9 @@ from api.done_notifier import DoneNotifier
 from api.metrics_feed import MetricsFeed
 from api.prometheus import http_counter_key
 from api.request_counter import RequestCounter
+from baseline.store import BaselineStore
 from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
-from batchgate.baseline_store import BaselineStore
 from batchgate.broker import Publisher, broker_app
 from batchgate.database import Database, create_database_engine
 from batchgate.idempotency import IdempotencyStore

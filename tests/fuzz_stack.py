@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from baseline.model import PerformanceBaseline, StageLatency
-from batchgate.baseline_store import BaselineStore
+from baseline.store import BaselineStore
 from batchgate.metrics_store import STAGES
 from batchgate.settings import Settings
 from tests.conftest import create_key, stack_env

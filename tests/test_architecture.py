@@ -41,3 +41,31 @@ def test_no_module_imports_a_folder_it_must_not(folder: str) -> None:
         for path in (REPO / folder).rglob("*.py")
     }
     assert {path: bad for path, bad in offenders.items() if bad} == {}
+
+
+def folder_graph() -> dict[str, set[str]]:
+    """Folder -> the other folders its modules import."""
+    graph: dict[str, set[str]] = {}
+    for folder in FOLDERS:
+        found: set[str] = set()
+        for path in (REPO / folder).rglob("*.py"):
+            found |= imported_folders(path)
+        graph[folder] = found - {folder}
+    return graph
+
+
+def test_the_folders_import_each_other_without_a_cycle() -> None:
+    graph, done, order = folder_graph(), set[str](), list[str]()
+
+    def visit(folder: str, path: tuple[str, ...]) -> None:
+        assert folder not in path, f"import cycle: {' -> '.join((*path, folder))}"
+        if folder in done:
+            return
+        for imported in sorted(graph[folder]):
+            visit(imported, (*path, folder))
+        done.add(folder)
+        order.append(folder)
+
+    for folder in FOLDERS:
+        visit(folder, ())
+    assert order[0] == "batching"  # the engine stands alone, at the bottom

@@ -20,7 +20,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from baseline.model import schema
-from batchgate.baseline_store import BaselineStore
+from baseline.store import BaselineStore
 from batchgate.metrics_store import SLOT_S, slot_of
 from batchgate.settings import Settings
 from loadtest import baseline_cli

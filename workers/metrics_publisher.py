@@ -25,7 +25,7 @@ import redis
 
 from baseline.drift import DriftResult, LatencyDriftSignal, Traffic
 from baseline.model import BaselineError
-from batchgate.baseline_store import BaselineStore
+from baseline.store import BaselineStore
 from batchgate.histogram import merge
 from batchgate.keys import metrics_channel, metrics_latest_key
 from batchgate.metrics_snapshot import build_snapshot, slots_needed
