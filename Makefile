@@ -98,8 +98,8 @@ down: ## stop and remove the compose stack's containers (volumes are kept)
 	@$(DOCKER_COMPOSE_CHECK)
 	docker compose down
 
-docs: install ## refresh the README's settings table from batchgate/settings.py
-	$(BIN)/python -m batchgate.settings_doc README.md
+docs: install ## refresh the settings table in docs/settings.md from the settings classes
+	$(BIN)/python -m batchgate.settings_doc docs/settings.md
 
 clean: ## remove the run folder, caches and build output (keeps .venv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache build dist

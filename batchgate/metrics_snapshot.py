@@ -29,7 +29,7 @@ def slots_needed(now: float) -> list[int]:
 def build_snapshot(
     slots: Mapping[int, SlotData], now: float, queue_depth: int, batch_max_size: int
 ) -> dict[str, Any]:
-    """The snapshot published by the metrics task (see README: Observability)."""
+    """The snapshot published by the metrics task (see docs/observability.md)."""
     current = slot_of(now)
     windows = {}
     for name, seconds in WINDOWS.items():

@@ -1,6 +1,6 @@
-"""Render the settings table of the README from ``settings.py`` itself (``make docs``).
+"""Render the settings table of ``docs/settings.md`` from the settings classes themselves (``make docs``).
 
-The ``#:`` comment above each field is its documentation; a test keeps the README's table
+The ``#:`` comment above each field is its documentation; a test keeps the documented table
 equal to this rendering, so no setting goes undocumented.
 """
 
@@ -73,5 +73,5 @@ def update_readme(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    changed = update_readme(Path(sys.argv[1] if len(sys.argv) > 1 else "README.md"))
-    print("README settings table updated" if changed else "README settings table up to date")
+    changed = update_readme(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/settings.md"))
+    print("settings table updated" if changed else "settings table up to date")
