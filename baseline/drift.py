@@ -66,7 +66,7 @@ live window's request rate and mean batch size beside the baseline's and the rea
 when they differ by more than ``load_tolerance``. The verdict stands either way: the latency
 is what it is; the note says it may be the load rather than the model.
 
-Measured (``tests/test_drift.py``: lognormal latencies, median 600 ms, sigma 0.25; baseline
+Measured (``tests/baseline/test_drift.py``: lognormal latencies, median 600 ms, sigma 0.25; baseline
 5,000 samples, live 1,000, each trial with fresh seeds for both, default thresholds, every
 sample independent): same distribution, 0 of 1,000 trials warn or drift (the test allows 2
 of 100; KS at ``alpha = 0.001`` alone would expect 1 of 1,000); every latency x1.3 (p95

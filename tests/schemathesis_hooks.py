@@ -1,4 +1,4 @@
-"""Custom schemathesis checks and a log of every request, for ``tests/test_fuzz.py``.
+"""Custom schemathesis checks and a log of every request, for ``tests/e2e/test_fuzz.py``.
 
 Loaded by ``st run`` through ``tests/schemathesis.toml`` (``hooks = "tests.schemathesis_hooks"``).
 ``BATCHGATE_FUZZ_ANONYMOUS=1`` marks the run without credentials; ``BATCHGATE_FUZZ_LOG`` names a

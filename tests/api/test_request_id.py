@@ -1,5 +1,5 @@
 """The edge's X-Request-ID is stored in the task record when it is a sane token (Flask app
-on a real Redis; through nginx in tests/test_cluster_e2e.py)."""
+on a real Redis; through nginx in tests/e2e/test_cluster_e2e.py)."""
 
 from __future__ import annotations
 

@@ -26,10 +26,10 @@ from flask import Flask
 from api import dashboard_view
 from api.errors import register_error_handlers
 from batchgate.settings import Settings
+from tests.api.test_metrics_stream import Stream
 from tests.clients import submit_and_collect
 from tests.conftest import Stack, create_key
 from tests.harness import BIN, REPO, Process, free_port, http_json, start_beat, wait_until
-from tests.test_metrics_stream import Stream
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

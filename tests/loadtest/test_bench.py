@@ -30,7 +30,7 @@ from loadtest.bench_stats import (
 )
 from loadtest.scaletest import configurations, limiting_factor
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 GEMINI_LIKE = CostModel(
     overhead_ms=400, per_input_token_ms=0.02, per_output_token_ms=2, max_concurrent=8, rpm=0

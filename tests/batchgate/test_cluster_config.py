@@ -51,7 +51,7 @@ from batchgate.supervisor_config import socket_path
 from batchgate.tls import ensure_self_signed
 from tests import tls_probe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 DOCKER_COMPOSE = "/usr/bin/docker-compose"
 

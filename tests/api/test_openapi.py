@@ -2,7 +2,7 @@
 exactly the app's routes and methods, its request schemas accept what the pydantic models
 accept and refuse what they refuse (but for the few rules only words can state:
 ``LOOSER_THAN_MODEL``), and the API serves it. (Responses are checked against it
-on a real stack by schemathesis: ``tests/test_fuzz.py``.)"""
+on a real stack by schemathesis: ``tests/e2e/test_fuzz.py``.)"""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_the_api_serves_the_document_as_json_without_a_key(app: Flask) -> None:
 
 
 def test_the_yaml_file_ships_with_the_package() -> None:
-    setup_cfg = (Path(__file__).resolve().parent.parent / "setup.cfg").read_text()
+    setup_cfg = (Path(__file__).resolve().parents[2] / "setup.cfg").read_text()
     package_data = setup_cfg.split("[options.package_data]", 1)[1].split("[", 1)[0]
     assert re.search(r"^api\s*=.*\bopenapi\.yaml\b", package_data, re.MULTILINE)
     assert SPEC_PATH.parent.name == "api" and SPEC_PATH.is_file()
