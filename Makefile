@@ -44,12 +44,20 @@ $(DASHBOARD)/dist/index.html: $(DASHBOARD)/package-lock.json $(DASHBOARD)/build.
 run: install ## run the whole stack in the foreground (nginx: HTTP :8080, HTTPS :8443); Ctrl-C stops it
 	$(BIN)/python -m batchgate.cluster run
 
-test-deps: ## apt-get install Chromium (the dashboard's browser test) if missing
-	@[ -x /usr/bin/chromium ] || { echo "installing chromium with apt-get"; $(APT_INSTALL) chromium; }
+test-deps: ## apt-get install what only the tests use (Chromium, curl, Debian's docker-compose) if missing
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	[ -x /usr/bin/docker-compose ] || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing with apt-get"; $(APT_INSTALL) $$missing; fi
 
 TEST_WORKERS ?= 2
+# The preference tests need a PostgreSQL server: BATCHGATE_TEST_DATABASE_URL, else the machine's
+# own, installed and started by tests/postgres.sh when missing.
 test: install test-deps ## run the test suite (TEST_WORKERS=2 processes, a test file each at a time; 0 = one process)
-	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	@url="$${BATCHGATE_TEST_DATABASE_URL:-}"; [ -n "$$url" ] || url="$$(bash tests/postgres.sh)" || exit 1; \
+	echo "PostgreSQL for the preference tests is ready"; \
+	BATCHGATE_TEST_DATABASE_URL="$$url" $(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install ## ruff (lint and format check) and mypy
 	$(BIN)/ruff check .

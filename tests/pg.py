@@ -25,7 +25,7 @@ def _admin() -> psycopg.Connection:
     except psycopg.OperationalError as exc:
         raise RuntimeError(
             f"the tests need a PostgreSQL server at {ADMIN_URL} (BATCHGATE_TEST_DATABASE_URL); "
-            f".ci/run starts the machine's: {exc}"
+            f"make test (tests/postgres.sh) starts the machine's: {exc}"
         ) from exc
 
 

@@ -658,7 +658,7 @@ def test_https_offers_only_tls_1_2_and_1_3_and_negotiates_http2(tmp_path: Path) 
         assert upstream.last_headers["X-Forwarded-Proto"] == "http"
 
 
-@pytest.mark.skipif(not tls_probe.curl_available(), reason="curl is not installed (.ci/run installs it)")
+@pytest.mark.skipif(not tls_probe.curl_available(), reason="curl is not installed (make test installs it)")
 def test_a_request_over_http2_reaches_a_replica(tmp_path: Path) -> None:
     upstream = ScriptedUpstream()
     with replicas(upstream), nginx_in_front_of(tmp_path, [upstream.port]) as edge:
@@ -777,7 +777,7 @@ def test_compose_file_validates_against_the_compose_spec() -> None:
 
 @pytest.mark.skipif(
     not Path(DOCKER_COMPOSE).is_file(),
-    reason=f"{DOCKER_COMPOSE} is missing (Debian's docker-compose; .ci/run installs it)",
+    reason=f"{DOCKER_COMPOSE} is missing (Debian's docker-compose; make test installs it)",
 )
 def test_docker_compose_accepts_the_compose_file(tmp_path: Path) -> None:
     """Debian's docker-compose 1.29 (no engine needed for `config`) interpolates, merges the

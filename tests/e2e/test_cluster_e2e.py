@@ -101,7 +101,7 @@ def test_ready_and_health_through_nginx(cluster: RunningCluster) -> None:
     assert status == 404 and body["error"]["code"] == "not_found"
 
 
-@pytest.mark.skipif(not tls_probe.curl_available(), reason="curl is not installed (.ci/run installs it)")
+@pytest.mark.skipif(not tls_probe.curl_available(), reason="curl is not installed (make test installs it)")
 def test_https_with_http2_answers_health_and_a_task(cluster: RunningCluster) -> None:
     port = cluster.settings.nginx_tls_port
     assert tls_probe.handshake(port, ssl.TLSVersion.TLSv1_3) == ("TLSv1.3", "h2")
