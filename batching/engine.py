@@ -7,16 +7,14 @@ import dataclasses
 import functools
 import json
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from batching.answer_checks import entry_text, kept_calls, sendable_schema, unfit_answer, unfit_entry
 from batching.call_pacer import CallPacer
 from batching.model_client import ModelClient
 from batching.packed_prompt import (
-    PackedAnswers,
     answer_schema,
     new_item_ids,
     read_answers,
@@ -25,7 +23,7 @@ from batching.packed_prompt import (
 )
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
 from batching.retry import RetryPolicy, backoff_delay
-from batching.structured import invalid_answer, with_answer_format
+from batching.structured import with_answer_format
 from batching.tokens import estimate_tokens
 from batching.types import (
     COMPLETE,
@@ -34,7 +32,6 @@ from batching.types import (
     ModelCall,
     ModelCallError,
     ModelReply,
-    Tools,
 )
 
 #: Receives a streamed request's text chunks: (request id, attempt number, text).
@@ -134,8 +131,8 @@ class BatchInferenceEngine:
                 return self._failure(request, outcome, attempts, items_in_call=1)
             reply = outcome.reply
             spent_in, spent_out = spent_in + reply.input_tokens, spent_out + reply.output_tokens
-            calls = _kept_calls(reply.function_calls, request.tools)
-            unfit = None if calls else _unfit_answer(request, reply)
+            calls = kept_calls(reply.function_calls, request.tools)
+            unfit = None if calls else unfit_answer(request, reply)
             if unfit is None:
                 break
             code, why = unfit
@@ -210,7 +207,7 @@ class BatchInferenceEngine:
         unfit = {
             item
             for item, req in by_item.items()
-            if item in answers.trusted and _unfit_entry(req, answers, item)
+            if item in answers.trusted and unfit_entry(req, answers, item)
         }
         found = [
             (item, req) for item, req in by_item.items() if item in answers.trusted and item not in unfit
@@ -220,7 +217,7 @@ class BatchInferenceEngine:
         finish = COMPLETE if cut_short else reply.finish_reason
         input_shares = split_tokens(reply.input_tokens, [estimate_tokens(r.prompt) for _, r in found])
         output_shares = split_tokens(
-            reply.output_tokens, [estimate_tokens(_entry_text(answers, item)) for item, _ in found]
+            reply.output_tokens, [estimate_tokens(entry_text(answers, item)) for item, _ in found]
         )
         results = [
             InferenceResult(
@@ -228,7 +225,7 @@ class BatchInferenceEngine:
                 ok=True,
                 model=req.model,
                 text=answers.trusted[item],
-                function_calls=_kept_calls(answers.calls.get(item, ()), req.tools),
+                function_calls=kept_calls(answers.calls.get(item, ()), req.tools),
                 input_tokens=input_shares[n],
                 output_tokens=output_shares[n],
                 items_in_call=len(requests),
@@ -253,7 +250,7 @@ class BatchInferenceEngine:
         generation = dict(request.generation)
         generation["max_output_tokens"] = output_budget(request, self._limits)
         output, system = request.output, request.system
-        schema = None if output is None or output.schema is None else _sendable(output.schema)
+        schema = None if output is None or output.schema is None else sendable_schema(output.schema)
         if output is not None and request.tools is not None and request.tools.mode != "NONE":
             # Gemini 2.5 refuses function calling with JSON output: the schema goes in the
             # instruction, and the text answer is checked against it all the same.
@@ -397,55 +394,3 @@ def _answered(result: InferenceResult) -> str:
 def _fingerprint(request: InferenceRequest) -> str:
     """What an item asks, as packed: items with equal fingerprints may get the same answer."""
     return json.dumps([request.prompt, request.context], sort_keys=True, ensure_ascii=False)
-
-
-def _unfit_answer(request: InferenceRequest, reply: ModelReply) -> tuple[str, str] | None:
-    """Why a text answer does not do for ``request``, as (error code, message); None when it
-    does. Text where a function call was required, or not JSON valid for the schema."""
-    if request.tools is not None and request.tools.mode == "ANY":
-        return "missing_function_call", "the model answered in text where a function call was required"
-    if request.output is None:
-        return None
-    why = invalid_answer(reply.text, request.output.schema)
-    return None if why is None else ("invalid_structured_output", why)
-
-
-def _unfit_entry(request: InferenceRequest, answers: PackedAnswers, item: str) -> bool:
-    """True when a packed entry read for ``request`` cannot be its answer: calls of functions
-    it does not offer or with arguments its parameters refuse, text where it must call one, or
-    an answer that is not valid for its schema. Such an item is answered again alone."""
-    calls = answers.calls.get(item, ())
-    tools = request.tools
-    if calls:
-        if tools is None or tools.mode == "NONE":
-            return True
-        declared = {str(f["name"]): f for f in tools.functions}
-        allowed = set(tools.allowed) or set(declared)
-        for call in calls:
-            function = declared.get(call["name"])
-            if function is None or call["name"] not in allowed:
-                return True
-            parameters = function.get("parameters")
-            if isinstance(parameters, dict) and invalid_answer(json.dumps(call["args"]), parameters):
-                return True
-        return False
-    return _unfit_answer(request, ModelReply(answers.trusted[item], 0, 0)) is not None
-
-
-def _sendable(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON Schema as Gemini takes it: without ``$schema`` (the dialect is always 2020-12)."""
-    return {key: value for key, value in schema.items() if key != "$schema"}
-
-
-def _entry_text(answers: PackedAnswers, item: str) -> str:
-    calls = answers.calls.get(item)
-    return json.dumps(calls) if calls else answers.trusted[item]
-
-
-def _kept_calls(calls: Sequence[dict[str, object]], tools: Tools | None) -> tuple[dict[str, object], ...]:
-    """The model's function calls as answered, each with an id (Gemini's, or a new one): only
-    the first when the request asked for no parallel calls."""
-    if tools is None or not calls:
-        return ()
-    kept = calls if tools.parallel else calls[:1]
-    return tuple({**call, "id": call.get("id") or f"call_{secrets.token_hex(12)}"} for call in kept)

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from batching.answer_checks import unfit_entry
 from batching.engine import BatchInferenceEngine
 from batching.packed_prompt import parse_items, parse_tools, read_answers, structured_answer_schema
 from batching.packing import PackingLimits
@@ -227,9 +228,7 @@ def test_calls_of_an_undeclared_function_are_refused() -> None:
     gemini = SchemaGemini()
     text = json.dumps({"answers": [{"id": "xa", "function_calls": [{"name": "rm_rf", "args": {}}]}]})
     answers = read_answers(text, {"xa": "q"}, json_answers=False)
-    from batching.engine import _unfit_entry
-
-    assert _unfit_entry(requests(1, tools=Tools((WEATHER,)))[0], answers, "xa")
+    assert unfit_entry(requests(1, tools=Tools((WEATHER,)))[0], answers, "xa")
     assert gemini.calls == []
 
 
