@@ -18,7 +18,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY pyproject.toml setup.cfg README.md nginx.conf ./
+COPY pyproject.toml setup.cfg constraints.txt README.md nginx.conf ./
 COPY --chmod=755 entrypoint.sh ./
 COPY api/ api/
 COPY workers/ workers/
@@ -26,7 +26,7 @@ COPY batching/ batching/
 COPY baseline/ baseline/
 COPY batchgate/ batchgate/
 COPY --from=dashboard /dashboard/dist/ api/dashboard/dist/
-RUN pip install . \
+RUN pip install -c constraints.txt . \
     && useradd --system --user-group --uid 10001 --home-dir /home/batchgate --create-home batchgate
 # Read-only code owned by root; the processes write only to /tmp.
 USER batchgate

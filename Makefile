@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: chaos help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline up down clean
+.PHONY: chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline up down clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -31,9 +31,16 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { echo "installing python3-venv with apt-get"; $(APT_INSTALL) python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+# Installed with the versions pinned in constraints.txt, so two installs a month apart agree.
+$(STAMP): setup.cfg pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	@touch $@
+
+constraints: ## refresh constraints.txt: newest versions setup.cfg allows, in a throwaway venv
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --disable-pip-version-check -q '.[dev]'
+	.venv-constraints/bin/python -m pip freeze --exclude-editable | grep -v '^batchgate[= @]' > constraints.txt
+	rm -rf .venv-constraints
 
 DASHBOARD := api/dashboard
 dashboard: $(DASHBOARD)/dist/index.html ## build the live dashboard's assets (Node at build time only)
