@@ -1,7 +1,8 @@
 """Render the repository's ``nginx.conf`` template for the local stack or for compose.
 
-The template uses ``{{ name }}`` placeholders because ``$`` belongs to nginx, and keeps the
-lines between ``{{ if name }}`` and ``{{ end }}`` only when the section ``name`` is on.
+The template is Jinja2 (installed with Flask): ``{{ name }}`` placeholders (``$`` belongs to
+nginx), and the lines between ``{% if name %}`` and ``{% endif %}`` kept only when the section
+``name`` is on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import jinja2
+import jinja2.meta
 
 from batchgate.programs import REPO
 from batchgate.settings import Settings
@@ -37,8 +41,15 @@ COMPOSE_API_REPLICAS = 3
 #: Where the compose nginx container finds its certificate (a read-only mount of ./certs).
 COMPOSE_CERT_DIR = "/etc/batchgate/certs"
 
-_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-_SECTION = re.compile(r"^[ \t]*\{\{\s*(?:if\s+(\w+)|(end))\s*\}\}[ \t]*\n?", re.M)
+#: Markers on lines of their own leave no blank line; a value is inserted as it is (no HTML
+#: escaping: this is nginx's syntax).
+_JINJA = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
 _UNSAFE_IN_PATH = re.compile(r'["\\$\n{};]')
 
 
@@ -180,54 +191,22 @@ def read_timeout_s(settings: Settings) -> int:
 
 
 def fill(template: str, values: dict[str, str], sections: dict[str, bool] | None = None) -> str:
-    """Keep or drop each ``{{ if name }}`` … ``{{ end }}`` section (not nested), then replace
-    every ``{{ name }}``. A placeholder without a value, a value or section the template never
-    names, and a section without a setting all fail."""
+    """Render the Jinja2 ``template``: ``{{ name }}`` takes ``values[name]``, and each
+    ``{% if name %}`` … ``{% endif %}`` section (its marker lines removed) is kept or dropped by
+    ``sections[name]``. A name without a value or setting, and a value or setting the template
+    never names, both fail: a typo on either side is caught, not rendered as nothing."""
     sections = sections or {}
-    named = set(_PLACEHOLDER.findall(_SECTION.sub("", template)))
-    unused = set(values) - named
-    if unused:
-        raise TemplateError(f"nginx template lacks placeholders for {sorted(unused)}")
-    text = _resolve_sections(template, sections)
-
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise TemplateError(f"nginx template placeholder {{{{ {name} }}}} has no value")
-        return values[name]
-
-    return _PLACEHOLDER.sub(replace, text)
-
-
-def _resolve_sections(template: str, sections: dict[str, bool]) -> str:
-    """The template with each section's lines kept (without its marker lines) or dropped."""
-    out: list[str] = []
-    used: set[str] = set()
-    position = 0
-    current: str | None = None
-    for match in _SECTION.finditer(template):
-        name, end = match.group(1), match.group(2)
-        if current is None or sections[current]:
-            out.append(template[position : match.start()])
-        position = match.end()
-        if name is not None:
-            if current is not None:
-                raise TemplateError(f"nginx template section {name!r} is nested in {current!r}")
-            if name not in sections:
-                raise TemplateError(f"nginx template section {name!r} has no setting")
-            current = name
-            used.add(name)
-        elif end is not None:
-            if current is None:
-                raise TemplateError("nginx template has an {{ end }} without an {{ if }}")
-            current = None
-    if current is not None:
-        raise TemplateError(f"nginx template section {current!r} is never ended")
-    out.append(template[position:])
-    unused = set(sections) - used
-    if unused:
-        raise TemplateError(f"nginx template lacks sections {sorted(unused)}")
-    return "".join(out)
+    try:
+        parsed = _JINJA.parse(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"nginx template: {exc.message} (line {exc.lineno})") from None
+    named = jinja2.meta.find_undeclared_variables(parsed)
+    given = set(values) | set(sections)
+    if named - given:
+        raise TemplateError(f"nginx template names {sorted(named - given)}, which have no value")
+    if given - named:
+        raise TemplateError(f"nginx template lacks {sorted(given - named)}")
+    return _JINJA.from_string(template).render({**values, **sections})
 
 
 def _root_user_directive() -> str:
