@@ -1,24 +1,23 @@
-"""Processes and CPU time as ``/proc`` reports them (Linux only).
+"""Processes and CPU time, read with psutil (Linux: from ``/proc``), in clock ticks.
 
 Used by the local cluster (to wait until every process it started is gone) and by the load
-test and benchmark (to account CPU time per process group). Parsing is pure and tested on
-literal ``stat`` text.
+test and benchmark (to account CPU time per process group).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+
+import psutil
 
 #: Kernel clock ticks per second (``utime``/``stime`` unit), usually 100.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PROC = Path("/proc")
 
 
 @dataclass(frozen=True)
 class ProcStat:
-    """The fields of ``/proc/<pid>/stat`` the accounting needs (times in clock ticks)."""
+    """What the accounting needs of a process (times in clock ticks)."""
 
     pid: int
     comm: str
@@ -40,51 +39,39 @@ class ProcStat:
         return (self.pid, self.starttime)
 
 
-def parse_stat(text: str) -> ProcStat:
-    """Parse one ``/proc/<pid>/stat`` line; the command name may hold spaces and parentheses."""
-    head, _, tail = text.rpartition(")")
-    pid_text, _, comm = head.partition(" (")
-    fields = tail.split()
-    # ``fields[0]`` is field 3 (state) of proc(5): field N is ``fields[N - 3]``.
-    return ProcStat(
-        pid=int(pid_text),
-        comm=comm,
-        state=fields[0],
-        ppid=int(fields[1]),
-        pgrp=int(fields[2]),
-        utime=int(fields[11]),
-        stime=int(fields[12]),
-        starttime=int(fields[19]),
-    )
-
-
-def read_processes(proc: Path = PROC) -> list[ProcStat]:
-    """Every live process (zombies left out: their time is already their parent's to collect)."""
+def read_processes() -> list[ProcStat]:
+    """Every live process (zombies left out: their time is already their parent's to collect),
+    as psutil reads ``/proc``."""
     result = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+    for process in psutil.process_iter(["pid", "name", "status", "ppid", "cpu_times", "create_time"]):
+        info = process.info
+        if info["status"] == psutil.STATUS_ZOMBIE or info["cpu_times"] is None:
             continue
         try:
-            stat = parse_stat((entry / "stat").read_text())
-        except (OSError, ValueError, IndexError):
+            pgrp = os.getpgid(info["pid"])
+        except OSError:
             continue  # gone while we looked
-        if stat.state != "Z":
-            result.append(stat)
+        times = info["cpu_times"]
+        result.append(
+            ProcStat(
+                pid=info["pid"],
+                comm=info["name"] or "",
+                state=str(info["status"]),
+                ppid=info["ppid"] or 0,
+                pgrp=pgrp,
+                utime=round(times.user * CLK_TCK),
+                stime=round(times.system * CLK_TCK),
+                starttime=round((info["create_time"] or 0.0) * CLK_TCK),
+            )
+        )
     return result
 
 
-def parse_machine_stat(text: str) -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs from ``/proc/stat``'s first line.
-
-    Idle and iowait are not busy; guest time is already inside user time and is not added.
-    """
-    line = next(line for line in text.splitlines() if line.startswith("cpu "))
-    values = [int(v) for v in line.split()[1:]]
-    total = sum(values[:8])  # user nice system idle iowait irq softirq steal
-    idle = values[3] + values[4]
-    return total - idle, total
-
-
-def machine_ticks(proc: Path = PROC) -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs now."""
-    return parse_machine_stat((proc / "stat").read_text())
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs now; idle and iowait are not busy (guest time is
+    already inside user time and is not added)."""
+    times = psutil.cpu_times()
+    parts = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    total = sum(getattr(times, name, 0.0) for name in parts)
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return round((total - idle) * CLK_TCK), round(total * CLK_TCK)
