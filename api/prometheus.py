@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from baseline.store import BaselineStore
+from batchgate import keys as key_names
 from batchgate.histogram import count_at_most, representative
 from batchgate.metrics_store import STAGES, TOTAL, InferenceMetricsCollector
 
@@ -29,7 +30,7 @@ DRIFT_STATUS_VALUES = {"ok": 0, "warn": 1, "drift": 2}
 
 def http_counter_key(prefix: str) -> str:
     """Hash of HTTP requests answered, field ``METHOD route status``."""
-    return f"{prefix}:m:{TOTAL}:http"
+    return key_names.metrics_slot(prefix, TOTAL, "http")
 
 
 class RedisTotals(Collector):

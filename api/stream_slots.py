@@ -15,6 +15,8 @@ import secrets
 
 import redis
 
+from batchgate import keys as key_names
+
 log = logging.getLogger(__name__)
 
 #: An open stream refreshes its slot this often.
@@ -48,7 +50,7 @@ return {1, open}
 def streams_key(prefix: str, bucket: str) -> str:
     """The sorted set of one key's open metrics streams (``bucket``: ``key:<hash>``, or
     ``ip:<address>`` with auth off)."""
-    return f"{prefix}:metrics:streams:{bucket}"
+    return key_names.metrics_streams(prefix, bucket)
 
 
 class StreamSlot:

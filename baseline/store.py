@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from baseline.model import PerformanceBaseline
+from batchgate import keys as key_names
 
 
 class BaselineStore:
@@ -21,8 +22,8 @@ class BaselineStore:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._redis = client
-        self.active_key = f"{prefix}:baseline:active"
-        self.drift_key = f"{prefix}:drift:latest"
+        self.active_key = key_names.baseline_active(prefix)
+        self.drift_key = key_names.drift_latest(prefix)
         self._parsed: tuple[str, PerformanceBaseline] | None = None
 
     def activate(self, baseline: PerformanceBaseline) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from batchgate import keys as key_names
 from batchgate.metrics_store import SLOT_TTL_S, TOTAL, InferenceMetricsCollector, slot_of
 from batchgate.tenants import inflight_key, inflight_prefix, own_tenant
 
@@ -287,9 +288,9 @@ class Admission:
     ) -> Decision:
         now_s = time.time() if now is None else now
         keys = [
-            f"{self._prefix}:bucket:{identity}",
+            key_names.bucket(self._prefix, identity),
             self._queue,
-            f"{self._prefix}:backpressure",
+            key_names.backpressure(self._prefix),
             self.counters_key,
             self._metrics.counters_key(slot_of(now_s)),
         ]
@@ -305,7 +306,7 @@ class Admission:
             max_in_flight,
             submission.task_id,
             submission.cache_digest or "",
-            f"{self._prefix}:cache:",
+            key_names.cache_prefix(self._prefix),
             inflight_prefix(self._prefix),
             repr((now_s - self._stale_after_s) * 1000),
             *quads,

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from batchgate import keys as key_names
 from batchgate.tenants import check_name, own_tenant
 
 TIERS = ("free", "basic", "premium")
@@ -57,15 +58,15 @@ class ApiKeyStore:
 
     def record_key(self, key_hash: str) -> str:
         """The Redis hash holding the key with this hash (read by the admission script too)."""
-        return f"{self._prefix}:apikey:{key_hash}"
+        return key_names.api_key(self._prefix, key_hash)
 
     @property
     def _index(self) -> str:
-        return f"{self._prefix}:apikeys"
+        return key_names.api_keys(self._prefix)
 
     @property
     def _tenants(self) -> str:
-        return f"{self._prefix}:tenants"
+        return key_names.tenants(self._prefix)
 
     def create(self, tier: str, label: str = "", key: str | None = None, tenant: str | None = None) -> str:
         """Store a new key (or the given one) with ``tier``, in ``tenant`` (created if new; None:

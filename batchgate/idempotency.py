@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import redis
 
+from batchgate import keys as key_names
+
 PUBLISHED = "published"
 CLAIMED = "claimed"
 #: How long after a claim its attempt is presumed alive (between claiming and writing the
@@ -46,7 +48,7 @@ class IdempotencyStore:
 
     def _key(self, owner: str, idempotency_key: str) -> str:
         digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
-        return f"{self._prefix}:idem:{owner}:{digest}"
+        return key_names.idempotency(self._prefix, owner, digest)
 
     def claim(
         self,

@@ -16,3 +16,128 @@ def metrics_latest_key(prefix: str) -> str:
 def metrics_channel(prefix: str) -> str:
     """Where every metrics snapshot is published."""
     return f"{prefix}:metrics"
+
+
+# --- tasks -----------------------------------------------------------------------------------
+
+
+def task(prefix: str, task_id: str) -> str:
+    """A task's record (hash)."""
+    return f"{prefix}:task:{task_id}"
+
+
+def task_deltas(prefix: str, task_id: str) -> str:
+    """A streamed task's chunks of text (list)."""
+    return f"{prefix}:task:{task_id}:deltas"
+
+
+def done_channel(prefix: str) -> str:
+    """Where a finished task's id is published (long-polls wake on it)."""
+    return f"{prefix}:done"
+
+
+def progress_channel(prefix: str) -> str:
+    """Where a task's progress (running, a chunk) is published (event streams wake on it)."""
+    return f"{prefix}:progress"
+
+
+def inflight(prefix: str) -> str:
+    """Unfinished tasks scored by submission time (sorted set): what the orphan sweeper scans."""
+    return f"{prefix}:inflight"
+
+
+# --- keys, tenants and admission ---------------------------------------------------------------
+
+
+def api_key(prefix: str, key_hash: str) -> str:
+    """An API key's record (hash: tier, tenant, ...), by the key's hash."""
+    return f"{prefix}:apikey:{key_hash}"
+
+
+def api_keys(prefix: str) -> str:
+    """The hashes of every API key (set)."""
+    return f"{prefix}:apikeys"
+
+
+def tenants(prefix: str) -> str:
+    """Every tenant's name (set)."""
+    return f"{prefix}:tenants"
+
+
+def tenant_inflight_prefix(prefix: str) -> str:
+    """Prefix of each tenant's unfinished task ids (sorted set per tenant)."""
+    return f"{prefix}:tenant-inflight:"
+
+
+def bucket(prefix: str, identity: str) -> str:
+    """A caller's token bucket (rate limit)."""
+    return f"{prefix}:bucket:{identity}"
+
+
+def backpressure(prefix: str) -> str:
+    """Set while the queue is over its high-water mark, until it is under the low one."""
+    return f"{prefix}:backpressure"
+
+
+def idempotency(prefix: str, owner: str, digest: str) -> str:
+    """An ``Idempotency-Key``'s claim, per owner (the key's digest)."""
+    return f"{prefix}:idem:{owner}:{digest}"
+
+
+# --- answers, conversations -----------------------------------------------------------------
+
+
+def cache_prefix(prefix: str) -> str:
+    """Prefix of every response cache entry."""
+    return f"{prefix}:cache:"
+
+
+def cache_entry(prefix: str, tenant: str, digest: str) -> str:
+    """A cached answer, per tenant."""
+    return f"{cache_prefix(prefix)}{tenant}:{digest}"
+
+
+def session(prefix: str, digest: str) -> str:
+    """A conversation's meta (hash); its turns are this + ``:turns`` (digest of tenant and id)."""
+    return f"{prefix}:session:{digest}"
+
+
+# --- workers --------------------------------------------------------------------------------
+
+
+def lease_holders(prefix: str) -> str:
+    """Worker processes holding leases, scored by their last beat (sorted set)."""
+    return f"{prefix}:lease-holders"
+
+
+def lease_prefix(prefix: str) -> str:
+    """Prefix of each holder's lease (hash of delivery tag -> task id)."""
+    return f"{prefix}:lease:"
+
+
+def warm_report(prefix: str, token: str) -> str:
+    """Where a ``make warm-cache`` run's worker reports how it went."""
+    return f"{prefix}:warm:{token}"
+
+
+# --- metrics, baseline ---------------------------------------------------------------------------
+
+
+def metrics_slot(prefix: str, slot: object, kind: str) -> str:
+    """One 10-second metrics slot's data of ``kind`` (or the running totals, ``slot`` TOTAL)."""
+    return f"{prefix}:m:{slot}:{kind}"
+
+
+def metrics_streams(prefix: str, bucket_name: str) -> str:
+    """The metrics streams a key has open (the per-key cap, across replicas)."""
+    return f"{prefix}:metrics:streams:{bucket_name}"
+
+
+def baseline_active(prefix: str) -> str:
+    """The active PerformanceBaseline (JSON)."""
+    return f"{prefix}:baseline:active"
+
+
+def drift_latest(prefix: str) -> str:
+    """The last drift signal (JSON)."""
+    return f"{prefix}:drift:latest"

@@ -18,6 +18,7 @@ from typing import Any
 
 import redis
 
+from batchgate import keys as key_names
 from batchgate.histogram import bucket_of
 
 SLOT_S = 10
@@ -73,7 +74,7 @@ class InferenceMetricsCollector:
 
     def key(self, slot: int | str, kind: str) -> str:
         """``kind``: ``h:<stage>``, ``c`` (counters), ``bs`` (batch sizes), ``ipc``, ``q`` (depth)."""
-        return f"{self._prefix}:m:{slot}:{kind}"
+        return key_names.metrics_slot(self._prefix, slot, kind)
 
     def counters_key(self, slot: int | str) -> str:
         return self.key(slot, "c")

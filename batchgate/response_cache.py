@@ -21,6 +21,8 @@ from typing import Any
 
 import redis
 
+from batchgate import keys as key_names
+
 #: The fields of a task message that shape its answer (absent, None, empty and false alike).
 ANSWER_FIELDS = (
     "model",
@@ -77,7 +79,7 @@ class ResponseCache:
     def record_key(self, tenant: str, digest: str) -> str:
         """The Redis string holding ``tenant``'s entry for ``digest`` (the admission script builds
         the same name)."""
-        return f"{self._prefix}:cache:{tenant}:{digest}"
+        return key_names.cache_entry(self._prefix, tenant, digest)
 
     def get(self, tenant: str, digest: str) -> dict[str, Any] | None:
         return self.decode(self._redis.get(self.record_key(tenant, digest)))

@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from batchgate import keys as key_names
 from batching.tokens import estimate_tokens
 
 #: Returned by the claim script when the session's stored state cannot be used.
@@ -127,7 +128,7 @@ class SessionStore:
 
     def meta_key(self, tenant: str, session_id: str) -> str:
         digest = hashlib.sha256(f"{tenant}\n{session_id}".encode()).hexdigest()
-        return f"{self._prefix}:session:{digest}"
+        return key_names.session(self._prefix, digest)
 
     def turns_key(self, tenant: str, session_id: str) -> str:
         return f"{self.meta_key(tenant, session_id)}:turns"

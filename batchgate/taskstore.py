@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from batchgate import keys as key_names
 from batchgate.sessions import Landing
 from batchgate.tenants import inflight_prefix
 
@@ -149,21 +150,21 @@ class TaskStore:
 
     @property
     def done_channel(self) -> str:
-        return f"{self._prefix}:done"
+        return key_names.done_channel(self._prefix)
 
     @property
     def progress_channel(self) -> str:
         """Where ids of tasks that started running are announced (space-separated)."""
-        return f"{self._prefix}:progress"
+        return key_names.progress_channel(self._prefix)
 
     def key(self, task_id: str) -> str:
-        return f"{self._prefix}:task:{task_id}"
+        return key_names.task(self._prefix, task_id)
 
     @property
     def inflight_key(self) -> str:
         """Sorted set of unfinished task ids, scored by submission (or last recovery) time:
         what the orphan sweeper scans."""
-        return f"{self._prefix}:inflight"
+        return key_names.inflight(self._prefix)
 
     def create(
         self,
@@ -275,7 +276,7 @@ class TaskStore:
 
     def deltas_key(self, task_id: str) -> str:
         """A streamed task's text chunks, as they arrived: JSON ``{"attempt", "text"}``."""
-        return f"{self._prefix}:task:{task_id}:deltas"
+        return key_names.task_deltas(self._prefix, task_id)
 
     def append_delta(self, task_id: str, attempt: int, text: str) -> None:
         """Record a chunk of a streamed answer and wake the task's event streams."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from batchgate import keys as key_names
+
 #: A named tenant: 1 to 64 of lower-case letters, digits, ``.``, ``_`` and ``-``.
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -46,7 +48,7 @@ def anonymous_tenant(address: str) -> str:
 
 def inflight_prefix(prefix: str) -> str:
     """Prefix of each tenant's sorted set of unfinished task ids (``<this><tenant>``)."""
-    return f"{prefix}:tenant-inflight:"
+    return key_names.tenant_inflight_prefix(prefix)
 
 
 def inflight_key(prefix: str, tenant: str) -> str:

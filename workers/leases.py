@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 
 import redis
 
+from batchgate import keys as key_names
+
 log = logging.getLogger(__name__)
 
 #: How often a worker writes what it took and released since the last flush.
@@ -36,7 +38,7 @@ FOREIGN_TAGS_KEPT = 10_000
 
 def holders_key(prefix: str) -> str:
     """Sorted set of lease holders (worker processes) scored by their last beat."""
-    return f"{prefix}:lease-holders"
+    return key_names.lease_holders(prefix)
 
 
 def lease_key(prefix: str, holder: str) -> str:
@@ -46,7 +48,7 @@ def lease_key(prefix: str, holder: str) -> str:
 
 def lease_prefix(prefix: str) -> str:
     """What every holder's lease key starts with (its name follows)."""
-    return f"{prefix}:lease:"
+    return key_names.lease_prefix(prefix)
 
 
 def new_holder() -> str:

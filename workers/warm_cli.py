@@ -16,6 +16,7 @@ from pathlib import Path
 
 import redis
 
+from batchgate import keys as key_names
 from batchgate.broker import WARM_CACHE_TASK
 from batchgate.settings import Settings
 from batchgate.tenants import TENANT_ID
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     settings = Settings.from_env()
-    report_key = f"{settings.key_prefix}:warm:{secrets.token_hex(8)}"
+    report_key = key_names.warm_report(settings.key_prefix, secrets.token_hex(8))
     app = create_celery(settings)
     app.send_task(
         WARM_CACHE_TASK,
