@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from batching.simulator.signatures import SIGNING_MODELS, thought_signature_for
 from batching.structured import answer_format
 from batching.tokens import estimate_tokens
 
@@ -22,8 +22,6 @@ STREAM_CHUNKS = 3
 RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 #: ``promptTokenCount`` of one inline part (``inlineData``): Gemini's count for a small image.
 INLINE_PART_TOKENS = 258
-#: Models that require function calls sent back to carry their ``thoughtSignature``.
-SIGNING_MODELS = ("gemini-3",)
 #: ``functionCallingConfig.mode`` values; the simulator calls a function in every mode but NONE.
 FUNCTION_MODES = frozenset({"AUTO", "ANY", "NONE", "VALIDATED"})
 
@@ -187,12 +185,6 @@ def response_body(
         "modelVersion": model,
         "responseId": response_id,
     }
-
-
-def thought_signature_for(function_call: dict[str, Any]) -> str:
-    """The opaque ``thoughtSignature`` the simulator gives a function call (deterministic)."""
-    digest = hashlib.sha256(json.dumps(function_call, sort_keys=True).encode()).digest()
-    return base64.b64encode(b"sim-thought:" + digest[:12]).decode()
 
 
 def check_thought_signatures(model: str, request: GenerateRequest) -> None:

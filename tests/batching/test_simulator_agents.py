@@ -22,8 +22,8 @@ from batching.packed_prompt import render_items
 from batching.simulator import SimulatorThread, answer_for, start_in_thread
 from batching.simulator.answers import value_for_schema
 from batching.simulator.config import config_dict
-from batching.simulator.protocol import thought_signature_for
 from batching.simulator.settings import SimulatorSettings
+from batching.simulator.signatures import thought_signature_for
 from batching.structured import with_answer_format
 from batching.tokens import estimate_tokens
 from tests.harness import http_json
