@@ -77,7 +77,10 @@ def test_a_request_with_history_gets_a_call_of_its_own() -> None:
     )
     plain = [InferenceRequest(id=f"p{i}", prompt=f"q{i}", model="m") for i in range(3)]
     talk = InferenceRequest(
-        id="c", prompt="and then?", model="m", history=(("user", "hi"), ("model", "hello"))
+        id="c",
+        prompt="and then?",
+        model="m",
+        history=(("user", ({"text": "hi"},)), ("model", ({"text": "hello"},))),
     )
     plans = plan_calls([plain[0], talk, plain[1], plain[2]], limits)
     assert [tuple(r.id for r in p.requests) for p in plans] == [("c",), ("p0", "p1", "p2")]
