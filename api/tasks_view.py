@@ -99,11 +99,12 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
 
 def _submit(svc: Services, task: TaskRequest | None = None, collapse: str = "") -> tuple[str, dict[str, Any]]:
     """The request's submission (``task``, or its JSON body), through ``submit_task``."""
+    key = api_key_sent() if svc.settings.auth_enabled else ""
     ctx = SubmitContext(
         idempotency_key=request.headers.get("Idempotency-Key", ""),
         request_id=request_id(),
         collapse=collapse,
-        key_owner=hash_key(api_key_sent()) if svc.settings.auth_enabled and api_key_sent() else "",
+        key_owner=hash_key(key) if key else "",
     )
     _refuse_without_key(svc)
     sent = task or _parse_body(svc)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from batching.packed_prompt import PackedAnswers
-from batching.structured import invalid_answer
+from batching.structured import invalid_answer, invalid_value
 from batching.types import InferenceRequest, ModelReply, Tools
 
 
@@ -41,7 +41,7 @@ def unfit_entry(request: InferenceRequest, answers: PackedAnswers, item: str) ->
             if function is None or call["name"] not in allowed:
                 return True
             parameters = function.get("parameters")
-            if isinstance(parameters, dict) and invalid_answer(json.dumps(call["args"]), parameters):
+            if isinstance(parameters, dict) and invalid_value(call["args"], parameters):
                 return True
         return False
     return unfit_answer(request, ModelReply(answers.trusted[item], 0, 0)) is not None

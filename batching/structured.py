@@ -71,8 +71,11 @@ def invalid_answer(text: str, schema: dict[str, Any] | None) -> str | None:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return "the answer is not valid JSON"
-    if schema is None:
-        return None
+    return None if schema is None else invalid_value(value, schema)
+
+
+def invalid_value(value: Any, schema: dict[str, Any]) -> str | None:
+    """Why the decoded JSON ``value`` is not valid for ``schema`` (None when it is)."""
     error = next(iter(_validator(_canonical(schema)).iter_errors(value)), None)
     if error is None:
         return None

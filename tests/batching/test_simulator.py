@@ -25,7 +25,7 @@ from google.genai import errors, types
 
 from batching.genai_client import GenaiModelClient
 from batching.packed_prompt import answer_schema, read_answers, render_items
-from batching.simulator import SimulatorThread, answer_for, start_in_thread
+from batching.simulator import SimulatorThread, answer_for
 from batching.simulator.answers import value_for_schema
 from batching.simulator.config import ConfigError, apply_update, config_dict
 from batching.simulator.cost import QuotaWindow, call_latency_ms, retry_delay_s, stream_delays_ms
@@ -34,41 +34,14 @@ from batching.simulator.settings import SimulatorSettings
 from batching.simulator.slots import Slots
 from batching.tokens import estimate_tokens
 from batching.types import ModelCall, ModelCallError, ModelReply
+from tests.batching.conftest import BASELINE
 from tests.harness import clean_env, free_port, http_json, wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("baseline")]
 
 MODEL = "gemini-2.5-flash"
 POISON = "[[sim:fail]]"
-#: Fast and fault-free; tests change what they exercise through /_sim/config.
-BASELINE = SimulatorSettings(
-    overhead_ms=1.0,
-    per_input_token_ms=0.0,
-    per_output_token_ms=0.0,
-    max_concurrent=0,
-    rpm=0,
-    error_rate=0.0,
-    drop_item_rate=0.0,
-    poison_marker=POISON,
-    seed=7,
-)
 API_VERSIONS = ["v1", "v1beta"]
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    handle = start_in_thread(BASELINE)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture(autouse=True)
-def baseline(sim: SimulatorThread) -> None:
-    status, _, body = http_json("POST", f"{sim.url}/_sim/config", config_dict(BASELINE))
-    assert status == 200, body
-    assert http_json("POST", f"{sim.url}/_sim/reset")[0] == 200
 
 
 @pytest.fixture(params=API_VERSIONS)

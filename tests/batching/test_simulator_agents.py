@@ -19,16 +19,14 @@ from google.genai import types
 from pydantic import BaseModel, Field
 
 from batching.packed_prompt import render_items
-from batching.simulator import SimulatorThread, answer_for, start_in_thread
+from batching.simulator import SimulatorThread, answer_for
 from batching.simulator.answers import value_for_schema
-from batching.simulator.config import config_dict
-from batching.simulator.settings import SimulatorSettings
 from batching.simulator.signatures import thought_signature_for
 from batching.structured import with_answer_format
 from batching.tokens import estimate_tokens
 from tests.harness import http_json
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("baseline")]
 
 MODEL = "gemini-2.5-flash"
 BADJSON = "[[sim:badjson]]"
@@ -39,16 +37,6 @@ IMAGE_TOKENS = 258
 #: A 1x1 transparent PNG.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
-)
-BASELINE = SimulatorSettings(
-    overhead_ms=1.0,
-    per_input_token_ms=0.0,
-    per_output_token_ms=0.0,
-    max_concurrent=0,
-    rpm=0,
-    error_rate=0.0,
-    drop_item_rate=0.0,
-    seed=7,
 )
 NO_AFC = types.AutomaticFunctionCallingConfig(disable=True)
 WEATHER_JSON_SCHEMA: dict[str, Any] = {
@@ -78,22 +66,6 @@ SEARCH = types.FunctionDeclaration(
         required=["query", "limit", "filters"],
     ),
 )
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    handle = start_in_thread(BASELINE)
-    try:
-        yield handle
-    finally:
-        handle.stop()
-
-
-@pytest.fixture(autouse=True)
-def baseline(sim: SimulatorThread) -> None:
-    status, _, body = http_json("POST", f"{sim.url}/_sim/config", config_dict(BASELINE))
-    assert status == 200, body
-    assert http_json("POST", f"{sim.url}/_sim/reset")[0] == 200
 
 
 @pytest.fixture
