@@ -4,13 +4,8 @@
 # it, from batchgate/programs.py). Target `nginx` adds nginx to it, so its config is rendered
 # at start from the same BATCHGATE_* settings as the API's (body limit, long-poll wait, TLS)
 # by the same code; certificates come from a mounted folder (/etc/batchgate/certs).
-
-# The dashboard's assets, built with Node here only: the app image serves them from Flask.
-FROM node:20-slim AS dashboard
-WORKDIR /dashboard
-COPY api/dashboard/package.json api/dashboard/package-lock.json api/dashboard/build.mjs ./
-COPY api/dashboard/src/ src/
-RUN npm ci --no-audit --no-fund --ignore-scripts && npm run build
+# The dashboard's assets come prebuilt with api/ (api/dashboard/dist, checked in; `make
+# dashboard` rebuilds them): no Node stage, no Node in the image.
 
 FROM python:3.11-slim AS app
 ENV PYTHONUNBUFFERED=1 \
@@ -25,7 +20,6 @@ COPY workers/ workers/
 COPY batching/ batching/
 COPY baseline/ baseline/
 COPY batchgate/ batchgate/
-COPY --from=dashboard /dashboard/dist/ api/dashboard/dist/
 RUN pip install -c constraints.txt . \
     && useradd --system --user-group --uid 10001 --home-dir /home/batchgate --create-home batchgate
 # Read-only code owned by root; the processes write only to /tmp.
