@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-installed whenever the package metadata changes.
 STAMP := $(VENV)/.batchgate-installed
-CODE := api workers batching baseline batchgate
+CODE := api workers batching baseline batchgate loadtest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 

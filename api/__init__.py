@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.api.max_body_bytes
     app.json = StrictJSONProvider(app)
     app.before_request(limit_chunked_body)
     app.before_request(refuse_key_in_query)
@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 def _ensure_demo_key(svc: Services) -> None:
     """Make ``BATCHGATE_DEMO_API_KEY`` exist with the premium tier (every replica may try)."""
-    key = svc.settings.demo_api_key
-    if not key or not svc.settings.auth_enabled:
+    key = svc.settings.edge.demo_api_key
+    if not key or not svc.settings.edge.auth_enabled:
         return
     try:
         found = svc.apikeys.lookup(key)

@@ -22,7 +22,7 @@ def request_object() -> dict[str, Any]:
     """The request's JSON body; 400 unless it is an object. Without any key the answer is 401,
     before any complaint about the body (as for ``POST /api/v1/tasks``)."""
     svc = services()
-    if svc.settings.auth_enabled and not api_key_sent():
+    if svc.settings.edge.auth_enabled and not api_key_sent():
         authenticate(svc)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -33,7 +33,7 @@ def request_object() -> dict[str, Any]:
 def finished_result(svc: Services, task: TaskRequest) -> tuple[str, dict[str, Any]]:
     """Submit ``task`` with the full edge policy, wait for it, return (task id, result):
     504 if the wait runs out (the task goes on; its id says where to poll), 500 if it failed."""
-    task_id, record = submit_and_wait_for(svc, task, svc.settings.default_sync_wait_s, _collapse())
+    task_id, record = submit_and_wait_for(svc, task, svc.settings.api.default_sync_wait_s, _collapse())
     status = record.get("status")
     if status not in TERMINAL:
         raise ApiError(504, "timeout", f"the task {task_id} is still {status}; poll /api/v1/tasks/{task_id}")
@@ -73,7 +73,7 @@ def relay(svc: Services, task_id: str, record: dict[str, Any]) -> Iterator[str |
     """A streamed task as it happens: each chunk of text, then the result (a dict), or an
     ApiError in its place. Chunks are those of one attempt: if the model call is retried
     after chunks were relayed, the stream ends with an error rather than repeat itself."""
-    deadline = time.monotonic() + svc.settings.default_sync_wait_s
+    deadline = time.monotonic() + svc.settings.api.default_sync_wait_s
     current: dict[str, Any] | None = record
     deltas: list[dict[str, Any]] = []
     relayed, attempt, sent_text = 0, None, False

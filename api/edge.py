@@ -62,10 +62,10 @@ def refuse_key_in_query() -> None:
 
 def tier_limits(settings: Settings) -> dict[str, TierLimits]:
     """Each tier's submission rate, burst and tenant in-flight cap."""
-    in_flight = settings.tier_max_in_flight()
+    in_flight = settings.edge.tier_max_in_flight()
     return {
         tier: TierLimits(rate, burst, in_flight[tier])
-        for tier, (rate, burst) in settings.tier_limits().items()
+        for tier, (rate, burst) in settings.edge.tier_limits().items()
     }
 
 
@@ -91,13 +91,13 @@ def authenticate_and_read(svc: Services, task_id: str) -> tuple[Caller, dict[str
 def _anonymous_or_key(svc: Services) -> tuple[Caller | None, str]:
     """The anonymous caller when auth is off, else the key sent (401 when none is)."""
     settings = svc.settings
-    if not settings.auth_enabled:
+    if not settings.edge.auth_enabled:
         address = request.headers.get("X-Real-IP") or request.remote_addr or "unknown"
         caller = Caller(
             None,
             f"ip:{address}",
-            settings.anonymous_rate,
-            settings.anonymous_burst,
+            settings.edge.anonymous_rate,
+            settings.edge.anonymous_burst,
             anonymous_tenant(address),
         )
         return caller, ""
@@ -110,7 +110,9 @@ def _anonymous_or_key(svc: Services) -> tuple[Caller | None, str]:
 def _caller(svc: Services, found: ApiKey | None) -> Caller:
     if found is None:
         raise ApiError(401, "invalid_api_key", "the API key is not valid (unknown or revoked)")
-    rate, burst = svc.settings.tier_limits().get(found.tier, min(svc.settings.tier_limits().values()))
+    rate, burst = svc.settings.edge.tier_limits().get(
+        found.tier, min(svc.settings.edge.tier_limits().values())
+    )
     return Caller(found.key_hash, f"key:{found.key_hash}", rate, burst, found.tenant)
 
 
@@ -119,14 +121,14 @@ def authenticate_and_admit(svc: Services, submission: Submission) -> tuple[Calle
     and tenant, looks up the tenant's cache entry and takes a slot of its in-flight tasks)."""
     settings = svc.settings
     key = api_key_sent()
-    if not settings.auth_enabled or not key:
+    if not settings.edge.auth_enabled or not key:
         caller = authenticate(svc)  # anonymous, or the 401 for a missing key
         decision = svc.admission.admit(
             caller.bucket,
             caller.rate,
             caller.burst,
             tenant=caller.tenant,
-            max_in_flight=settings.anonymous_max_in_flight,
+            max_in_flight=settings.edge.anonymous_max_in_flight,
             submission=submission,
         )
         return caller, _enforce(caller, decision)

@@ -88,7 +88,9 @@ def stream_generate_content(model: str) -> Response:
     if request.args.get("alt") != "sse":
         return jsonify([to_response(_answer(model), model)])
     svc = services()
-    task = to_task(request_object(), model, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    task = to_task(
+        request_object(), model, svc.settings.api.max_prompt_chars, svc.settings.api.max_context_chars
+    )
     task_id, record = streamed_task(svc, task)
 
     def events() -> Iterator[str]:
@@ -108,7 +110,9 @@ def stream_generate_content(model: str) -> Response:
 def _answer(model: str) -> dict[str, Any]:
     """Submit the request's GenerateContentRequest as a task; its result."""
     svc = services()
-    task = to_task(request_object(), model, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    task = to_task(
+        request_object(), model, svc.settings.api.max_prompt_chars, svc.settings.api.max_context_chars
+    )
     return finished_result(svc, task)[1]
 
 

@@ -26,8 +26,8 @@ def ready() -> Response:
     svc = services()
     try:
         svc.redis.ping()
-        cutoff = time.time() - svc.settings.worker_heartbeat_ttl_s
-        workers = int(svc.redis.zcount(workers_key(svc.settings.key_prefix), cutoff, "+inf"))
+        cutoff = time.time() - svc.settings.broker.worker_heartbeat_ttl_s
+        workers = int(svc.redis.zcount(workers_key(svc.settings.broker.key_prefix), cutoff, "+inf"))
     except redis.RedisError as exc:
         return error_response(503, "redis_unavailable", f"Redis is not reachable: {type(exc).__name__}")
     if workers < 1:

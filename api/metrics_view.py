@@ -59,8 +59,8 @@ def stream() -> Response:
     for at most ``metrics_stream_max_s`` (see the module docstring for the per-key cap)."""
     svc = services()
     caller = authenticate(svc)
-    limit = svc.settings.metrics_streams_per_key
-    slot = StreamSlot(svc.redis, streams_key(svc.settings.key_prefix, caller.bucket), limit)
+    limit = svc.settings.edge.metrics_streams_per_key
+    slot = StreamSlot(svc.redis, streams_key(svc.settings.broker.key_prefix, caller.bucket), limit)
     if not slot.hold():
         raise ApiError(
             429,
@@ -69,7 +69,7 @@ def stream() -> Response:
             f"close one, or retry after {RETRY_AFTER_S}s",
             {"Retry-After": str(RETRY_AFTER_S)},
         )
-    events = _events(svc.metrics_feed, slot, svc.settings.metrics_stream_max_s)
+    events = _events(svc.metrics_feed, slot, svc.settings.edge.metrics_stream_max_s)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     response = Response(stream_with_context(events), mimetype="text/event-stream", headers=headers)
     # The server closes the response however it ends (even unread, as for HEAD), while the
@@ -128,7 +128,7 @@ def prometheus() -> Response:
     svc = services()
     svc.http_requests.flush()  # this replica's own counts; the others' are at most a second old
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisTotals(svc.redis, svc.settings.key_prefix, svc.settings.queue))
+    registry.register(RedisTotals(svc.redis, svc.settings.broker.key_prefix, svc.settings.broker.queue))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

@@ -66,7 +66,7 @@ def chat_completions() -> Response:
     """Answer a chat completion from a batched task (JSON, or SSE chunks with ``stream``)."""
     svc = services()
     body = request_object()
-    task = to_task(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    task = to_task(body, svc.settings.api.max_prompt_chars, svc.settings.api.max_context_chars)
     model = str(task.model)
     if body.get("stream") is True:
         task_id, record = streamed_task(svc, task)

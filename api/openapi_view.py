@@ -45,4 +45,4 @@ def _document_json(max_prompt_chars: int) -> str:
 @bp.get("/openapi.json")
 def document() -> Response:
     """This API's OpenAPI 3.1 document."""
-    return Response(_document_json(services().settings.max_prompt_chars), mimetype="application/json")
+    return Response(_document_json(services().settings.api.max_prompt_chars), mimetype="application/json")

@@ -50,25 +50,25 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         # A blocking pool: under a burst of greenlets, wait for a connection instead of failing.
         pool = redis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.api_redis_pool_size,
+            settings.broker.redis_url,
+            max_connections=settings.api.api_redis_pool_size,
             timeout=10,
             decode_responses=True,
             health_check_interval=30,
         )
         client = redis.Redis(connection_pool=pool)
         database = Database(create_database_engine(settings))
-        store = TaskStore(client, settings.key_prefix, settings.task_ttl_s)
-        prefix = settings.key_prefix
+        store = TaskStore(client, settings.broker.key_prefix, settings.broker.task_ttl_s)
+        prefix = settings.broker.key_prefix
         admission = Admission(
             client,
             prefix,
-            settings.queue,
-            settings.queue_high_water,
-            settings.queue_low_water,
-            stale_after_s=settings.inflight_stale_after_s,
+            settings.broker.queue,
+            settings.edge.queue_high_water,
+            settings.edge.queue_low_water,
+            stale_after_s=settings.broker.inflight_stale_after_s,
+            backpressure_retry_after_s=settings.edge.backpressure_retry_after_s,
         )
-        admission.backpressure_retry_after_s = settings.backpressure_retry_after_s
         return cls(
             settings=settings,
             redis=client,
@@ -77,13 +77,15 @@ class Services:
             notifier=DoneNotifier(client, store.done_channel, store.progress_channel),
             apikeys=ApiKeyStore(client, prefix),
             admission=admission,
-            cache=ResponseCache(client, prefix, settings.cache_ttl_s),
-            idempotency=IdempotencyStore(client, prefix, settings.idempotency_ttl_s),
+            cache=ResponseCache(client, prefix, settings.edge.cache_ttl_s),
+            idempotency=IdempotencyStore(client, prefix, settings.edge.idempotency_ttl_s),
             metrics=InferenceMetricsCollector(client, prefix),
             metrics_feed=MetricsFeed(client, metrics_channel(prefix), metrics_latest_key(prefix)),
             http_requests=RequestCounter(client, http_counter_key(prefix)),
             baselines=BaselineStore(client, prefix),
-            sessions=SessionStore(client, prefix, settings.session_ttl_s, settings.session_max_turns),
+            sessions=SessionStore(
+                client, prefix, settings.conversations.session_ttl_s, settings.conversations.session_max_turns
+            ),
             database=database,
             preferences=PreferenceStore(database.engine),
         )

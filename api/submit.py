@@ -64,7 +64,7 @@ def submit_task(
     idempotency = _idempotency(svc, ctx, body_hash)
     task = with_preferences(svc, sent)
     message = task.to_message()
-    message.setdefault("model", svc.settings.model)
+    message.setdefault("model", svc.settings.gemini.model)
     digest = _cache_digest(svc, task, message)
     task_id = secrets.token_hex(16)
     try:
@@ -138,8 +138,10 @@ def _idempotency(svc: Services, ctx: SubmitContext, body_hash: str) -> _Idempote
         raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key: at most 255 characters")
     if sent:
         return _Idempotency(sent)
-    if collapse and svc.settings.dropin_collapse_s > 0:
-        return _Idempotency(f"{collapse} {body_hash}", implicit=True, ttl_s=svc.settings.dropin_collapse_s)
+    if collapse and svc.settings.edge.dropin_collapse_s > 0:
+        return _Idempotency(
+            f"{collapse} {body_hash}", implicit=True, ttl_s=svc.settings.edge.dropin_collapse_s
+        )
     return _Idempotency()
 
 
@@ -248,11 +250,11 @@ def _claim_turn(svc: Services, tenant: str, session_id: str, now: float) -> int:
 def _cache_digest(svc: Services, task: TaskRequest, message: dict[str, Any]) -> str | None:
     """The request's answer fingerprint in the response cache, or None when it must bypass it."""
     settings = svc.settings
-    if not settings.cache_enabled or task.cache is False or task.session_id:
+    if not settings.edge.cache_enabled or task.cache is False or task.session_id:
         return None  # a session's answer depends on a history only the worker reads
     context_text = json.dumps(task.context, ensure_ascii=False) if task.context else ""
     history_text = " ".join(turn.text for turn in task.history or [])
     texts = (task.prompt, task.system or "", context_text, history_text)
-    if is_time_sensitive(texts, settings.bypass_words):
+    if is_time_sensitive(texts, settings.edge.bypass_words):
         return None
     return cache_key(message)

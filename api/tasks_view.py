@@ -70,7 +70,9 @@ def submit_and_wait() -> Response:
     """Enqueue and wait (bounded): 200 with the finished task, else 202 with its Location."""
     svc = services()
     _refuse_without_key(svc)
-    task_id, record = submit_and_wait_for(svc, None, _wait_arg(svc, default=svc.settings.default_sync_wait_s))
+    task_id, record = submit_and_wait_for(
+        svc, None, _wait_arg(svc, default=svc.settings.api.default_sync_wait_s)
+    )
     return _respond(task_id, record, accepted_status=202)
 
 
@@ -99,7 +101,7 @@ def _respond(task_id: str, record: dict[str, Any], accepted_status: int) -> Resp
 
 def _submit(svc: Services, task: TaskRequest | None = None, collapse: str = "") -> tuple[str, dict[str, Any]]:
     """The request's submission (``task``, or its JSON body), through ``submit_task``."""
-    key = api_key_sent() if svc.settings.auth_enabled else ""
+    key = api_key_sent() if svc.settings.edge.auth_enabled else ""
     ctx = SubmitContext(
         idempotency_key=request.headers.get("Idempotency-Key", ""),
         request_id=request_id(),
@@ -113,26 +115,26 @@ def _submit(svc: Services, task: TaskRequest | None = None, collapse: str = "") 
 
 def _refuse_without_key(svc: Services) -> None:
     """401 at once when no key is sent: before any complaint about the body or the query."""
-    if svc.settings.auth_enabled and not api_key_sent():
+    if svc.settings.edge.auth_enabled and not api_key_sent():
         authenticate(svc)
 
 
 def _parse_body(svc: Services) -> TaskRequest:
     body = json_body("the task")
-    return parse_task_request(body, svc.settings.max_prompt_chars, svc.settings.max_context_chars)
+    return parse_task_request(body, svc.settings.api.max_prompt_chars, svc.settings.api.max_context_chars)
 
 
 def _wait_arg(svc: Services, default: float) -> float:
     raw = request.args.get("wait")
     if raw is None:
-        return min(default, svc.settings.max_wait_s)
+        return min(default, svc.settings.api.max_wait_s)
     try:
         value = float(raw)
     except ValueError:
         raise ApiError(400, "invalid_wait", "wait must be a number of seconds") from None
     if not value >= 0:  # also rejects NaN
         raise ApiError(400, "invalid_wait", "wait must be a non-negative number of seconds")
-    return min(value, svc.settings.max_wait_s)
+    return min(value, svc.settings.api.max_wait_s)
 
 
 def _wait(svc: Services, task_id: str, wait_s: float) -> dict[str, Any] | None:

@@ -78,18 +78,18 @@ def latency_settings(settings: Any) -> dict[str, Any]:
     """The settings that shape latency, from a ``batchgate.settings.Settings``."""
     sim = settings.simulator
     return {
-        "model": settings.model,
-        "model_backend": "simulator" if settings.model_base_url else "gemini",
-        "flush_mode": settings.flush_mode,
-        "batch_max_size": settings.batch_max_size,
-        "batch_window_ms": settings.batch_window_ms,
-        "adaptive_slots": settings.adaptive_slots,
-        "max_items_per_call": settings.max_items_per_call,
-        "max_concurrent_calls": settings.max_concurrent_calls,
-        "model_rpm": settings.model_rpm,
-        "strategy": settings.strategy,
-        "api_replicas": len(settings.api_ports),
-        "worker_concurrency": settings.worker_concurrency,
+        "model": settings.gemini.model,
+        "model_backend": "simulator" if settings.gemini.model_base_url else "gemini",
+        "flush_mode": settings.consumer.flush_mode,
+        "batch_max_size": settings.consumer.batch_max_size,
+        "batch_window_ms": settings.consumer.batch_window_ms,
+        "adaptive_slots": settings.consumer.adaptive_slots,
+        "max_items_per_call": settings.packing.max_items_per_call,
+        "max_concurrent_calls": settings.gemini.max_concurrent_calls,
+        "model_rpm": settings.gemini.model_rpm,
+        "strategy": settings.packing.strategy,
+        "api_replicas": len(settings.api.api_ports),
+        "worker_concurrency": settings.consumer.worker_concurrency,
         "simulator_cost_model": {
             "overhead_ms": sim.overhead_ms,
             "per_input_token_ms": sim.per_input_token_ms,
@@ -97,7 +97,7 @@ def latency_settings(settings: Any) -> dict[str, Any]:
             "max_concurrent": sim.max_concurrent,
             "rpm": sim.rpm,
         }
-        if settings.model_base_url
+        if settings.gemini.model_base_url
         else None,
     }
 

@@ -198,6 +198,7 @@ class Admission:
         high_water: int,
         low_water: int,
         stale_after_s: float = 3600.0,
+        backpressure_retry_after_s: int = 1,
     ) -> None:
         self._client = client
         self._script = client.register_script(_ADMIT)
@@ -207,7 +208,7 @@ class Admission:
         self._high = high_water
         self._low = low_water
         self._stale_after_s = stale_after_s
-        self.backpressure_retry_after_s = 1
+        self._backpressure_retry_after_s = backpressure_retry_after_s
 
     @property
     def counters_key(self) -> str:
@@ -317,7 +318,7 @@ class Admission:
         reason = _text(reason)
         retry_after = math.ceil(int(retry_ms) / 1000) if reason == "rate_limited" else 0
         if reason == "backpressure":
-            retry_after = self.backpressure_retry_after_s
+            retry_after = self._backpressure_retry_after_s
         elif reason == "too_many_in_flight":
             retry_after = IN_FLIGHT_RETRY_AFTER_S
         read_value = _text(cached) or None

@@ -30,7 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
-    store = ApiKeyStore(redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix)
+    store = ApiKeyStore(
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix
+    )
     try:
         if args.command == "create":
             print(store.create(args.tier, args.label, tenant=args.tenant or None))
@@ -47,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except redis.RedisError as exc:
         print(
-            f"batchgate: Redis at {redacted_url(settings.redis_url)} is not reachable: {exc}", file=sys.stderr
+            f"batchgate: Redis at {redacted_url(settings.broker.redis_url)} is not reachable: {exc}",
+            file=sys.stderr,
         )
         return 1
     return 0

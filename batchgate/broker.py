@@ -23,7 +23,7 @@ RECOVER_ORPHANS_TASK = "batchgate.recover_orphans"
 
 def housekeeping_queue(settings: Settings) -> str:
     """Small periodic tasks get their own queue so they never sit behind a batch backlog."""
-    return f"{settings.queue}.housekeeping"
+    return f"{settings.broker.queue}.housekeeping"
 
 
 def delivery_options(settings: Settings) -> dict[str, float]:
@@ -36,7 +36,7 @@ def delivery_options(settings: Settings) -> dict[str, float]:
     consuming worker scans four times per visibility timeout, at most every 10 s, and a
     stale lock expires after one visibility timeout.
     """
-    visibility = settings.visibility_timeout_s
+    visibility = settings.broker.visibility_timeout_s
     return {
         "visibility_timeout": visibility,
         "unacked_restore_interval": max(1.0, min(10.0, visibility / 4)),
@@ -55,7 +55,7 @@ def broker_app(settings: Settings) -> Celery:
     seconds). What even that misses, the orphan sweeper re-enqueues. Only JSON crosses the
     broker.
     """
-    app = Celery("batchgate", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("batchgate", broker=settings.broker.redis_url, backend=settings.broker.redis_url)
     transport_options = delivery_options(settings)
     app.conf.update(
         task_serializer="json",
@@ -64,8 +64,8 @@ def broker_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_ignore_result=True,
-        task_default_queue=settings.queue,
-        task_queues=[Queue(settings.queue), Queue(housekeeping_queue(settings))],
+        task_default_queue=settings.broker.queue,
+        task_queues=[Queue(settings.broker.queue), Queue(housekeeping_queue(settings))],
         task_routes={
             WARM_CACHE_TASK: {"queue": housekeeping_queue(settings)},
             PUBLISH_METRICS_TASK: {"queue": housekeeping_queue(settings)},
@@ -84,7 +84,7 @@ class Publisher:
 
     def __init__(self, celery_app: Celery, settings: Settings) -> None:
         self._app = celery_app
-        self._queue = settings.queue
+        self._queue = settings.broker.queue
 
     def publish(self, task_id: str, request: dict[str, Any], submitted_at: float) -> None:
         # ignore_result: Celery's Redis backend would otherwise subscribe this process to

@@ -124,8 +124,8 @@ class Run:
     def __init__(self, cluster: Cluster, n: int, rate: float, drain_s: float = DRAIN_S) -> None:
         self.cluster = cluster
         self.settings = cluster.settings
-        self.url = f"http://127.0.0.1:{self.settings.nginx_port}"
-        self.headers = {"X-API-Key": self.settings.demo_api_key}
+        self.url = f"http://127.0.0.1:{self.settings.stack.nginx_port}"
+        self.headers = {"X-API-Key": self.settings.edge.demo_api_key}
         self.rate = rate
         self.load_s = n / rate
         self.drain_s = drain_s
@@ -179,7 +179,7 @@ class Run:
                 self._background.append(asyncio.create_task(self._same_key_clients(http, gate)))
                 await asyncio.sleep(0.05)  # the kill that follows meets them in flight
             elif fault.action == "kill":
-                target = f"api-{self.settings.api_ports[0]}" if target == "api" else target
+                target = f"api-{self.settings.api.api_ports[0]}" if target == "api" else target
                 await asyncio.to_thread(self.cluster.kill, target)  # SIGKILL to its process group
             elif fault.action == "outage":
                 await asyncio.to_thread(self.cluster.stop_program, target)
@@ -280,9 +280,9 @@ class Run:
     def read_records(self) -> dict[str, dict[str, Any]]:
         """Each accepted task's record as Redis holds it at the end; notes on each submission
         the sweeper's re-enqueues and the batch that answered it (who claimed it, when)."""
-        client = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        client = redis.Redis.from_url(self.settings.broker.redis_url, decode_responses=True)
         try:
-            store = TaskStore(client, self.settings.key_prefix, self.settings.task_ttl_s)
+            store = TaskStore(client, self.settings.broker.key_prefix, self.settings.broker.task_ttl_s)
             accepted = [s for s in self.everything if s.task_ids]
             pipe = client.pipeline(transaction=False)
             for submission in accepted:
@@ -302,9 +302,9 @@ class Run:
         """Where the task messages still in Redis are at the end: ``queue`` (waiting), or
         ``unacknowledged`` (taken by a worker; the broker gives them back only after the
         visibility timeout). An unfinished task in neither has only the orphan sweeper."""
-        client = redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        client = redis.Redis.from_url(self.settings.broker.redis_url, decode_responses=True)
         try:
-            found = {_task_id(raw): "queue" for raw in client.lrange(self.settings.queue, 0, -1)}
+            found = {_task_id(raw): "queue" for raw in client.lrange(self.settings.broker.queue, 0, -1)}
             for raw in client.hvals(KOMBU_UNACKED):  # each is [message, exchange, routing key]
                 try:
                     entry = json.loads(raw)
@@ -318,7 +318,7 @@ class Run:
 
     def model_stats(self) -> dict[str, Any]:
         """The simulator's counters (``items``: prompts answered)."""
-        url = f"{self.settings.embedded_simulator_url}/_sim/stats"
+        url = f"{self.settings.gemini.embedded_simulator_url}/_sim/stats"
         with urllib.request.urlopen(url, timeout=10) as response:
             return dict(json.load(response))
 

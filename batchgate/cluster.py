@@ -70,7 +70,7 @@ class Cluster:
         self.settings = settings
         self.run_dir = Path(run_dir).resolve()
         #: Flower's ``user:password``: from settings, or generated once for this object.
-        self.flower_auth = settings.flower_auth or f"{FLOWER_USER}:{secrets.token_urlsafe(18)}"
+        self.flower_auth = settings.stack.flower_auth or f"{FLOWER_USER}:{secrets.token_urlsafe(18)}"
         self.env = _child_env(env)
         self._control_password = secrets.token_urlsafe(18)
         self.starts_redis = False
@@ -98,13 +98,13 @@ class Cluster:
         password); Redis only if none answers. With HTTPS on, a self-signed certificate is
         made in the run folder unless a valid one is there."""
         if start_redis is None:
-            start_redis = not redis_answers(self.settings.redis_url)
+            start_redis = not redis_answers(self.settings.broker.redis_url)
         self.starts_redis = start_redis
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._programs = programs(self.settings, self.run_dir, start_redis=start_redis)
         nginx_conf = self.run_dir / "nginx.conf"
         written = [self.conf_path, nginx_conf, flower_conf(self.run_dir)]
-        if self.settings.nginx_tls_port:
+        if self.settings.stack.nginx_tls_port:
             try:
                 pair, _ = ensure_self_signed(tls_dir(self.run_dir))
             except TlsError as exc:
@@ -129,8 +129,8 @@ class Cluster:
             raise ClusterError("this cluster is already running")
         _set_aside(self.logs_dir)
         self.render()
-        if self.starts_redis and (urlsplit(self.settings.redis_url).hostname or "") not in LOCAL_HOSTS:
-            url = redacted_url(self.settings.redis_url)
+        if self.starts_redis and (urlsplit(self.settings.broker.redis_url).hostname or "") not in LOCAL_HOSTS:
+            url = redacted_url(self.settings.broker.redis_url)
             raise ClusterError(f"nothing answers at {url}, and it is not local")
         self._check_binaries()
         self._check_ports()
@@ -286,17 +286,19 @@ class Cluster:
     def urls(self) -> dict[str, str]:
         """Where everything answers: ``api`` (nginx), ``api_https`` (nginx, unless HTTPS is off),
         ``api-<port>``, ``simulator``, ``flower``, ``redis`` (its password masked)."""
-        host = "127.0.0.1" if self.settings.api_host in ("0.0.0.0", "::", "") else self.settings.api_host
-        urls = {"api": f"http://127.0.0.1:{self.settings.nginx_port}"}
-        if self.settings.nginx_tls_port:
-            urls["api_https"] = f"https://127.0.0.1:{self.settings.nginx_tls_port}"
-        urls.update({f"api-{port}": f"http://{host}:{port}" for port in self.settings.api_ports})
+        host = (
+            "127.0.0.1" if self.settings.api.api_host in ("0.0.0.0", "::", "") else self.settings.api.api_host
+        )
+        urls = {"api": f"http://127.0.0.1:{self.settings.stack.nginx_port}"}
+        if self.settings.stack.nginx_tls_port:
+            urls["api_https"] = f"https://127.0.0.1:{self.settings.stack.nginx_tls_port}"
+        urls.update({f"api-{port}": f"http://{host}:{port}" for port in self.settings.api.api_ports})
         if starts_simulator(self.settings):
-            urls["simulator"] = self.settings.embedded_simulator_url
-        elif self.settings.simulator_url:
-            urls["simulator"] = self.settings.simulator_url
-        urls["flower"] = f"http://127.0.0.1:{self.settings.flower_port}"
-        urls["redis"] = redacted_url(self.settings.redis_url)
+            urls["simulator"] = self.settings.gemini.embedded_simulator_url
+        elif self.settings.gemini.simulator_url:
+            urls["simulator"] = self.settings.gemini.simulator_url
+        urls["flower"] = f"http://127.0.0.1:{self.settings.stack.flower_port}"
+        urls["redis"] = redacted_url(self.settings.broker.redis_url)
         return urls
 
     # --- internals ------------------------------------------------------------------------------
@@ -332,11 +334,11 @@ class Cluster:
 
     def _check_ports(self) -> None:
         settings = self.settings
-        ports = {"nginx": ("127.0.0.1", settings.nginx_port)}
-        if settings.nginx_tls_port:
-            ports["nginx https"] = ("127.0.0.1", settings.nginx_tls_port)
-        ports["flower"] = ("127.0.0.1", settings.flower_port)
-        ports.update({f"api-{port}": (settings.api_host, port) for port in settings.api_ports})
+        ports = {"nginx": ("127.0.0.1", settings.stack.nginx_port)}
+        if settings.stack.nginx_tls_port:
+            ports["nginx https"] = ("127.0.0.1", settings.stack.nginx_tls_port)
+        ports["flower"] = ("127.0.0.1", settings.stack.flower_port)
+        ports.update({f"api-{port}": (settings.api.api_host, port) for port in settings.api.api_ports})
         if "simulator" in self.programs:
             ports["simulator"] = (settings.simulator.host, settings.simulator.port)
         if self.starts_redis:

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batchgate: bad setting: {exc}", file=sys.stderr)
         return 2
     if args.command == "render":
-        run_dir = args.run_dir or Path(settings.run_dir)
+        run_dir = args.run_dir or Path(settings.stack.run_dir)
         if args.compose:
             layout = compose_layout(settings, run_dir)
             path = run_dir / "nginx.conf"
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in Cluster(settings, run_dir, os.environ).render():
                 print(path)
         return 0
-    return run(Cluster(settings, Path(settings.run_dir), env))
+    return run(Cluster(settings, Path(settings.stack.run_dir), env))
 
 
 def run(cluster: Cluster) -> int:
@@ -104,7 +104,7 @@ def banner(cluster: Cluster) -> str:
     """The URLs and credentials of a freshly started stack."""
     urls = cluster.urls()
     user, _, password = cluster.flower_auth.partition(":")
-    replicas = "  ".join(urls[f"api-{port}"] for port in cluster.settings.api_ports)
+    replicas = "  ".join(urls[f"api-{port}"] for port in cluster.settings.api.api_ports)
     if "simulator" not in urls:
         simulator = "not used (real Gemini)"
     elif "simulator" in cluster.programs:
@@ -138,9 +138,9 @@ def banner(cluster: Cluster) -> str:
 
 def demo_key(cluster: Cluster) -> str:
     """The demo key line of the banner."""
-    if not cluster.settings.auth_enabled:
+    if not cluster.settings.edge.auth_enabled:
         return "not needed (BATCHGATE_AUTH_ENABLED=false)"
-    return f"{cluster.settings.demo_api_key} (premium; send it as X-API-Key)"
+    return f"{cluster.settings.edge.demo_api_key} (premium; send it as X-API-Key)"
 
 
 if __name__ == "__main__":

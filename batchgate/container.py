@@ -36,7 +36,10 @@ IMAGE_USER = "batchgate"
 def role_argv(role: str, settings: Settings) -> tuple[str, ...]:
     """The command of ``role`` in its container (executables found on PATH)."""
     if role == "api":
-        return api_argv(dataclasses.replace(settings, api_host="0.0.0.0"), COMPOSE_API_PORT)
+        return api_argv(
+            dataclasses.replace(settings, api=dataclasses.replace(settings.api, api_host="0.0.0.0")),
+            COMPOSE_API_PORT,
+        )
     if role == "worker":
         return worker_argv(settings)
     if role == "beat":

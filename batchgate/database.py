@@ -53,9 +53,9 @@ class DatabaseUnavailable(Exception):
 
 def database_url(settings: Settings) -> URL:
     """The SQLAlchemy URL ``settings`` name: PostgreSQL through psycopg 3, or the SQLite file."""
-    raw = settings.database_url.strip()
+    raw = settings.conversations.database_url.strip()
     if not raw:
-        return make_url(f"sqlite:///{Path(settings.run_dir).resolve() / SQLITE_FILE}")
+        return make_url(f"sqlite:///{Path(settings.stack.run_dir).resolve() / SQLITE_FILE}")
     for scheme in ("postgresql://", "postgres://"):
         if raw.startswith(scheme):
             raw = "postgresql+psycopg://" + raw[len(scheme) :]
@@ -66,13 +66,13 @@ def create_database_engine(settings: Settings) -> Engine:
     """The process's engine (no connection is made until first use)."""
     url = database_url(settings)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, settings.database_pool_size)
+        return _sqlite_engine(url, settings.conversations.database_pool_size)
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "batchgate"}
     return create_engine(
         url,
-        pool_size=settings.database_pool_size,
+        pool_size=settings.conversations.database_pool_size,
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_S,
         pool_pre_ping=True,

@@ -91,15 +91,15 @@ def local_layout(settings: Settings, run_dir: Path) -> NginxLayout:
     """The local stack: loopback only, replicas from ``api_ports``, logs in ``run_dir``; HTTPS
     on ``nginx_tls_port`` (unless 0) with the certificate in ``tls_dir(run_dir)``, beside HTTP."""
     run_dir = run_dir.resolve()
-    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    host = "127.0.0.1" if settings.api.api_host in ("0.0.0.0", "::", "") else settings.api.api_host
     tls = None
-    if settings.nginx_tls_port:
+    if settings.stack.nginx_tls_port:
         pair = certificate_pair(tls_dir(run_dir))
-        tls = Tls(f"127.0.0.1:{settings.nginx_tls_port}", str(pair.certificate), str(pair.key))
+        tls = Tls(f"127.0.0.1:{settings.stack.nginx_tls_port}", str(pair.certificate), str(pair.key))
     return NginxLayout(
-        listen=f"127.0.0.1:{settings.nginx_port}",
-        upstreams=tuple(f"{host}:{port}" for port in settings.api_ports),
-        upstream_tries=len(settings.api_ports),
+        listen=f"127.0.0.1:{settings.stack.nginx_port}",
+        upstreams=tuple(f"{host}:{port}" for port in settings.api.api_ports),
+        upstream_tries=len(settings.api.api_ports),
         run_dir=str(run_dir),
         error_log="stderr",
         access_log=str(run_dir / "logs" / "nginx-access.log"),
@@ -120,11 +120,11 @@ def compose_layout(
     ``nginx_tls_port`` 0, e.g. behind a TLS-terminating balancer: plain HTTP serving the API).
     ``worker_user``: the user nginx's workers run as when its master starts as root."""
     tls = None
-    if settings.nginx_tls_port:
+    if settings.stack.nginx_tls_port:
         pair = certificate_pair(Path(cert_dir))
-        tls = Tls(f"0.0.0.0:{settings.nginx_tls_port}", str(pair.certificate), str(pair.key))
+        tls = Tls(f"0.0.0.0:{settings.stack.nginx_tls_port}", str(pair.certificate), str(pair.key))
     return NginxLayout(
-        listen=f"0.0.0.0:{settings.nginx_port}",
+        listen=f"0.0.0.0:{settings.stack.nginx_port}",
         upstreams=(f"{api_host}:{COMPOSE_API_PORT}",),
         upstream_tries=COMPOSE_API_REPLICAS,
         run_dir=str(run_dir),
@@ -159,7 +159,7 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
         "tls": layout.tls is not None,
         "redirect_http": layout.redirect_http,
         "serve_http": not layout.redirect_http,
-        "rate_limit": settings.nginx_rate_per_s > 0,
+        "rate_limit": settings.stack.nginx_rate_per_s > 0,
     }
     values = {
         "user_directive": layout.user_directive,
@@ -172,11 +172,11 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
         "tls_listen": layout.tls.listen if layout.tls else "",
         "tls_certificate": layout.tls.certificate if layout.tls else "",
         "tls_certificate_key": layout.tls.certificate_key if layout.tls else "",
-        "rate_per_s": str(settings.nginx_rate_per_s),
+        "rate_per_s": str(settings.stack.nginx_rate_per_s),
         # One second's worth at once: a burst of a few thousand requests is not a flood.
-        "rate_burst": str(settings.nginx_rate_per_s),
-        "client_max_body_size": str(settings.max_body_bytes),
-        "max_body_bytes": str(settings.max_body_bytes),
+        "rate_burst": str(settings.stack.nginx_rate_per_s),
+        "client_max_body_size": str(settings.api.max_body_bytes),
+        "max_body_bytes": str(settings.api.max_body_bytes),
         "connect_timeout": str(CONNECT_TIMEOUT_S),
         "read_timeout": str(read_timeout_s(settings)),
         "sse_read_timeout": str(SSE_READ_TIMEOUT_S),
@@ -187,7 +187,7 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
 
 def read_timeout_s(settings: Settings) -> int:
     """nginx's upstream read timeout: the longest long-poll plus a margin, in whole seconds."""
-    return int(settings.max_wait_s + 0.999) + READ_TIMEOUT_MARGIN_S
+    return int(settings.api.max_wait_s + 0.999) + READ_TIMEOUT_MARGIN_S
 
 
 def fill(template: str, values: dict[str, str], sections: dict[str, bool] | None = None) -> str:

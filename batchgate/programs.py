@@ -57,20 +57,20 @@ def starts_simulator(settings: Settings) -> bool:
     embedded simulator's (or unset), so a test that points ``BATCHGATE_SIMULATOR_URL`` at
     a simulator of its own does not get a second one.
     """
-    mode = settings.start_simulator.strip().lower()
+    mode = settings.stack.start_simulator.strip().lower()
     if mode == "never":
         return False
     if mode == "always":
         return True
-    if not settings.uses_simulator:
+    if not settings.gemini.uses_simulator:
         return False
-    configured = settings.simulator_url.rstrip("/")
-    return not configured or configured == settings.embedded_simulator_url
+    configured = settings.gemini.simulator_url.rstrip("/")
+    return not configured or configured == settings.gemini.embedded_simulator_url
 
 
 def redis_port(settings: Settings) -> int:
     """The port of ``redis_url`` (Redis's default when the URL names none)."""
-    return urlsplit(settings.redis_url).port or 6379
+    return urlsplit(settings.broker.redis_url).port or 6379
 
 
 def binary(name: str, *fallbacks: str) -> str:
@@ -94,13 +94,13 @@ def programs(settings: Settings, run_dir: Path, *, start_redis: bool) -> list[Pr
         argv = (sys.executable, "-m", "batching.simulator")
         result.append(Program("simulator", argv, priority=20))
     # Only the worker calls the model: the key is in its environment alone.
-    secrets = {"GEMINI_API_KEY": settings.gemini_api_key} if settings.gemini_api_key else {}
+    secrets = {"GEMINI_API_KEY": settings.gemini.gemini_api_key} if settings.gemini.gemini_api_key else {}
     worker = worker_argv(settings, str(BIN / "celery"))
     result.append(Program("worker", worker, 30, WORKER_STOP_WAIT_S, environment=secrets))
     result.append(Program("beat", beat_argv(run_dir / "celerybeat-schedule", str(BIN / "celery")), 40))
-    for port in settings.api_ports:
+    for port in settings.api.api_ports:
         result.append(Program(f"api-{port}", api_argv(settings, port, str(BIN / "gunicorn")), priority=50))
-    flower = flower_argv("127.0.0.1", settings.flower_port, str(BIN / "celery"), flower_conf(run_dir))
+    flower = flower_argv("127.0.0.1", settings.stack.flower_port, str(BIN / "celery"), flower_conf(run_dir))
     result.append(Program("flower", flower, priority=60))
     result.append(Program("nginx", nginx_argv(run_dir), priority=70))
     return result
@@ -113,7 +113,7 @@ def redis_argv(settings: Settings, run_dir: Path) -> tuple[str, ...]:
     ``ps`` never shows it)."""
     exe = binary("redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server")
     port = str(redis_port(settings))
-    aof = "yes" if settings.redis_appendonly else "no"
+    aof = "yes" if settings.stack.redis_appendonly else "no"
     persistence = ("--save", "", "--appendonly", aof, "--appendfsync", "everysec")
     conf = (str(redis_conf(run_dir)),) if redis_credentials(settings) else ()
     return (exe, *conf, "--bind", "127.0.0.1", "--port", port, *persistence, "--dir", str(run_dir))
@@ -121,7 +121,7 @@ def redis_argv(settings: Settings, run_dir: Path) -> tuple[str, ...]:
 
 def redis_credentials(settings: Settings) -> tuple[str, str] | None:
     """(user, password) from ``redis_url`` (user ``default`` when it names none), or None."""
-    parts = urlsplit(settings.redis_url)
+    parts = urlsplit(settings.broker.redis_url)
     if parts.password is None:
         return None
     return unquote(parts.username or "") or "default", unquote(parts.password)
@@ -173,11 +173,11 @@ def api_argv(settings: Settings, port: int, gunicorn: str = "gunicorn") -> tuple
         "--worker-class",
         "gevent",
         "--workers",
-        str(settings.api_workers),
+        str(settings.api.api_workers),
         "--worker-connections",
-        str(settings.api_worker_connections),
+        str(settings.api.api_worker_connections),
         "--bind",
-        f"{settings.api_host}:{port}",
+        f"{settings.api.api_host}:{port}",
         "--backlog",
         str(API_BACKLOG),
         "--graceful-timeout",

@@ -11,8 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from batchgate import settings as settings_module
-from batchgate.settings import Settings, SimulatorSettings
+from batchgate import settings_sections
+from batchgate.settings import SECTIONS, SimulatorSettings
 from batching.simulator import settings as simulator_settings_module
 
 BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
@@ -24,7 +24,7 @@ def _comments() -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {}
     current_class = ""
     pending: list[str] = []
-    sources = (settings_module.__file__, simulator_settings_module.__file__)
+    sources = (settings_sections.__file__, simulator_settings_module.__file__)
     lines = [line for source in sources for line in Path(str(source)).read_text().splitlines()]
     for line in lines:
         if line.startswith("class "):
@@ -46,20 +46,35 @@ def _default(value: object) -> str:
 
 
 def markdown_table() -> str:
+    """One table per settings section (the ``Settings`` attribute that holds it), then the simulator."""
     comments = _comments()
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for cls, prefix in ((Settings, "BATCHGATE_"), (SimulatorSettings, "BATCHGATE_SIM_")):
+    parts: list[str] = []
+    classes = [(name, cls, "BATCHGATE_") for name, cls in SECTIONS.items()]
+    for name, cls, prefix in [*classes, ("simulator", SimulatorSettings, "BATCHGATE_SIM_")]:
+        rows = [
+            f"**`{name}`**: {_first_line(cls.__doc__)}",
+            "",
+            "| variable | default | meaning |",
+            "|---|---|---|",
+        ]
         defaults = cls()
         for field in dataclasses.fields(cls):
-            if field.name in ("simulator", "gemini_api_key"):
+            if not field.metadata.get("env", True):
                 continue
-            meaning = comments.get((cls.__name__, field.name), "")
-            default = _default(getattr(defaults, field.name)).replace("|", "\\|")
-            if isinstance(getattr(defaults, field.name), tuple):
+            value = getattr(defaults, field.name)
+            default = _default(value).replace("|", "\\|")
+            if isinstance(value, tuple):
                 default = f"`{default}`"
+            meaning = comments.get((cls.__name__, field.name), "")
             rows.append(f"| `{prefix}{field.name.upper()}` | {default} | {meaning} |")
-    rows.append("| `GEMINI_API_KEY` | (empty) | Real Gemini key (no simulator URL: real Gemini). |")
-    return "\n".join(rows)
+        if name == "gemini":
+            rows.append("| `GEMINI_API_KEY` | (empty) | Real Gemini key (no simulator URL: real Gemini). |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0]
 
 
 def update_readme(path: Path) -> bool:

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (SettingsError, LoadSettingsError) as exc:
         print(f"baseline: bad setting: {exc}", file=sys.stderr)
         return 2
-    folder = Path(settings.baseline_dir)
+    folder = Path(settings.drift.baseline_dir)
     folder = folder if folder.is_absolute() else REPO / folder
     saved: list[Path] = []
 
@@ -68,7 +68,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         """Write the capture and activate it, while the stack (and its Redis) still runs."""
         saved.append(write_snapshot(baseline, folder))
         if not args.no_activate:
-            BaselineStore(redis.Redis.from_url(stack.redis_url), stack.key_prefix).activate(baseline)
+            BaselineStore(redis.Redis.from_url(stack.broker.redis_url), stack.broker.key_prefix).activate(
+                baseline
+            )
 
     try:
         if args.from_live:
@@ -153,8 +155,8 @@ async def _drive(
 def _capture(
     settings: Settings, start: float, end: float, load: dict[str, Any], notes: str
 ) -> PerformanceBaseline:
-    client = redis.Redis.from_url(settings.redis_url)
-    slots = InferenceMetricsCollector(client, settings.key_prefix).read(list(whole_slots(start, end)))
+    client = redis.Redis.from_url(settings.broker.redis_url)
+    slots = InferenceMetricsCollector(client, settings.broker.key_prefix).read(list(whole_slots(start, end)))
     baseline = capture(
         {s: d for s, d in slots.items() if isinstance(s, int)},
         start,
@@ -162,7 +164,7 @@ def _capture(
         settings=latency_settings(settings),
         load=load,
         created_at=time.time(),
-        min_samples=settings.drift_min_samples,
+        min_samples=settings.drift.drift_min_samples,
         inflection=latest_inflection(),
     )
     return dataclasses.replace(baseline, notes=notes) if notes else baseline

@@ -226,11 +226,11 @@ async def saturation(
     latencies = [c.latency_ms for c in done]
     rate = succeeded / seconds  # a failed request is not throughput
     limit = mix.limit(cost)
-    batch_size = stack.settings.batch_max_size
+    batch_size = stack.settings.consumer.batch_max_size
     return {
         "tag": tag,
         "batch_max_size": batch_size,
-        "flush_mode": stack.settings.flush_mode,
+        "flush_mode": stack.settings.consumer.flush_mode,
         "clients": clients,
         "tenants": len(keys),
         "window_s": round(seconds, 3),
@@ -316,7 +316,7 @@ async def low_load(stack: Stack, count: int, tag: str) -> dict[str, Any]:
         if c.timings.get("items_in_call") == 1 and (usage := c.usage)
     ]
     settings = stack.settings
-    window_ms = settings.batch_window_ms
+    window_ms = settings.consumer.batch_window_ms
     stats = summary_ms(overhead)
     stages = {
         name: round(median(float(c.timings[name]) for c in done if name in c.timings), 2)
@@ -330,7 +330,7 @@ async def low_load(stack: Stack, count: int, tag: str) -> dict[str, Any]:
         "p50_above_window": round(stats["p50"] - window_ms, 2) if done else None,
         "p99_above_window": round(stats["p99"] - window_ms, 2) if done else None,
         "window_ms": window_ms,
-        "flush_mode": settings.flush_mode,
+        "flush_mode": settings.consumer.flush_mode,
         "versus_sim_cost_model": summary_ms(versus_sim),
         "end_to_end": summary_ms(e2e),
         "stage_medians_ms": stages,
@@ -551,18 +551,18 @@ def compare_flush_modes(report: dict[str, Any], adaptive_overhead: dict[str, Any
 
 
 def _settings_used(stack: Stack) -> dict[str, Any]:
-    s = stack.settings
+    consumer, packing, api = stack.settings.consumer, stack.settings.packing, stack.settings.api
     return {
-        "flush_mode": s.flush_mode,
-        "batch_max_size": s.batch_max_size,
-        "batch_window_ms": s.batch_window_ms,
-        "worker_concurrency": s.worker_concurrency,
-        "max_concurrent_calls": s.max_concurrent_calls,
-        "max_items_per_call": s.max_items_per_call,
-        "strategy": s.strategy,
-        "default_max_output_tokens": s.default_max_output_tokens,
-        "api_replicas": len(s.api_ports),
-        "api_workers_per_replica": s.api_workers,
+        "flush_mode": consumer.flush_mode,
+        "batch_max_size": consumer.batch_max_size,
+        "batch_window_ms": consumer.batch_window_ms,
+        "worker_concurrency": consumer.worker_concurrency,
+        "max_concurrent_calls": stack.settings.gemini.max_concurrent_calls,
+        "max_items_per_call": packing.max_items_per_call,
+        "strategy": packing.strategy,
+        "default_max_output_tokens": packing.default_max_output_tokens,
+        "api_replicas": len(api.api_ports),
+        "api_workers_per_replica": api.api_workers,
         "worker_processes": 1,
         "redis": "started by the stack (counted in its CPU)",
     }

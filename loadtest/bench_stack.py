@@ -144,20 +144,20 @@ class Stack:
         self.env = dict(env)
         self.settings = Settings.from_env(self.env)
         self.cluster = BenchCluster(self.settings, run_dir, self.env, worker_processes)
-        self.url = f"http://127.0.0.1:{self.settings.nginx_port}"
-        self.sim_url = self.settings.embedded_simulator_url
-        self.api_key = self.settings.demo_api_key
+        self.url = f"http://127.0.0.1:{self.settings.stack.nginx_port}"
+        self.sim_url = self.settings.gemini.embedded_simulator_url
+        self.api_key = self.settings.edge.demo_api_key
         self._ready_timeout = ready_timeout
         self._tenant_keys: list[str] = []
 
     def _redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        return redis.Redis.from_url(self.settings.broker.redis_url, decode_responses=True)
 
     def tenant_keys(self, tenants: int) -> list[str]:
         """Premium keys (the demo key's raised limits), one in each of the tenants ``bench-1``
         … ``bench-<tenants>``; created on first use, and kept for later phases."""
         if len(self._tenant_keys) < tenants:
-            store = ApiKeyStore(self._redis(), self.settings.key_prefix)
+            store = ApiKeyStore(self._redis(), self.settings.broker.key_prefix)
             self._tenant_keys += [
                 store.create("premium", f"bench tenant {n}", tenant=f"bench-{n}")
                 for n in range(len(self._tenant_keys) + 1, tenants + 1)
@@ -168,7 +168,7 @@ class Stack:
         """Wait until no task is queued or running (the in-flight index is empty), at most
         ``timeout`` seconds: what a cancelled load left behind. The tasks still in flight."""
         client = self._redis()
-        key = TaskStore(client, self.settings.key_prefix, self.settings.task_ttl_s).inflight_key
+        key = TaskStore(client, self.settings.broker.key_prefix, self.settings.broker.task_ttl_s).inflight_key
         deadline = time.monotonic() + timeout
         while (left := int(client.zcard(key))) and time.monotonic() < deadline:
             time.sleep(interval)

@@ -166,10 +166,10 @@ def find_or_start_target(
         key = load.api_key or env.get("BATCHGATE_DEMO_API_KEY", "")
         notes = ["LOADTEST_HOST: an existing stack; its rate limits apply (429s are counted as rejections)"]
         return Target(host, key, notes=notes)
-    host = f"http://127.0.0.1:{stack.nginx_port}"
+    host = f"http://127.0.0.1:{stack.stack.nginx_port}"
     if _status(f"{host}/health") != 0:
         key = load.api_key or env.get("BATCHGATE_DEMO_API_KEY", "")
-        if not key and stack.auth_enabled:
+        if not key and stack.edge.auth_enabled:
             raise RunFailed(
                 f"a stack already answers at {host}; set LOADTEST_API_KEY to one of its keys "
                 "(make run prints its demo key), or stop it to let make loadtest start its own"
@@ -197,11 +197,11 @@ def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.
     except SettingsError as exc:
         raise RunFailed(f"bad setting: {exc}") from None
     notes.append(
-        f"stack started for this run; the demo key's premium tier raised to {settings.tier_premium_rate:,.0f}/s, "
-        f"burst {settings.tier_premium_burst:,}, {settings.tier_premium_max_in_flight:,} tasks in flight "
+        f"stack started for this run; the demo key's premium tier raised to {settings.edge.tier_premium_rate:,.0f}/s, "
+        f"burst {settings.edge.tier_premium_burst:,}, {settings.edge.tier_premium_max_in_flight:,} tasks in flight "
         "(BATCHGATE_TIER_PREMIUM_RATE/_BURST/_MAX_IN_FLIGHT) so that its limits stay out of the measurement"
     )
-    cluster = Cluster(settings, Path(settings.run_dir), child)
+    cluster = Cluster(settings, Path(settings.stack.run_dir), child)
     print(f"loadtest: starting the local stack (logs in {cluster.logs_dir})", flush=True)
     try:
         cluster.start()
@@ -213,7 +213,7 @@ def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.
     except (ClusterError, TimeoutError) as exc:
         raise RunFailed(f"the stack did not become ready: {exc}") from None
     host = cluster.urls()["api"]
-    key = load.api_key or settings.demo_api_key
+    key = load.api_key or settings.edge.demo_api_key
     deadline = time.monotonic() + METRICS_TIMEOUT_S
     while _status(f"{host}/api/v1/metrics", {"X-API-Key": key}) != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -375,8 +375,8 @@ def simulator_config(target: Target, stack: Settings) -> dict[str, Any] | None:
     """The simulator's cost model (``GET /_sim/config``), if a simulator is reachable."""
     if target.cluster is not None:
         url = target.cluster.urls().get("simulator")
-    elif stack.uses_simulator:
-        url = stack.simulator_url or stack.embedded_simulator_url
+    elif stack.gemini.uses_simulator:
+        url = stack.gemini.simulator_url or stack.gemini.embedded_simulator_url
     else:
         url = None
     if not url:
@@ -398,11 +398,11 @@ def _read_steps(path: Path) -> dict[str, Any]:
 
 
 def _public_settings(settings: Settings) -> dict[str, Any]:
-    """The stack's settings for the report, without secrets."""
+    """The stack's settings for the report, by section, without secrets."""
     data = dataclasses.asdict(settings)
-    for secret in ("demo_api_key", "gemini_api_key", "flower_auth"):
-        data[secret] = "(set)" if data.get(secret) else ""
-    data["redis_url"] = redacted_url(settings.redis_url)
+    for section, secret in (("edge", "demo_api_key"), ("gemini", "gemini_api_key"), ("stack", "flower_auth")):
+        data[section][secret] = "(set)" if data[section][secret] else ""
+    data["broker"]["redis_url"] = redacted_url(settings.broker.redis_url)
     return data
 
 

@@ -98,9 +98,9 @@ def create_key(env: dict[str, str], tier: str, tenant: str | None = None) -> str
     """A new API key of ``tier`` (in ``tenant``; None: its own) in the Redis and key prefix that
     ``env`` names."""
     settings = Settings.from_env(env)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
     try:
-        return ApiKeyStore(client, settings.key_prefix).create(tier, f"test {tier}", tenant=tenant)
+        return ApiKeyStore(client, settings.broker.key_prefix).create(tier, f"test {tier}", tenant=tenant)
     finally:
         client.close()
 
@@ -109,9 +109,9 @@ def create_key(env: dict[str, str], tier: str, tenant: str | None = None) -> str
 def keyed_test_client(settings: Settings) -> Iterator[FlaskClient]:
     """Flask's test client for an app on ``settings``, sending a new premium key."""
     app = create_app(settings)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
     try:
-        key = ApiKeyStore(client, settings.key_prefix).create("premium")
+        key = ApiKeyStore(client, settings.broker.key_prefix).create("premium")
     finally:
         client.close()
     with app.test_client() as test_client:
@@ -159,10 +159,10 @@ class RunningCluster:
     def __init__(self, cluster: Cluster, settings: Settings) -> None:
         self.cluster = cluster
         self.settings = settings
-        self.url = f"http://127.0.0.1:{settings.nginx_port}"
-        self.https_url = f"https://127.0.0.1:{settings.nginx_tls_port}"
-        self.sim = settings.embedded_simulator_url
-        self.api_key = settings.demo_api_key
+        self.url = f"http://127.0.0.1:{settings.stack.nginx_port}"
+        self.https_url = f"https://127.0.0.1:{settings.stack.nginx_tls_port}"
+        self.sim = settings.gemini.embedded_simulator_url
+        self.api_key = settings.edge.demo_api_key
         self.headers = {"X-API-Key": self.api_key}
 
     def sim_config(self, **changes: object) -> None:

@@ -39,13 +39,13 @@ class FuzzStack:
     other_key: str
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        return redis.Redis.from_url(self.settings.broker.redis_url, decode_responses=True)
 
     def queue_length(self) -> int:
         """Messages waiting in the task queue (all Celery priority lists of it)."""
         client = self.redis()
         try:
-            names = [self.settings.queue, *client.scan_iter(f"{self.settings.queue}\x06\x16*")]
+            names = [self.settings.broker.queue, *client.scan_iter(f"{self.settings.broker.queue}\x06\x16*")]
             return sum(int(client.llen(name)) for name in names)
         finally:
             client.close()
@@ -55,7 +55,9 @@ class FuzzStack:
         client = self.redis()
         try:
             return sum(
-                1 for key in client.scan_iter(f"{self.settings.key_prefix}:task:*") if key.count(":") == 2
+                1
+                for key in client.scan_iter(f"{self.settings.broker.key_prefix}:task:*")
+                if key.count(":") == 2
             )
         finally:
             client.close()
@@ -113,7 +115,7 @@ def _seed(stack: FuzzStack) -> None:
     assert status == 200, body
     client = stack.redis()
     try:
-        BaselineStore(client, stack.settings.key_prefix).activate(_baseline())
+        BaselineStore(client, stack.settings.broker.key_prefix).activate(_baseline())
     finally:
         client.close()
     wait_until(

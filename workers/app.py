@@ -21,8 +21,8 @@ def create_celery(settings: Settings) -> Celery:
     app = broker_app(settings)
     app.conf.update(
         worker_pool="threads",
-        worker_concurrency=settings.worker_concurrency,
-        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        worker_concurrency=settings.consumer.worker_concurrency,
+        worker_prefetch_multiplier=settings.consumer.prefetch_multiplier,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         beat_schedule={
@@ -33,8 +33,8 @@ def create_celery(settings: Settings) -> Celery:
             },
             "recover-orphans": {
                 "task": RECOVER_ORPHANS_TASK,
-                "schedule": settings.orphan_sweep_interval_s,
-                "options": {"expires": settings.orphan_sweep_interval_s * 2},
+                "schedule": settings.broker.orphan_sweep_interval_s,
+                "options": {"expires": settings.broker.orphan_sweep_interval_s * 2},
             },
         },
     )

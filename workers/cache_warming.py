@@ -67,7 +67,7 @@ def warm(
             report.invalid += 1
             continue
         context = json.dumps(request.context, ensure_ascii=False) if request.context else ""
-        if is_time_sensitive((request.prompt, request.system or "", context), settings.bypass_words):
+        if is_time_sensitive((request.prompt, request.system or "", context), settings.edge.bypass_words):
             report.time_sensitive += 1
             continue
         digest = cache_key(_message(request))
@@ -76,7 +76,7 @@ def warm(
             continue
         pending.append((cache.record_key(tenant, digest), request))
 
-    chunk = max(1, min(settings.batch_max_size, int(rate_per_s) or 1))
+    chunk = max(1, min(settings.consumer.batch_max_size, int(rate_per_s) or 1))
     started = clock()
     for done in range(0, len(pending), chunk):
         # Never ahead of the rate: item n may start no earlier than n / rate seconds in.
@@ -123,7 +123,7 @@ def _request(query: dict[str, Any], settings: Settings, tenant: str) -> Inferenc
     return InferenceRequest(
         id=secrets.token_hex(8),
         prompt=prompt,
-        model=str(query.get("model") or settings.model),
+        model=str(query.get("model") or settings.gemini.model),
         system=system,
         context=context,
         generation={k: v for k, v in generation.items() if v is not None},

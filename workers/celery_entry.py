@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from batchgate.settings import Settings
 from workers.app import create_celery
-from workers.heartbeat import Heartbeat
+from workers.heartbeat import heartbeat_step
 from workers.runtime import WorkerRuntime
 from workers.tasks import register_tasks
 
 settings = Settings.from_env()
 app = create_celery(settings)
-app.batchgate_settings = settings  # type: ignore[attr-defined]
-app.steps["consumer"].add(Heartbeat)
 runtime = WorkerRuntime(settings)
-app.batchgate_leases = runtime.leases  # type: ignore[attr-defined]
+app.steps["consumer"].add(heartbeat_step(settings.broker, runtime.leases))
 register_tasks(app, runtime)

@@ -19,6 +19,7 @@ import redis
 from celery import bootsteps
 
 from batchgate.keys import workers_key
+from batchgate.settings import BrokerSettings
 from workers.leases import FLUSH_S, LeaseBook
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,19 @@ HEARTBEAT_INTERVAL_S = 2.0
 FORGET_AFTER_S = 3600.0
 
 
+def heartbeat_step(broker: BrokerSettings, leases: LeaseBook | None) -> type[bootsteps.StartStopStep]:
+    """The bootstep class for this worker: Celery instantiates steps itself, so what they need
+    is given to the class, not hung on the Celery app."""
+    return type("Heartbeat", (Heartbeat,), {"broker": broker, "leases": leases})
+
+
 class Heartbeat(bootsteps.StartStopStep):
     """Record this consumer in ``<prefix>:workers``, keep its leases, reap dead holders'."""
 
     requires = {"celery.worker.consumer.tasks:Tasks"}
+    #: Set by ``heartbeat_step``.
+    broker: BrokerSettings
+    leases: LeaseBook | None = None
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
@@ -41,13 +51,12 @@ class Heartbeat(bootsteps.StartStopStep):
         self._consumer: Any = None
 
     def start(self, parent: Any) -> None:
-        settings = parent.app.batchgate_settings
-        self._redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self._key = workers_key(settings.key_prefix)
+        self._redis = redis.Redis.from_url(self.broker.redis_url, decode_responses=True)
+        self._key = workers_key(self.broker.key_prefix)
         self._name = parent.hostname
         self._consumer = parent
-        self._leases = getattr(parent.app, "batchgate_leases", None)
-        self._queue = settings.queue
+        self._leases = self.leases
+        self._queue = self.broker.queue
         self._beat()
         self._trefs = [parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, self._beat)]
         if self._leases is not None:

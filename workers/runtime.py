@@ -52,7 +52,7 @@ class WorkerRuntime:
         errors for about 20 s, so a batch answered while Redis restarts is still stored. Every
         write a batch makes is safe to repeat (results are written once)."""
         return redis.Redis.from_url(
-            self.settings.redis_url,
+            self.settings.broker.redis_url,
             decode_responses=True,
             health_check_interval=30,
             # A Redis that stops answering (not only one that refuses) is waited out as well.
@@ -64,40 +64,40 @@ class WorkerRuntime:
 
     @cached_property
     def metrics(self) -> InferenceMetricsCollector:
-        return InferenceMetricsCollector(self.redis, self.settings.key_prefix)
+        return InferenceMetricsCollector(self.redis, self.settings.broker.key_prefix)
 
     @cached_property
     def metrics_publisher(self) -> MetricsPublisher:
-        s = self.settings
+        drift, broker = self.settings.drift, self.settings.broker
         thresholds = DriftThresholds(
-            min_samples=s.drift_min_samples,
-            ks_alpha=s.drift_ks_alpha,
-            warn_ratio=s.drift_warn_ratio,
-            drift_ratio=s.drift_ratio,
-            enter_after=s.drift_enter_after,
-            exit_after=s.drift_exit_after,
+            min_samples=drift.drift_min_samples,
+            ks_alpha=drift.drift_ks_alpha,
+            warn_ratio=drift.drift_warn_ratio,
+            drift_ratio=drift.drift_ratio,
+            enter_after=drift.drift_enter_after,
+            exit_after=drift.drift_exit_after,
         )
         return MetricsPublisher(
             self.redis,
-            s.key_prefix,
-            s.queue,
-            s.batch_max_size,
+            broker.key_prefix,
+            broker.queue,
+            self.settings.consumer.batch_max_size,
             drift=LatencyDriftSignal(thresholds),
-            drift_window_s=s.drift_window_s,
+            drift_window_s=drift.drift_window_s,
         )
 
     @cached_property
     def cache(self) -> ResponseCache:
-        return ResponseCache(self.redis, self.settings.key_prefix, self.settings.cache_ttl_s)
+        return ResponseCache(self.redis, self.settings.broker.key_prefix, self.settings.edge.cache_ttl_s)
 
     @cached_property
     def store(self) -> TaskStore:
-        return TaskStore(self.redis, self.settings.key_prefix, self.settings.task_ttl_s)
+        return TaskStore(self.redis, self.settings.broker.key_prefix, self.settings.broker.task_ttl_s)
 
     @cached_property
     def leases(self) -> LeaseBook:
         """What this worker process holds; its name is new at every start."""
-        s = self.settings
+        s = self.settings.broker
         # Its own client, without the batch client's 20 s of retries: these writes run on the
         # consumer's timer, which must not stall (a lease write that fails is tried again).
         client = redis.Redis.from_url(s.redis_url, decode_responses=True, socket_timeout=5)
@@ -109,7 +109,7 @@ class WorkerRuntime:
             self.leases.holder,
             self.leases.holders,
             self.leases.lapse_s,
-            lease_prefix(self.settings.key_prefix),
+            lease_prefix(self.settings.broker.key_prefix),
         )
 
     @cached_property
@@ -119,18 +119,20 @@ class WorkerRuntime:
         return BatchContext(
             store=self.store,
             run_engine=self.run_engine,
-            default_model=self.settings.model,
+            default_model=self.settings.gemini.model,
             holder=self.holder,
             cache=self.cache,
             metrics=self.metrics,
             conversations=self.conversations,
-            patience_s=self.settings.visibility_timeout_s / 2,
+            patience_s=self.settings.broker.visibility_timeout_s / 2,
         )
 
     @cached_property
     def conversations(self) -> ConversationRounds:
-        s = self.settings
-        sessions = SessionStore(self.redis, s.key_prefix, s.session_ttl_s, s.session_max_turns)
+        s = self.settings.conversations
+        sessions = SessionStore(
+            self.redis, self.settings.broker.key_prefix, s.session_ttl_s, s.session_max_turns
+        )
         return ConversationRounds(sessions, s.session_history_tokens, s.session_order_wait_s)
 
     @cached_property
@@ -155,17 +157,19 @@ class WorkerRuntime:
             return self._loop, self._engine
 
     async def _build_engine(self) -> BatchInferenceEngine:
-        s = self.settings
-        client = GenaiModelClient(s.gemini_api_key, s.model_base_url, s.gemini_timeout_s)
+        gemini, packing = self.settings.gemini, self.settings.packing
+        client = GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s)
         limits = PackingLimits(
-            max_items_per_call=s.max_items_per_call,
-            max_input_tokens_per_call=s.max_input_tokens_per_call,
-            max_output_tokens_per_call=s.max_output_tokens_per_call,
-            default_max_output_tokens=s.default_max_output_tokens,
-            default_strategy=s.strategy,
-            share_calls_across_tenants=s.share_calls_across_tenants,
+            max_items_per_call=packing.max_items_per_call,
+            max_input_tokens_per_call=packing.max_input_tokens_per_call,
+            max_output_tokens_per_call=packing.max_output_tokens_per_call,
+            default_max_output_tokens=packing.default_max_output_tokens,
+            default_strategy=packing.strategy,
+            share_calls_across_tenants=gemini.share_calls_across_tenants,
         )
-        retry = RetryPolicy(attempts=s.retry_attempts, base_s=s.retry_base_s, max_s=s.retry_max_s)
+        retry = RetryPolicy(
+            attempts=packing.retry_attempts, base_s=packing.retry_base_s, max_s=packing.retry_max_s
+        )
         return BatchInferenceEngine(
-            client, limits, retry, s.max_concurrent_calls, pacer=CallPacer(s.model_rpm)
+            client, limits, retry, gemini.max_concurrent_calls, pacer=CallPacer(gemini.model_rpm)
         )

@@ -31,9 +31,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     class InferBatches(WindowedBatches):
         leases = runtime.leases
         flush_limits = FlushLimits(
-            max_size=settings.batch_max_size,
-            window_s=settings.batch_window_ms / 1000,
-            max_in_flight=settings.adaptive_slots if settings.flush_mode == "adaptive" else None,
+            max_size=settings.consumer.batch_max_size,
+            window_s=settings.consumer.batch_window_ms / 1000,
+            max_in_flight=settings.consumer.adaptive_slots
+            if settings.consumer.flush_mode == "adaptive"
+            else None,
         )
 
     @app.task(name=INFER_TASK, base=InferBatches, bind=True, acks_late=True, ignore_result=True)
@@ -82,16 +84,18 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         now = time.time()
         whereabouts = Whereabouts(
             held=lambda: set(
-                live_leases(runtime.redis, settings.key_prefix, now, settings.worker_lease_s).values()
+                live_leases(
+                    runtime.redis, settings.broker.key_prefix, now, settings.broker.worker_lease_s
+                ).values()
             ),
-            oldest_queued=lambda: oldest_queued_task(runtime.redis, settings.queue),
+            oldest_queued=lambda: oldest_queued_task(runtime.redis, settings.broker.queue),
         )
         report = sweep(
             runtime.store,
             publisher,
             now,
-            settings.orphan_after_s,
-            settings.orphan_max_recoveries,
+            settings.broker.orphan_after_s,
+            settings.broker.orphan_max_recoveries,
             whereabouts,
         )
         return dict(vars(report))

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     settings = Settings.from_env()
-    report_key = key_names.warm_report(settings.key_prefix, secrets.token_hex(8))
+    report_key = key_names.warm_report(settings.broker.key_prefix, secrets.token_hex(8))
     app = create_celery(settings)
     app.send_task(
         WARM_CACHE_TASK,
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"warming {len(queries)} queries at ≤ {args.rate:g}/s", file=sys.stderr)
     if args.no_wait:
         return 0
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         report = client.get(report_key)

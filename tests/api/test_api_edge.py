@@ -38,12 +38,12 @@ def make_app(redis_url: str) -> Iterator[Factory]:
 
 
 def new_key(settings: Settings, tier: str) -> str:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    return ApiKeyStore(client, settings.key_prefix).create(tier)
+    client = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
+    return ApiKeyStore(client, settings.broker.key_prefix).create(tier)
 
 
 def queue_length(settings: Settings) -> int:
-    return int(redis.Redis.from_url(settings.redis_url).llen(settings.queue))
+    return int(redis.Redis.from_url(settings.broker.redis_url).llen(settings.broker.queue))
 
 
 def post(client: FlaskClient, key: str | None, body: dict, **headers: str):  # type: ignore[no-untyped-def]
@@ -98,7 +98,7 @@ def test_backpressure_refuses_above_the_high_water_mark(make_app: Factory) -> No
     assert [r.headers["X-Queue-Depth"] for r in accepted] == ["1", "2", "3"]
     refused = post(client, key, {"prompt": "one too many"})
     assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "overloaded"
-    assert refused.headers["Retry-After"] == str(settings.backpressure_retry_after_s)
+    assert refused.headers["Retry-After"] == str(settings.edge.backpressure_retry_after_s)
     assert refused.headers["X-Queue-Depth"] == "3"
     assert queue_length(settings) == 3
 
@@ -109,14 +109,14 @@ def test_cache_hit_is_answered_at_submission_without_the_queue(make_app: Factory
     key = new_key(settings, "premium")
     result = {
         "text": "cached answer",
-        "model": settings.model,
+        "model": settings.gemini.model,
         "usage": {"input_tokens": 3, "output_tokens": 2},
     }
     cache = ResponseCache(
-        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix, 60
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix, 60
     )
     tenant = own_tenant(hash_key(key))
-    digest = cache_key({"model": settings.model, "prompt": "popular question"})
+    digest = cache_key({"model": settings.gemini.model, "prompt": "popular question"})
     cache.put_many([(cache.record_key(tenant, digest), result)])
 
     hit = post(client, key, {"prompt": "popular question"})
@@ -128,7 +128,9 @@ def test_cache_hit_is_answered_at_submission_without_the_queue(make_app: Factory
     assert shown["cached"] is True and shown["result"] == result
 
     # The explicit default model is the same request; opting out or other settings are not.
-    assert post(client, key, {"prompt": "popular question", "model": settings.model}).status_code == 200
+    assert (
+        post(client, key, {"prompt": "popular question", "model": settings.gemini.model}).status_code == 200
+    )
     assert post(client, key, {"prompt": "popular question", "cache": False}).status_code == 202
     assert (
         post(client, key, {"prompt": "popular question", "generation": {"temperature": 0}}).status_code == 202
@@ -146,9 +148,9 @@ def test_time_sensitive_prompts_bypass_the_cache(make_app: Factory) -> None:
     key = new_key(settings, "premium")
     prompt = "What is on the menu today?"
     cache = ResponseCache(
-        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix, 60
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix, 60
     )
-    digest = cache_key({"model": settings.model, "prompt": prompt})
+    digest = cache_key({"model": settings.gemini.model, "prompt": prompt})
     cache.put_many([(cache.record_key(own_tenant(hash_key(key)), digest), {"text": "stale"})])
     response = post(client, key, {"prompt": prompt})
     assert response.status_code == 202 and "cached" not in response.get_json()
@@ -198,8 +200,8 @@ def test_without_auth_callers_are_limited_per_address(make_app: Factory) -> None
 
 
 def in_flight(settings: Settings, tenant: str) -> set[str]:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    return set(client.zrange(inflight_key(settings.key_prefix, tenant), 0, -1))
+    client = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
+    return set(client.zrange(inflight_key(settings.broker.key_prefix, tenant), 0, -1))
 
 
 def test_a_retry_at_the_cap_gets_its_original_and_other_submissions_get_429(make_app: Factory) -> None:
@@ -224,8 +226,10 @@ def test_a_refused_session_turn_gives_its_slot_back(make_app: Factory) -> None:
     client = app.test_client()
     key = new_key(settings, "premium")
     tenant = own_tenant(hash_key(key))
-    sessions = SessionStore(redis.Redis.from_url(settings.redis_url), settings.key_prefix, 60, 10)
-    redis.Redis.from_url(settings.redis_url).set(sessions.meta_key(tenant, "broken"), "not a hash")
+    sessions = SessionStore(
+        redis.Redis.from_url(settings.broker.redis_url), settings.broker.key_prefix, 60, 10
+    )
+    redis.Redis.from_url(settings.broker.redis_url).set(sessions.meta_key(tenant, "broken"), "not a hash")
     refused = post(client, key, {"prompt": "hi", "session_id": "broken"}, **{"Idempotency-Key": "turn-1"})
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "session_unreadable"
     assert in_flight(settings, tenant) == set() and queue_length(settings) == 0
@@ -241,19 +245,19 @@ def test_a_retry_that_finishes_a_dead_attempt_from_the_cache_holds_no_slot(make_
     key = new_key(settings, "premium")
     tenant = own_tenant(hash_key(key))
     body = {"prompt": "asked twice"}
-    store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    cache = ResponseCache(store, settings.key_prefix, 60)
-    digest = cache_key({"model": settings.model, "prompt": "asked twice"})
+    store = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
+    cache = ResponseCache(store, settings.broker.key_prefix, 60)
+    digest = cache_key({"model": settings.gemini.model, "prompt": "asked twice"})
     cache.put_many([(cache.record_key(tenant, digest), {"text": "known"})])
     body_hash = hashlib.sha256(
         json.dumps(TaskRequest(prompt="asked twice").model_dump(), sort_keys=True).encode()
     ).hexdigest()
     assert (
-        IdempotencyStore(store, settings.key_prefix, 60)
+        IdempotencyStore(store, settings.broker.key_prefix, 60)
         .claim(hash_key(key), "retry-7", body_hash, "dead1")
         .new
     )
-    store.zadd(inflight_key(settings.key_prefix, tenant), {"dead1": 1.0})  # the dead attempt's slot
+    store.zadd(inflight_key(settings.broker.key_prefix, tenant), {"dead1": 1.0})  # the dead attempt's slot
     retried = post(client, key, body, **{"Idempotency-Key": "retry-7"})
     assert retried.status_code == 200 and retried.get_json()["id"] == "dead1" and retried.get_json()["cached"]
     assert in_flight(settings, tenant) == set()
@@ -265,13 +269,13 @@ def test_a_concurrent_retry_waits_for_the_first_attempts_record_and_sends_nothin
     app, settings = make_app()
     client = app.test_client()
     key = new_key(settings, "premium")
-    store = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    store = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
     body_hash = hashlib.sha256(
         json.dumps(TaskRequest(prompt="once").model_dump(), sort_keys=True).encode()
     ).hexdigest()
-    claims = IdempotencyStore(store, settings.key_prefix, 60)
+    claims = IdempotencyStore(store, settings.broker.key_prefix, 60)
     assert claims.claim(hash_key(key), "live-1", body_hash, "first").new
-    tasks = TaskStore(store, settings.key_prefix, 60)
+    tasks = TaskStore(store, settings.broker.key_prefix, 60)
 
     def first_attempt_goes_on() -> None:  # what the live first attempt does next
         tasks.create("first", {"prompt": "once"}, time.time(), hash_key(key))

@@ -26,7 +26,7 @@ def client(settings: Settings) -> Iterator[FlaskClient]:
 
 
 def queue_length(settings: Settings) -> int:
-    return int(redis.Redis.from_url(settings.redis_url).llen(settings.queue))
+    return int(redis.Redis.from_url(settings.broker.redis_url).llen(settings.broker.queue))
 
 
 def assert_error(response, status: int, code: str | None = None) -> None:  # type: ignore[no-untyped-def]

@@ -28,7 +28,7 @@ from batchgate.settings import Settings
 from tests.conftest import Stack, create_key
 from tests.harness import Process, http_json, start_api, start_beat, stop_all, wait_until
 
-CAP = Settings().metrics_streams_per_key  # the stack runs with the default
+CAP = Settings().edge.metrics_streams_per_key  # the stack runs with the default
 SHORT_MAX_S = 2.0
 STREAM = "/api/v1/metrics/stream"
 
@@ -95,7 +95,7 @@ def db(stack: Stack) -> Iterator[redis.Redis]:
 
 
 def slots_of(stack: Stack, key: str) -> str:
-    return streams_key(Settings.from_env(stack.env).key_prefix, f"key:{hash_key(key)}")
+    return streams_key(Settings.from_env(stack.env).broker.key_prefix, f"key:{hash_key(key)}")
 
 
 def snapshot_of(stream: Stream) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def test_the_key_is_checked_before_anything_else(redis_url: str, tmp_path: Path)
     app = create_app(settings)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        key = ApiKeyStore(client, settings.key_prefix).create("free")
+        key = ApiKeyStore(client, settings.broker.key_prefix).create("free")
         with app.test_client() as web:
 
             def answer(path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:

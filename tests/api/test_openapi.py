@@ -130,7 +130,7 @@ def test_the_api_serves_the_document_as_json_without_a_key(app: Flask) -> None:
     # The running prompt limit (here 1234), where the file has the default.
     assert served["components"]["schemas"]["TaskRequest"]["properties"]["prompt"]["maxLength"] == 1234
     assert load_spec()["components"]["schemas"]["TaskRequest"]["properties"]["prompt"]["maxLength"] == (
-        Settings().max_prompt_chars
+        Settings().api.max_prompt_chars
     )
 
 
@@ -181,7 +181,7 @@ def accepted_by_model(body: Any) -> bool:
 def refusal_by_model(body: Any) -> str | None:
     """Why the model refuses ``body`` (None: it accepts it)."""
     try:
-        parse_task_request(body, Settings().max_prompt_chars, Settings().max_context_chars)
+        parse_task_request(body, Settings().api.max_prompt_chars, Settings().api.max_context_chars)
     except ApiError as refused:
         return refused.message
     return None

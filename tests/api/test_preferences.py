@@ -284,7 +284,9 @@ class PreferencesStack:
         self.env = stack_env(redis_url, BATCHGATE_DATABASE_URL=self.database_url)
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         for secret in (self.key, self.other_key):
-            ApiKeyStore(client, Settings.from_env(self.env).key_prefix).create("premium", "test", key=secret)
+            ApiKeyStore(client, Settings.from_env(self.env).broker.key_prefix).create(
+                "premium", "test", key=secret
+            )
         client.close()
         sim, self.simulator = start_simulator(self.logs_dir, self.env)
         self.processes.append(sim)

@@ -39,7 +39,11 @@ def test_a_sane_request_id_is_kept_in_the_record(
     task_id = submit(client, request_id)["id"]
     body = client.get(f"/api/v1/tasks/{task_id}").get_json()
     assert body["request_id"] == request_id
-    store = TaskStore(redis.Redis.from_url(settings.redis_url), settings.key_prefix, settings.task_ttl_s)
+    store = TaskStore(
+        redis.Redis.from_url(settings.broker.redis_url),
+        settings.broker.key_prefix,
+        settings.broker.task_ttl_s,
+    )
     record = store.get(task_id)
     assert record is not None and record["request_id"] == request_id
 

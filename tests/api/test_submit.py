@@ -59,7 +59,7 @@ def admit_as(svc: Services, owner: str, tenant: str, max_in_flight: int = 100) -
 
 
 def queued_messages(svc: Services) -> int:
-    return int(svc.redis.llen(svc.settings.queue))
+    return int(svc.redis.llen(svc.settings.broker.queue))
 
 
 def test_a_task_is_recorded_and_published_once(svc: Services) -> None:
@@ -68,7 +68,7 @@ def test_a_task_is_recorded_and_published_once(svc: Services) -> None:
     assert record["status"] == "queued" and queued_messages(svc) == 1
     stored = svc.store.get(task_id)
     assert stored is not None and stored["owner"] == "o1" and stored["request_id"] == "r-1"
-    assert stored["request"]["tenant"] == "t1" and stored["request"]["model"] == svc.settings.model
+    assert stored["request"]["tenant"] == "t1" and stored["request"]["model"] == svc.settings.gemini.model
 
 
 def test_the_same_idempotency_key_gets_the_same_task_and_a_new_body_is_refused(svc: Services) -> None:
@@ -86,7 +86,7 @@ def test_the_same_idempotency_key_gets_the_same_task_and_a_new_body_is_refused(s
 
 def test_a_cached_answer_is_served_without_a_message(svc: Services) -> None:
     task = TaskRequest(prompt="cache me")
-    message = {**task.to_message(), "model": svc.settings.model}
+    message = {**task.to_message(), "model": svc.settings.gemini.model}
     digest = cache_key(message)
     svc.cache.put_many(
         [(svc.cache.record_key("t1", digest), {"text": "from cache", "finish_reason": "STOP"})]
@@ -104,11 +104,11 @@ def test_a_refused_submission_leaves_no_message_or_slot(svc: Services) -> None:
     with pytest.raises(ApiError) as refused:
         submit_task(svc, TaskRequest(prompt="one too many"), SubmitContext(), admit)
     assert refused.value.code == "too_many_in_flight" and queued_messages(svc) == 1
-    slots = svc.redis.zrange(inflight_key(svc.settings.key_prefix, "t1"), 0, -1)
+    slots = svc.redis.zrange(inflight_key(svc.settings.broker.key_prefix, "t1"), 0, -1)
     assert slots == [kept]  # the refused one took no slot
     with pytest.raises(ApiError) as conflict:  # a refusal after admission gives its slot back
         submit_task(svc, TaskRequest(prompt="x", session_id="s1"), SubmitContext(), admit_as(svc, "o5", "t5"))
         svc.redis.set(svc.sessions.meta_key("t5", "s2"), "not a hash")
         submit_task(svc, TaskRequest(prompt="x", session_id="s2"), SubmitContext(), admit_as(svc, "o5", "t5"))
     assert conflict.value.code == "session_unreadable"
-    assert len(svc.redis.zrange(inflight_key(svc.settings.key_prefix, "t5"), 0, -1)) == 1
+    assert len(svc.redis.zrange(inflight_key(svc.settings.broker.key_prefix, "t5"), 0, -1)) == 1

@@ -58,7 +58,7 @@ def test_supervisor_runs_the_commands_of_each_process(cluster: Cluster) -> None:
     assert redis_cmd[redis_cmd.index("--dir") + 1] == run_dir
 
     assert commands["simulator"][-2:] == ["-m", "batching.simulator"]
-    assert Settings.from_env(cluster.env).model_base_url == "http://127.0.0.1:9390"
+    assert Settings.from_env(cluster.env).gemini.model_base_url == "http://127.0.0.1:9390"
 
     for port in (9301, 9302, 9303):
         api = commands[f"api-{port}"]
@@ -207,7 +207,7 @@ def test_local_redis_requires_the_password_of_its_url(
                 time.sleep(0.05)
         user, password = login
         assert redis.Redis(port=port, username=user, password=password).ping()
-        assert redis.Redis.from_url(cluster.settings.redis_url).ping()
+        assert redis.Redis.from_url(cluster.settings.broker.redis_url).ping()
     finally:
         proc.terminate()
         proc.wait(10)

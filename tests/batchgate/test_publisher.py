@@ -20,7 +20,7 @@ def test_message_carries_the_request_and_headers_carry_no_prompt(
     )
     prompt = "a secret prompt that must not reach any log"
     Publisher(create_celery(settings), settings).publish("t1", {"model": "m", "prompt": prompt}, 1.0)
-    raw = redis_client.lpop(settings.queue)
+    raw = redis_client.lpop(settings.broker.queue)
     assert raw is not None
     message = json.loads(raw)
     headers = message["headers"]

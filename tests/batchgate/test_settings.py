@@ -16,7 +16,7 @@ SETTINGS_DOC = REPO / "docs" / "settings.md"
 
 def test_defaults_and_overrides() -> None:
     settings = Settings.from_env({})
-    assert settings.nginx_port == 8080 and settings.api_ports == (8001, 8002, 8003)
+    assert settings.stack.nginx_port == 8080 and settings.api.api_ports == (8001, 8002, 8003)
     assert settings.simulator.port == 8090
     changed = Settings.from_env(
         {
@@ -25,8 +25,8 @@ def test_defaults_and_overrides() -> None:
             "BATCHGATE_SIM_ERROR_RATE": "0.5",
         }
     )
-    assert changed.api_ports == (9001, 9002)
-    assert changed.batch_window_ms == 5.0
+    assert changed.api.api_ports == (9001, 9002)
+    assert changed.consumer.batch_window_ms == 5.0
     assert changed.simulator.error_rate == 0.5
 
 
@@ -44,12 +44,12 @@ def test_bad_values_fail_at_start_up_with_the_variable_named(env: dict[str, str]
 
 
 def test_model_endpoint_selection() -> None:
-    assert Settings.from_env({}).model_base_url == DEFAULT_SIMULATOR_URL
-    assert Settings.from_env({"BATCHGATE_SIM_PORT": "9999"}).model_base_url == "http://127.0.0.1:9999"
+    assert Settings.from_env({}).gemini.model_base_url == DEFAULT_SIMULATOR_URL
+    assert Settings.from_env({"BATCHGATE_SIM_PORT": "9999"}).gemini.model_base_url == "http://127.0.0.1:9999"
     real = Settings.from_env({"GEMINI_API_KEY": "secret-key-123"})
-    assert real.model_base_url is None and not real.uses_simulator
+    assert real.gemini.model_base_url is None and not real.gemini.uses_simulator
     both = Settings.from_env({"GEMINI_API_KEY": "k", "BATCHGATE_SIMULATOR_URL": "http://127.0.0.1:1"})
-    assert both.model_base_url == "http://127.0.0.1:1" and both.uses_simulator
+    assert both.gemini.model_base_url == "http://127.0.0.1:1" and both.gemini.uses_simulator
     assert "secret-key-123" not in repr(real)  # the key never reaches logs through repr
 
 

@@ -578,7 +578,9 @@ def test_two_tenants_with_one_schema_and_one_tool_set_never_share_a_call(cluster
     """Packing by schema or by functions stays within a tenant: an item can read, and be
     steered by, its call-mates."""
     settings = cluster.settings
-    keys = ApiKeyStore(redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix)
+    keys = ApiKeyStore(
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix
+    )
     other = keys.create("premium", "other tenant")
     tag = os.urandom(3).hex()
     schema = Verdict.model_json_schema()

@@ -19,9 +19,20 @@ PLACES = {
     "nginx_tls_port",
     "flower_port",
     "simulator",
+    "embedded_simulator_url",
     "run_dir",
     "demo_api_key",
 }
+
+
+def _flat(settings: Settings) -> dict[str, object]:
+    """Every field of every section by its name (names are unique across sections); the
+    simulator as one value."""
+    flat: dict[str, object] = {"simulator": settings.simulator}
+    for section in dataclasses.fields(Settings):
+        if section.name != "simulator":
+            flat.update(dataclasses.asdict(getattr(settings, section.name)))
+    return flat
 
 
 def test_the_fault_cluster_runs_on_the_shipped_defaults(tmp_path: Path) -> None:
@@ -29,13 +40,21 @@ def test_the_fault_cluster_runs_on_the_shipped_defaults(tmp_path: Path) -> None:
     env = chaos_env(tmp_path, shell)
     assert env["PATH"] == "/usr/bin" and "BATCHGATE_WORKER_LEASE_S" not in env  # the shell's are dropped
     settings, shipped = Settings.from_env(env), Settings()
-    differ = {
-        f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) != getattr(shipped, f.name)
-    }
+    differ = {name for name, value in _flat(settings).items() if value != _flat(shipped)[name]}
     assert differ - PLACES == {"redis_appendonly", "tier_premium_rate", "tier_premium_burst"}
     assert set(HARNESS_SETTINGS) == {"BATCHGATE_" + name.upper() for name in differ - PLACES}
     assert settings.simulator == dataclasses.replace(shipped.simulator, port=settings.simulator.port)
-    assert len({settings.nginx_port, settings.nginx_tls_port, settings.flower_port, *settings.api_ports}) == 6
+    assert (
+        len(
+            {
+                settings.stack.nginx_port,
+                settings.stack.nginx_tls_port,
+                settings.stack.flower_port,
+                *settings.api.api_ports,
+            }
+        )
+        == 6
+    )
 
 
 def test_a_short_fault_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_faults_injected_through_the_simulator_are_absorbed(cluster: RunningClus
 
 
 def test_killing_a_replica_mid_run_loses_nothing(cluster: RunningCluster) -> None:
-    victim = f"api-{cluster.settings.api_ports[0]}"
+    victim = f"api-{cluster.settings.api.api_ports[0]}"
     old_pid = cluster.cluster.pid(victim)
     cluster.sim_reset()
     cluster.sim_config(overhead_ms=400)  # keep the tasks in flight while the replica dies
@@ -89,7 +89,7 @@ def test_killing_a_replica_mid_run_loses_nothing(cluster: RunningCluster) -> Non
         lambda: (p := cluster.cluster.pid(victim)) and p != old_pid and p, 30, "replica restart"
     )
     assert new_pid != old_pid
-    port = cluster.settings.api_ports[0]
+    port = cluster.settings.api.api_ports[0]
     wait_until(lambda: http_json("GET", f"http://127.0.0.1:{port}/health")[0] == 200, 30, "restarted replica")
 
 
@@ -103,7 +103,7 @@ def test_ready_and_health_through_nginx(cluster: RunningCluster) -> None:
 
 @pytest.mark.skipif(not tls_probe.curl_available(), reason="curl is not installed (make test installs it)")
 def test_https_with_http2_answers_health_and_a_task(cluster: RunningCluster) -> None:
-    port = cluster.settings.nginx_tls_port
+    port = cluster.settings.stack.nginx_tls_port
     assert tls_probe.handshake(port, ssl.TLSVersion.TLSv1_3) == ("TLSv1.3", "h2")
     with pytest.raises(ssl.SSLError):
         tls_probe.handshake(port, ssl.TLSVersion.TLSv1_1)
@@ -159,7 +159,7 @@ def test_request_ids_reach_the_task_record_and_the_access_log(cluster: RunningCl
 def test_prompts_and_keys_never_reach_the_logs(cluster: RunningCluster) -> None:
     settings = cluster.settings
     key = ApiKeyStore(
-        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix
     ).create("premium", "log check")
     tag = f"{os.getpid()}x{time.monotonic_ns()}"
     prompts = [f"zebra-{tag}-native", f"zebra-{tag}-gemini", f"zebra-{tag}-openai", f"zebra-{tag}-stream"]
@@ -234,13 +234,13 @@ def burst(url: str, key: str, n: int) -> tuple[list[tuple[int, dict[str, str]]],
 def test_rate_limits_hold_across_the_three_replicas(cluster: RunningCluster) -> None:
     settings = cluster.settings
     free_key = ApiKeyStore(
-        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix
     ).create("free", "e2e burst")
     results, elapsed = burst(cluster.url, free_key, 50)
     admitted = [h for s, h in results if s == 202]
     refused = [h for s, h in results if s == 429]
-    refill = math.ceil(elapsed * settings.tier_free_rate)
-    assert settings.tier_free_burst <= len(admitted) <= settings.tier_free_burst + refill, (
+    refill = math.ceil(elapsed * settings.edge.tier_free_rate)
+    assert settings.edge.tier_free_burst <= len(admitted) <= settings.edge.tier_free_burst + refill, (
         len(admitted),
         elapsed,
     )
@@ -265,7 +265,7 @@ def test_rate_limits_hold_across_the_three_replicas(cluster: RunningCluster) -> 
 def test_key_b_cannot_read_key_a_tasks_through_nginx(cluster: RunningCluster) -> None:
     settings = cluster.settings
     other = ApiKeyStore(
-        redis.Redis.from_url(settings.redis_url, decode_responses=True), settings.key_prefix
+        redis.Redis.from_url(settings.broker.redis_url, decode_responses=True), settings.broker.key_prefix
     ).create("basic")
     _, headers, _body = http_json(
         "POST", f"{cluster.url}/api/v1/tasks", {"prompt": "private"}, headers=cluster.headers
@@ -286,7 +286,7 @@ def test_prometheus_counts_requests_across_the_three_replicas(cluster: RunningCl
             if s.labels["method"] == "POST" and s.labels["route"] == "/api/v1/tasks"
         )
 
-    replicas = [f"http://127.0.0.1:{port}" for port in cluster.settings.api_ports]
+    replicas = [f"http://127.0.0.1:{port}" for port in cluster.settings.api.api_ports]
     # Reading /metrics flushes that replica's pending counts: read each once, so earlier
     # tests' requests are all in Redis before the count starts.
     before = [posts_counted(base) for base in replicas][-1]
@@ -382,8 +382,8 @@ def test_a_five_turn_conversation_over_three_replicas_survives_killing_them_all(
     """Turns go to the replicas in turn; all three die (and are restarted) mid-conversation."""
     session = f"e2e-chat-{os.getpid()}-{time.monotonic_ns()}"
     prompts = [f"{session} turn {n}: and what comes after step {n}?" for n in range(1, 6)]
-    replicas = [f"http://127.0.0.1:{port}" for port in cluster.settings.api_ports]
-    names = [f"api-{port}" for port in cluster.settings.api_ports]
+    replicas = [f"http://127.0.0.1:{port}" for port in cluster.settings.api.api_ports]
+    names = [f"api-{port}" for port in cluster.settings.api.api_ports]
 
     def submit(n: int) -> str:
         status, _, body = http_json(

@@ -120,7 +120,7 @@ def test_slowing_the_model_turns_the_signal_to_drift_and_restoring_it_back(drift
         wait_until(lambda: time.time() > baseline_end + 1, 60, "two whole slots of steady load", interval=0.5)
         baseline = from_live(settings, 2 * SLOT_S, now=baseline_end)
         assert baseline.load["window_s"] == 2 * SLOT_S and baseline.sample_count >= 40
-        BaselineStore(redis.Redis.from_url(stack.redis_url), settings.key_prefix).activate(baseline)
+        BaselineStore(redis.Redis.from_url(stack.redis_url), settings.broker.key_prefix).activate(baseline)
         status, _, served = http_json("GET", f"{stack.api}/api/v1/baseline")
         assert status == 200 and served["created_at"] == baseline.created_at
         jsonschema.validate(served, schema())

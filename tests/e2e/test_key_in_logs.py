@@ -62,9 +62,9 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def key(cluster: RunningCluster) -> str:
     """A distinctive, valid (premium) key of this module's own."""
     settings = cluster.settings
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis.Redis.from_url(settings.broker.redis_url, decode_responses=True)
     try:
-        return ApiKeyStore(client, settings.key_prefix).create("premium", "key in the query")
+        return ApiKeyStore(client, settings.broker.key_prefix).create("premium", "key in the query")
     finally:
         client.close()
 
@@ -149,7 +149,7 @@ def test_nginx_refuses_a_key_in_the_query_outside_the_event_streams(
     cluster: RunningCluster, key: str
 ) -> None:
     send = Sender(cluster)
-    (port,) = cluster.settings.api_ports
+    (port,) = cluster.settings.api.api_ports
     replica = f"http://127.0.0.1:{port}"
     gemini = {"contents": [{"role": "user", "parts": [{"text": "never passed on"}]}]}
     refused = [
@@ -220,7 +220,7 @@ def test_nginx_error_lines_never_quote_a_key(cluster: RunningCluster, key: str) 
     error_line(cluster, "client intended to send too large body", f"POST /api/v1/{tag}/too-large HTTP/1.1")
 
     # The only replica down: nginx cannot connect.
-    name = f"api-{cluster.settings.api_ports[0]}"
+    name = f"api-{cluster.settings.api.api_ports[0]}"
     stop_now(cluster, name)
     try:
         for path in streams:

@@ -153,12 +153,14 @@ def test_a_redelivered_message_is_harmless(stack: Stack) -> None:
         "batchgate.infer",
         kwargs={"request": {"prompt": "only once"}, "submitted_at": time.time()},
         task_id=task_id,
-        queue=settings.queue,
+        queue=settings.broker.queue,
         ignore_result=True,
     )
     client = redis.Redis.from_url(stack.redis_url)
     wait_until(
-        lambda: client.llen(settings.queue) == 0 and client.hlen("unacked") == 0, 20, "redelivery consumed"
+        lambda: client.llen(settings.broker.queue) == 0 and client.hlen("unacked") == 0,
+        20,
+        "redelivery consumed",
     )
     again = http_json("GET", f"{stack.api}{headers['Location']}", timeout=10, headers=stack.headers)[2]
     assert again == first
@@ -179,12 +181,12 @@ def test_a_plain_celery_worker_has_the_batch_consumers_shape(stack: Stack) -> No
         check=True,
     )
     replies = json.loads(inspect.stdout.strip().splitlines()[-1])
-    ours = [conf for conf in replies.values() if conf.get("task_default_queue") == settings.queue]
+    ours = [conf for conf in replies.values() if conf.get("task_default_queue") == settings.broker.queue]
     assert ours, replies.keys()
     for conf in ours:
         assert conf["worker_pool"] == "threads" and conf["worker_send_task_events"] is True
-        assert conf["worker_concurrency"] == settings.worker_concurrency
-        assert conf["worker_prefetch_multiplier"] == settings.batch_max_size + 1
+        assert conf["worker_concurrency"] == settings.consumer.worker_concurrency
+        assert conf["worker_prefetch_multiplier"] == settings.consumer.batch_max_size + 1
 
 
 def submit_wait(stack: Stack, body: dict, **headers: str) -> tuple[int, dict]:
@@ -306,11 +308,11 @@ def _died_after_claim(stack: Stack, body: dict, idempotency_key: str, write_reco
             json.dumps(TaskRequest.model_validate(body).model_dump(), sort_keys=True).encode()
         ).hexdigest()
         task_id = secrets.token_hex(16)
-        store = IdempotencyStore(client, settings.key_prefix, 3600)
+        store = IdempotencyStore(client, settings.broker.key_prefix, 3600)
         assert store.claim(owner, idempotency_key, body_hash, task_id).new
         if write_record:
-            message = {**body, "model": settings.model}
-            TaskStore(client, settings.key_prefix, 3600).create(task_id, message, time.time(), owner)
+            message = {**body, "model": settings.gemini.model}
+            TaskStore(client, settings.broker.key_prefix, 3600).create(task_id, message, time.time(), owner)
         return task_id
     finally:
         client.close()

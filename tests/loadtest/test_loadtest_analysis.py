@@ -196,7 +196,9 @@ def test_the_corpus_is_varied_valid_and_cacheable() -> None:
     assert lengths[0] < 150 and lengths[-1] > 1000  # short and long requests
     for item in CORPUS:
         texts = (item.prompt, json.dumps(item.context or {}, ensure_ascii=False))
-        assert not is_time_sensitive(texts, settings.bypass_words), item.prompt  # repeats must hit the cache
+        assert not is_time_sensitive(texts, settings.edge.bypass_words), (
+            item.prompt
+        )  # repeats must hit the cache
         assert settings.simulator.poison_marker not in "".join(texts)
 
 
@@ -220,4 +222,4 @@ def test_every_request_the_mix_builds_passes_the_api_validation() -> None:
     rng = random.Random(3)
     for i in range(300):
         _, body = build_request(rng, 0.3, 0.5, f"ref-{i}")
-        parse_task_request(body, settings.max_prompt_chars, settings.max_context_chars)
+        parse_task_request(body, settings.api.max_prompt_chars, settings.api.max_context_chars)

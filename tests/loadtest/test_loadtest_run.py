@@ -77,8 +77,8 @@ def test_make_loadtest_writes_the_report_folder_and_stops_its_stack(
     assert report["saturation"]["throughput_rps"] > 0
     assert report["target"]["stack_started_here"]
     assert "raised" in " ".join(report["target"]["notes"])
-    assert report["settings"]["stack"]["tier_premium_rate"] == 1_000_000
-    assert report["settings"]["stack"]["demo_api_key"] == "(set)"  # never the key itself
+    assert report["settings"]["stack"]["edge"]["tier_premium_rate"] == 1_000_000
+    assert report["settings"]["stack"]["edge"]["demo_api_key"] == "(set)"  # never the key itself
     assert report["settings"]["simulator"]["overhead_ms"] == 30.0
     assert report["settings"]["loadtest"]["steps"] == [2, 5, 10]
     assert report["generator"]["locust_cpu_percent_run"] is not None

@@ -63,7 +63,9 @@ def outage(tmp_path: Path) -> Iterator[tuple[RestartableRedis, BatchContext, Tas
     runtime = WorkerRuntime(settings)
     # The store's client without the runtime's own retries: each attempt fails at once, so the
     # batch's patience (not the client's) is what is tested.
-    store = TaskStore(redis.Redis.from_url(server.url, decode_responses=True), settings.key_prefix, 600)
+    store = TaskStore(
+        redis.Redis.from_url(server.url, decode_responses=True), settings.broker.key_prefix, 600
+    )
     ctx = dataclasses.replace(
         runtime.batch_context, store=store, cache=None, metrics=None, conversations=None
     )

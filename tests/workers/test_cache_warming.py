@@ -31,10 +31,10 @@ def test_warm_is_rate_bounded_and_caches_only_fresh_cacheable_successes(stack: S
     settings = Settings.from_env({**stack.env, "BATCHGATE_BATCH_MAX_SIZE": "4"})
     runtime = WorkerRuntime(settings)
     cache = ResponseCache(
-        redis.Redis.from_url(stack.redis_url, decode_responses=True), settings.key_prefix, 60
+        redis.Redis.from_url(stack.redis_url, decode_responses=True), settings.broker.key_prefix, 60
     )
     tenant = "acme"
-    known = cache_key({"model": settings.model, "prompt": "already known"})
+    known = cache_key({"model": settings.gemini.model, "prompt": "already known"})
     cache.put_many([(cache.record_key(tenant, known), {"text": "old"})])
     queries = [{"prompt": f"common question {i}"} for i in range(10)]
     queries += [{"prompt": "already known"}, {"prompt": "news today"}, {"prompt": 3}]
@@ -57,7 +57,7 @@ def test_warm_is_rate_bounded_and_caches_only_fresh_cacheable_successes(stack: S
     )
     assert sleeps == [1.0, 1.0]  # chunks of 4 at 4/s: the 2nd and 3rd chunk wait their turn
     for i in range(10):
-        digest = cache_key({"model": settings.model, "prompt": f"common question {i}"})
+        digest = cache_key({"model": settings.gemini.model, "prompt": f"common question {i}"})
         entry = cache.get(tenant, digest)
         assert entry is not None and entry["text"] == answer_for(f"common question {i}")
         assert cache.get("another-tenant", digest) is None

@@ -46,8 +46,8 @@ def test_a_killed_workers_tasks_run_again_within_seconds(
     env: dict[str, str], logs_dir: Path, redis_client: redis.Redis
 ) -> None:
     settings = Settings.from_env(env)
-    assert settings.visibility_timeout_s == 600 and settings.worker_lease_s == 10
-    prefix = settings.key_prefix
+    assert settings.broker.visibility_timeout_s == 600 and settings.broker.worker_lease_s == 10
+    prefix = settings.broker.key_prefix
     key = create_key(env, "premium")
     sim, sim_url = start_simulator(logs_dir, env)
     env["BATCHGATE_SIMULATOR_URL"] = sim_url

@@ -47,7 +47,7 @@ def test_the_visibility_timeout_must_cover_the_longest_batch() -> None:
     settings = Settings.from_env({})
     # Window + 5 attempts of 60 s timeout + 4 backoffs of 8 s + 30 s session wait.
     assert settings.longest_batch_s == pytest.approx(0.1 + 300 + 32 + 30)
-    assert settings.visibility_timeout_s >= settings.longest_batch_s
+    assert settings.broker.visibility_timeout_s >= settings.longest_batch_s
     with pytest.raises(SettingsError, match="VISIBILITY_TIMEOUT"):
         Settings.from_env({"BATCHGATE_VISIBILITY_TIMEOUT_S": "120"})
     with pytest.raises(SettingsError, match="ORPHAN_AFTER"):
@@ -60,7 +60,7 @@ def queued_ids(client: redis.Redis, queue: str) -> list[str]:
 
 def whereabouts(client: redis.Redis, settings: Settings, held: set[str] | None = None) -> Whereabouts:
     return Whereabouts(
-        held=lambda: set(held or ()), oldest_queued=lambda: oldest_queued_task(client, settings.queue)
+        held=lambda: set(held or ()), oldest_queued=lambda: oldest_queued_task(client, settings.broker.queue)
     )
 
 
@@ -68,7 +68,7 @@ def test_sweeper_requeues_lost_tasks_then_fails_them_and_forgets_finished_ones(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     settings = settings_for(redis_url)
-    store = TaskStore(redis_client, settings.key_prefix, 3600)
+    store = TaskStore(redis_client, settings.broker.key_prefix, 3600)
     publisher = Publisher(create_celery(settings), settings)
     seen = whereabouts(redis_client, settings)
     store.create("lost", {"prompt": "p", "model": "m"}, 100.0, "owner")
@@ -80,7 +80,7 @@ def test_sweeper_requeues_lost_tasks_then_fails_them_and_forgets_finished_ones(
 
     report = sweep(store, publisher, now=1000.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
     assert (report.overdue, report.requeued, report.failed, report.forgotten) == (2, 1, 0, 1)
-    assert queued_ids(redis_client, settings.queue) == ["lost"]
+    assert queued_ids(redis_client, settings.broker.queue) == ["lost"]
     assert store.get("lost")["recoveries"] == 1  # type: ignore[index]
     # Its clock restarted: not overdue again until another orphan_after_s has passed.
     assert (
@@ -91,12 +91,12 @@ def test_sweeper_requeues_lost_tasks_then_fails_them_and_forgets_finished_ones(
     # "fresh", older than anything in the queue, is.
     later = sweep(store, publisher, now=1061.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
     assert (later.requeued, later.waiting) == (1, 1)
-    assert queued_ids(redis_client, settings.queue) == ["fresh", "lost"]
+    assert queued_ids(redis_client, settings.broker.queue) == ["fresh", "lost"]
     # Lost every time (the queue emptied by something that drops messages): failed at last.
-    redis_client.delete(settings.queue)
+    redis_client.delete(settings.broker.queue)
     again = sweep(store, publisher, now=1122.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
     assert again.requeued == 2
-    redis_client.delete(settings.queue)
+    redis_client.delete(settings.broker.queue)
     final = sweep(store, publisher, now=1183.0, orphan_after_s=60, max_recoveries=2, whereabouts=seen)
     assert final.failed == 2
     record = store.get("lost")
@@ -109,7 +109,7 @@ def test_a_backlog_or_a_live_worker_is_not_a_loss(redis_url: str, redis_client: 
     """After an outage the queue holds a backlog older than orphan_after_s: it drains, it is
     not re-enqueued past backpressure; a task a live worker holds is not lost either."""
     settings = settings_for(redis_url)
-    store = TaskStore(redis_client, settings.key_prefix, 3600)
+    store = TaskStore(redis_client, settings.broker.key_prefix, 3600)
     publisher = Publisher(create_celery(settings), settings)
     for n in range(5):
         store.create(f"backlog-{n}", {"prompt": f"p{n}", "model": "m"}, 100.0 + n, "owner")
@@ -117,7 +117,7 @@ def test_a_backlog_or_a_live_worker_is_not_a_loss(redis_url: str, redis_client: 
     store.create("buffered", {"prompt": "b", "model": "m"}, 50.0, "owner")  # older than the backlog
     report = sweep(store, publisher, 1000.0, 60, 2, whereabouts(redis_client, settings, held={"buffered"}))
     assert (report.overdue, report.requeued, report.waiting) == (6, 0, 6)
-    assert len(queued_ids(redis_client, settings.queue)) == 5
+    assert len(queued_ids(redis_client, settings.broker.queue)) == 5
 
 
 def test_a_request_whose_message_was_lost_is_answered_after_a_sweep(stack: Stack) -> None:
@@ -125,10 +125,10 @@ def test_a_request_whose_message_was_lost_is_answered_after_a_sweep(stack: Stack
     settings = Settings.from_env(stack.env)
     client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     try:
-        store = TaskStore(client, settings.key_prefix, 3600)
+        store = TaskStore(client, settings.broker.key_prefix, 3600)
         prompt = f"lost message {secrets.token_hex(4)}"
         task_id = secrets.token_hex(16)
-        store.create(task_id, {"prompt": prompt, "model": settings.model}, 1.0, None)
+        store.create(task_id, {"prompt": prompt, "model": settings.gemini.model}, 1.0, None)
         seen = whereabouts(client, settings)
         report = sweep(store, Publisher(create_celery(settings), settings), 1e9, 60, 3, seen)
         assert report.requeued >= 1
