@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every batchgate process (api, worker, beat, flower, simulator, migrate):
 # target `app`; `entrypoint.sh <role>` picks the process (the same command `make run` gives
-# it, from batchgate/programs.py). Target `nginx` adds nginx to it, so its config is rendered
+# it, from stack/programs.py). Target `nginx` adds nginx to it, so its config is rendered
 # at start from the same BATCHGATE_* settings as the API's (body limit, long-poll wait, TLS)
 # by the same code; certificates come from a mounted folder (/etc/batchgate/certs).
 # The dashboard's assets come prebuilt with api/ (api/dashboard/dist, checked in; `make
@@ -20,6 +20,7 @@ COPY workers/ workers/
 COPY batching/ batching/
 COPY baseline/ baseline/
 COPY batchgate/ batchgate/
+COPY stack/ stack/
 RUN pip install -c constraints.txt . \
     && useradd --system --user-group --uid 10001 --home-dir /home/batchgate --create-home batchgate
 # Read-only code owned by root; the processes write only to /tmp.

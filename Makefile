@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-installed whenever the package metadata changes.
 STAMP := $(VENV)/.batchgate-installed
-CODE := api workers batching baseline batchgate loadtest
+CODE := api workers batching baseline batchgate stack loadtest
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
@@ -50,7 +50,7 @@ dashboard: ## rebuild the checked-in dashboard bundle (api/dashboard/dist) with 
 	cd $(DASHBOARD) && npm ci --no-audit --no-fund --ignore-scripts && npm run build
 
 run: install ## run the whole stack in the foreground (nginx: HTTP :8080, HTTPS :8443); Ctrl-C stops it
-	$(BIN)/python -m batchgate.cluster run
+	$(BIN)/python -m stack.cluster run
 
 test-deps: ## apt-get install what only the tests use (Chromium, curl, Debian's docker-compose) if missing
 	@missing=""; \
@@ -77,10 +77,10 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 migrate: system-deps $(STAMP) ## apply the preferences database's migrations (DATABASE_URL; unset: SQLite in the run folder)
-	$(BIN)/python -m batchgate.database_cli migrate
+	$(BIN)/python -m api.database_cli migrate
 
 apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premium; default free) in TENANT (default: its own)
-	@$(BIN)/python -m batchgate.apikeys_cli create --tier $(or $(TIER),free) $(if $(TENANT),--tenant "$(TENANT)")
+	@$(BIN)/python -m stack.apikeys_cli create --tier $(or $(TIER),free) $(if $(TENANT),--tenant "$(TENANT)")
 
 warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) into TENANT's response cache at RATE/s (default 5)
 	@test -n "$(FILE)" -a -n "$(TENANT)" || { echo "usage: make warm-cache FILE=queries.jsonl TENANT=name [RATE=5]"; exit 2; }
@@ -99,7 +99,7 @@ scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the sam
 	$(BIN)/python -m loadtest.scaletest
 
 chaos: install ## fault run on the shipped defaults: workers, an API replica and Redis (down 10 s) fail under load, with same-key clients and blocked prompts (CHAOS_N=2000, CHAOS_RATE=40)
-	$(BIN)/python -m batchgate.chaos
+	$(BIN)/python -m stack.chaos
 
 DOCKER_COMPOSE_CHECK = docker compose version >/dev/null 2>&1 || { \
 	echo "make $@: needs Docker Engine with the compose plugin, and \`docker compose version\` failed;"; \
@@ -107,7 +107,7 @@ DOCKER_COMPOSE_CHECK = docker compose version >/dev/null 2>&1 || { \
 
 up: $(STAMP) ## run docker-compose.yml detached (needs Docker Engine); makes ./certs and ./.env secrets first if missing
 	@$(DOCKER_COMPOSE_CHECK)
-	$(BIN)/python -m batchgate.compose_cli prepare
+	$(BIN)/python -m stack.compose_cli prepare
 	docker compose up -d --build
 
 down: ## stop and remove the compose stack's containers (volumes are kept)
@@ -115,7 +115,7 @@ down: ## stop and remove the compose stack's containers (volumes are kept)
 	docker compose down
 
 docs: install ## refresh the settings table in docs/settings.md from the settings classes
-	$(BIN)/python -m batchgate.settings_doc docs/settings.md
+	$(BIN)/python -m stack.settings_doc docs/settings.md
 
 clean: ## remove the run folder, caches and build output (keeps .venv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache build dist

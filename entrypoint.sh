@@ -1,13 +1,13 @@
 #!/bin/sh
 # The batchgate image's entrypoint: `entrypoint.sh <role> [args...]` becomes that process
 # (PID 1, so it gets the container's signals), with the command `make run` gives it: both
-# come from batchgate/programs.py, through batchgate/container.py. Extra arguments are
+# come from stack/programs.py, through stack/container.py. Extra arguments are
 # appended. Anything that is not a role (`sh`, `python -m ...`) runs as given.
 set -eu
 
 case "${1:-}" in
     api | worker | beat | flower | simulator | nginx | migrate)
-        exec python -m batchgate.container "$@"
+        exec python -m stack.container "$@"
         ;;
     "")
         echo "usage: entrypoint.sh api|worker|beat|flower|simulator|nginx|migrate [args...], or a command" >&2

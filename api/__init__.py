@@ -7,11 +7,11 @@ import logging
 import redis
 from flask import Flask
 
+from api.database import DatabaseUnavailable
 from api.edge import refuse_key_in_query
 from api.errors import register_error_handlers
 from api.request_body import StrictJSONProvider, limit_chunked_body
 from api.services import Services
-from batchgate.database import DatabaseUnavailable
 from batchgate.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Response, g, request
 
+from api.admission import Decision, Submission, TierLimits
 from api.errors import ApiError
 from api.services import Services
-from batchgate.admission import Decision, Submission, TierLimits
 from batchgate.apikeys import ApiKey, hash_key
 from batchgate.settings import Settings
 from batchgate.tenants import anonymous_tenant

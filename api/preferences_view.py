@@ -15,11 +15,11 @@ from pydantic import ValidationError
 
 from api.edge import authenticate
 from api.errors import ApiError
+from api.preferences import Preferences, StoredPreferences
 from api.request_body import json_body
 from api.schemas import IDENTIFIER
 from api.services import Services, services
 from api.user_preferences import database_errors, preference_store
-from batchgate.preferences import Preferences, StoredPreferences
 
 bp = Blueprint("preferences", __name__, url_prefix="/api/v1")
 

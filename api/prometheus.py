@@ -15,10 +15,11 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from baseline.store import BaselineStore
+from baseline.histogram import count_at_most, representative
+from baseline.slots import STAGES
 from batchgate import keys as key_names
-from batchgate.histogram import count_at_most, representative
-from batchgate.metrics_store import STAGES, TOTAL, InferenceMetricsCollector
+from batchgate.baseline_store import BaselineStore
+from batchgate.metrics_store import TOTAL, InferenceMetricsCollector
 
 #: Histogram bucket bounds (seconds) exposed to Prometheus, cut from the fine buckets.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

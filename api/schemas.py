@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from api.errors import ApiError
-from batchgate.generation import MODEL_NAME, Generation
+from api.generation import MODEL_NAME, Generation
 from batching.structured import SchemaError, check_schema
 
 #: Client-chosen ids (sessions, users): safe in Redis keys, URLs and logs.

@@ -7,19 +7,19 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 
+from api.admission import Admission
+from api.database import Database, create_database_engine
 from api.done_notifier import DoneNotifier
+from api.idempotency import IdempotencyStore
 from api.metrics_feed import MetricsFeed
+from api.preferences import PreferenceStore
 from api.prometheus import http_counter_key
 from api.request_counter import RequestCounter
-from baseline.store import BaselineStore
-from batchgate.admission import Admission
 from batchgate.apikeys import ApiKeyStore
+from batchgate.baseline_store import BaselineStore
 from batchgate.broker import Publisher, broker_app
-from batchgate.database import Database, create_database_engine
-from batchgate.idempotency import IdempotencyStore
 from batchgate.keys import metrics_channel, metrics_latest_key
 from batchgate.metrics_store import InferenceMetricsCollector
-from batchgate.preferences import PreferenceStore
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionStore
 from batchgate.settings import Settings

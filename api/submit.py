@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.admission import Decision, Submission
 from api.edge import Caller
 from api.errors import ApiError
+from api.idempotency import TAKEOVER_GRACE_S, Claim
 from api.schemas import TaskRequest
 from api.services import Services
 from api.user_preferences import with_preferences
-from batchgate.admission import Decision, Submission
-from batchgate.idempotency import TAKEOVER_GRACE_S, Claim
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.sessions import SessionUnreadable

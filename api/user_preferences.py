@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from api.database import DatabaseUnavailable, describe
 from api.edge import authenticate
 from api.errors import ApiError
+from api.generation import Generation
+from api.preferences import Preferences, PreferenceStore
 from api.schemas import TaskRequest
 from api.services import Services
-from batchgate.database import DatabaseUnavailable, describe
-from batchgate.generation import Generation
-from batchgate.preferences import Preferences, PreferenceStore
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Build a PerformanceBaseline from the metrics' 10-second slots over a chosen window.
 
-Pure: the slots (``batchgate.metrics_store.SlotData``) are read by the caller, so the same
+Pure: the slots (``baseline.slots.SlotData``) are read by the caller, so the same
 function serves ``make baseline`` (after a steady healthy-load run) and a capture from the
 live metrics of a running cluster. Only whole slots inside ``[start, end)`` are used, so a
 slot half outside the window (ramp-up, the current slot) never leaks in.
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from baseline.histogram import merge
 from baseline.model import PerformanceBaseline, StageLatency
-from batchgate.histogram import merge
-from batchgate.metrics_store import SLOT_S, STAGES, SlotData
+from baseline.slots import SLOT_S, STAGES, SlotData
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 """Latency drift: does live latency, stage by stage, differ from a baseline enough to act on?
 
 Each stage (``DriftThresholds.stages``) is judged on two histograms of
-``batchgate.histogram`` buckets, the baseline's and the live window's:
+``baseline.histogram`` buckets, the baseline's and the live window's:
 
 * ``insufficient_data`` when either holds fewer than ``min_samples`` values; every
   statistic is then None (none is trustworthy on so few values).
@@ -102,7 +102,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from batchgate.histogram import MIN_MS, percentile
+from baseline.histogram import MIN_MS, percentile
 
 OK = "ok"
 WARN = "warn"

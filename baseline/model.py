@@ -3,7 +3,7 @@
 The drift signal (``baseline.drift``) and the next stage of the pipeline consume it, so it
 travels as JSON that validates against the shipped schema
 (``baseline/schema/performance_baseline.schema.json``). Histograms use the metrics' fixed
-bucket edges (``batchgate.histogram``), so a baseline compares bucket by bucket with any
+bucket edges (``baseline.histogram``), so a baseline compares bucket by bucket with any
 live window. Loading refuses a corrupt file, a file that breaks the schema and a file of a
 newer schema version, each with a message that says which.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import jsonschema
 
-from batchgate import histogram
+from baseline import histogram
 
 #: Version of the JSON layout this code writes; it reads this one and older.
 SCHEMA_VERSION = 1

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from batchgate.histogram import merge, percentile
-from batchgate.metrics_store import SLOT_S, STAGES, SlotData, slot_of
+from baseline.histogram import merge, percentile
+from baseline.slots import SLOT_S, STAGES, SlotData, slot_of
 
 WINDOWS = {"1m": 60, "5m": 300, "15m": 900}
 SERIES_SLOTS = 30

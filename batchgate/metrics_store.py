@@ -1,7 +1,7 @@
 """InferenceMetricsCollector: every finished request recorded as data, in Redis.
 
 Records are aggregated into 10-second slots: per slot and stage a histogram hash
-(bucket index → count, see ``batchgate.histogram``), a counters hash (outcomes, tokens,
+(bucket index → count, see ``baseline.histogram``), a counters hash (outcomes, tokens,
 rejections), and distributions of batch size and items per call. Slots expire after the
 longest window (15 min) plus a margin, so memory is bounded by the number of distinct
 buckets in 96 slots; the same data also accumulates into never-expiring totals that
@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from baseline.histogram import bucket_of
+from baseline.slots import STAGES, SlotData, slot_of
 from batchgate import keys as key_names
-from batchgate.histogram import bucket_of
 
-SLOT_S = 10
 #: Slots are kept for the longest window (15 min) plus a minute.
 SLOT_TTL_S = 16 * 60
-STAGES = ("queued", "batch_wait", "model", "end_to_end")
 OUTCOMES = ("succeeded", "failed", "cached")
 TOTAL = "total"
-
-
-def slot_of(now: float) -> int:
-    """The slot a wall-clock time falls in."""
-    return int(now // SLOT_S)
 
 
 @dataclass(frozen=True)
@@ -51,18 +45,6 @@ class RequestRecord:
 
     def stage_ms(self, stage: str) -> float | None:
         return getattr(self, f"{stage}_ms")  # type: ignore[no-any-return]
-
-
-@dataclass
-class SlotData:
-    """Everything recorded in one slot (or in the totals)."""
-
-    histograms: dict[str, Counter[int]] = field(default_factory=lambda: {s: Counter() for s in STAGES})
-    counters: Counter[str] = field(default_factory=Counter)
-    batch_sizes: Counter[int] = field(default_factory=Counter)
-    items_per_call: Counter[int] = field(default_factory=Counter)
-    #: Largest queue depth sampled in the slot (None: not sampled).
-    queue_depth: int | None = None
 
 
 class InferenceMetricsCollector:

@@ -6,7 +6,7 @@ expires ``task_ttl_s`` after submission. Workers finish records with a script th
 only once, so a redelivered message can never replace an answer; the same script drops the
 request itself (only its sizes stay: a finished task holds its answer, not up to a
 megabyte of context for a day) and takes the task out of its tenant's in-flight set
-(``batchgate.admission``). Finished ids are announced on ``<prefix>:done`` (and ids that
+(``api.admission``). Finished ids are announced on ``<prefix>:done`` (and ids that
 started running on ``<prefix>:progress``) so long-polls and event streams wake without
 polling Redis.
 """

@@ -31,9 +31,10 @@ import redis
 
 from baseline.capture import REPO, CaptureError, capture, latency_settings, whole_slots
 from baseline.model import PerformanceBaseline
+from baseline.slots import SLOT_S
 from baseline.snapshots import write_snapshot
-from baseline.store import BaselineStore
-from batchgate.metrics_store import SLOT_S, InferenceMetricsCollector
+from batchgate.baseline_store import BaselineStore
+from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.settings import Settings, SettingsError
 from loadtest.bench_load import Client, LoadRun, closed_loop, prompts, session
 from loadtest.run import RunFailed, find_or_start_target

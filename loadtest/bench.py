@@ -1,7 +1,7 @@
 """``make bench``: how much batching buys, how close to the model's limit we get, what it costs.
 
 One run, loopback only, a few minutes. Every phase runs on a fresh local stack
-(``batchgate.cluster.Cluster``: own ports, own Redis, own run folder, a premium key with
+(``stack.cluster.Cluster``: own ports, own Redis, own run folder, a premium key with
 the rate limits and the backpressure mark raised out of the way) and a simulator set to a
 Gemini-like cost model (``GEMINI_LIKE``). Phases, batching on and off interleaved:
 
@@ -51,8 +51,6 @@ from typing import Any
 
 import aiohttp
 
-from batchgate import procfs
-from batchgate.programs import REPO
 from loadtest import bench_cpu
 from loadtest.bench_load import (
     Client,
@@ -66,6 +64,8 @@ from loadtest.bench_load import (
 )
 from loadtest.bench_stack import STACK_GROUPS, Stack, caller_overrides, stack_env
 from loadtest.bench_stats import CallMix, CostModel, median, overheads_ms, summary_ms
+from stack import procfs
+from stack.programs import REPO
 
 #: The default cost model, Gemini-2.5-Flash-like: 400 ms to the first token, input at
 #: 50,000 tokens/s, output at 500 tokens/s (a packed call generates all its answers in one

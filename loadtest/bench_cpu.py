@@ -2,7 +2,7 @@
 
 A stack process is identified by (pid, start time), so a pid reused between two snapshots
 is not mistaken for the process it replaced. Times are ``utime + stime`` of the process
-(all its threads), in clock ticks, read by ``batchgate.procfs``.
+(all its threads), in clock ticks, read by ``stack.procfs``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from batchgate.procfs import CLK_TCK, ProcStat
+from stack.procfs import CLK_TCK, ProcStat
 
 #: CPU ticks per process, per group: ``{group: {(pid, starttime): ticks}}``.
 Snapshot = dict[str, dict[tuple[int, int], int]]

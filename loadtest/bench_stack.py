@@ -1,6 +1,6 @@
 """A throw-away local stack for a benchmark phase: its own ports, Redis, run folder and keys.
 
-Everything is started and stopped through ``batchgate.cluster.Cluster`` (supervisor), as
+Everything is started and stopped through ``stack.cluster.Cluster`` (supervisor), as
 ``make run`` does; the benchmark drives it over HTTP and reaches into its Redis only to
 create keys in named tenants and to see whether it has drained. ``BenchCluster`` adds
 worker programs (``worker-2`` …) for the scale-out test.
@@ -18,10 +18,10 @@ from pathlib import Path
 import redis
 
 from batchgate.apikeys import ApiKeyStore, new_key
-from batchgate.cluster import Cluster, _write, free_ports
 from batchgate.settings import Settings
-from batchgate.supervisor_config import render_supervisord
 from batchgate.taskstore import TaskStore
+from stack.cluster import Cluster, _write, free_ports
+from stack.supervisor_config import render_supervisord
 
 #: Limits raised out of the benchmark's way: it measures the pipeline, not the edge policy.
 EDGE_OUT_OF_THE_WAY = {

@@ -32,14 +32,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from batchgate import procfs
 from batchgate.apikeys import new_key
-from batchgate.cluster import Cluster, ClusterError
-from batchgate.programs import redacted_url
 from batchgate.settings import Settings, SettingsError
 from loadtest.inflection import analyse
 from loadtest.report import LOCUST_CPU_WARNING, build_report, generator_verdict, plot, summary, write_json
 from loadtest.settings import LoadSettings, LoadSettingsError
+from stack import procfs
+from stack.cluster import Cluster, ClusterError
+from stack.programs import redacted_url
 
 REPO = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"

@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from batchgate.apikeys import ApiKeyStore, new_key
-from batchgate.cluster import Cluster
 from batchgate.settings import Settings
+from stack.cluster import Cluster
 from tests.harness import (
     Process,
     clean_env,

@@ -13,8 +13,8 @@ from typing import Any
 import redis
 
 from baseline.model import PerformanceBaseline, StageLatency
-from baseline.store import BaselineStore
-from batchgate.metrics_store import STAGES
+from baseline.slots import STAGES
+from batchgate.baseline_store import BaselineStore
 from batchgate.settings import Settings
 from tests.conftest import create_key, stack_env
 from tests.harness import (

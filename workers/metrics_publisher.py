@@ -24,19 +24,13 @@ from typing import Any
 import redis
 
 from baseline.drift import DriftResult, LatencyDriftSignal, Traffic
+from baseline.histogram import merge
 from baseline.model import BaselineError
-from baseline.store import BaselineStore
-from batchgate.histogram import merge
+from baseline.slots import SLOT_S, STAGES, SlotData, slot_of
+from batchgate.baseline_store import BaselineStore
 from batchgate.keys import metrics_channel, metrics_latest_key
 from batchgate.metrics_snapshot import build_snapshot, slots_needed
-from batchgate.metrics_store import (
-    OUTCOMES,
-    SLOT_S,
-    STAGES,
-    InferenceMetricsCollector,
-    SlotData,
-    slot_of,
-)
+from batchgate.metrics_store import OUTCOMES, InferenceMetricsCollector
 
 log = logging.getLogger(__name__)
 

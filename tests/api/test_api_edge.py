@@ -15,9 +15,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api import create_app
+from api.idempotency import IdempotencyStore
 from api.schemas import TaskRequest
 from batchgate.apikeys import ApiKeyStore, hash_key
-from batchgate.idempotency import IdempotencyStore
 from batchgate.response_cache import ResponseCache, cache_key
 from batchgate.sessions import SessionStore
 from batchgate.settings import Settings

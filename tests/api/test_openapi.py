@@ -24,8 +24,10 @@ from pydantic import BaseModel
 from api import create_app
 from api.errors import ApiError
 from api.gemini_view import to_task as gemini_task
+from api.generation import Generation
 from api.openai_view import to_task as openai_task
 from api.openapi_view import SPEC_PATH, load_spec, spec_for
+from api.preferences import Preferences
 from api.schemas import (
     Attachment,
     FunctionTool,
@@ -36,8 +38,6 @@ from api.schemas import (
     Turn,
     parse_task_request,
 )
-from batchgate.generation import Generation
-from batchgate.preferences import Preferences
 from batchgate.settings import Settings
 
 #: Routes that are not part of the public API, and why.

@@ -18,10 +18,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, inspect
 
-from api.schemas import TaskRequest
-from api.user_preferences import merge_preferences
-from batchgate.apikeys import ApiKeyStore
-from batchgate.database import (
+from api.database import (
     MIGRATION_LOCK_ID,
     Database,
     DatabaseUnavailable,
@@ -29,8 +26,11 @@ from batchgate.database import (
     database_url,
     migrate,
 )
-from batchgate.generation import Generation
-from batchgate.preferences import Preferences, PreferenceStore
+from api.generation import Generation
+from api.preferences import Preferences, PreferenceStore
+from api.schemas import TaskRequest
+from api.user_preferences import merge_preferences
+from batchgate.apikeys import ApiKeyStore
 from batchgate.settings import Settings
 from tests import pg
 from tests.conftest import stack_env
@@ -202,7 +202,7 @@ def test_a_database_that_cannot_be_reached_is_retried_on_the_next_use(tmp_path: 
 
 MIGRATE_AT = """
 import sys, time
-from batchgate.database import create_database_engine, migrate
+from api.database import create_database_engine, migrate
 from batchgate.settings import Settings
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all three start their upgrade together
 print(migrate(create_database_engine(Settings.from_env())))

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from api.admission import Decision, Submission
 from api.edge import Caller
 from api.errors import ApiError
 from api.schemas import TaskRequest
 from api.services import Services
 from api.submit import Admit, SubmitContext, submit_task
-from batchgate.admission import Decision, Submission
 from batchgate.response_cache import cache_key
 from batchgate.settings import Settings
 from batchgate.tenants import inflight_key

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 
 from baseline.capture import CaptureError, capture, whole_slots
+from baseline.histogram import counts_of, percentile
 from baseline.model import SCHEMA_VERSION, BaselineError, PerformanceBaseline, schema
+from baseline.slots import SLOT_S, STAGES, SlotData
 from baseline.snapshots import LATEST, load_latest, write_snapshot
-from batchgate.histogram import counts_of, percentile
-from batchgate.metrics_store import SLOT_S, STAGES, SlotData
 
 SETTINGS = {"model": "gemini-2.5-flash", "batch_max_size": 32, "batch_window_ms": 100.0}
 

@@ -30,8 +30,8 @@ from baseline.drift import (
     ks_critical,
     settle,
 )
-from batchgate.histogram import bucket_of, counts_of
-from batchgate.metrics_store import SLOT_S, SlotData, slot_of
+from baseline.histogram import bucket_of, counts_of
+from baseline.slots import SLOT_S, SlotData, slot_of
 from workers.metrics_publisher import live_window
 
 MEDIAN_MS = 600.0

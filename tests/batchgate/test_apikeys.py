@@ -42,7 +42,7 @@ def test_list_and_revoke(redis_client: redis.Redis) -> None:
 
 def test_cli_prints_exactly_one_line_a_working_key(redis_client: redis.Redis, redis_url: str) -> None:
     env = clean_env(BATCHGATE_REDIS_URL=redis_url, BATCHGATE_KEY_PREFIX=f"keys-{secrets.token_hex(4)}")
-    command = [sys.executable, "-m", "batchgate.apikeys_cli"]
+    command = [sys.executable, "-m", "stack.apikeys_cli"]
     created = subprocess.run(
         [*command, "create", "--tier", "free"], env=env, capture_output=True, text=True, cwd=REPO
     )
@@ -73,7 +73,7 @@ def test_a_key_is_its_own_tenant_unless_created_in_a_named_one(redis_client: red
 
 def test_cli_creates_a_key_in_a_tenant(redis_client: redis.Redis, redis_url: str) -> None:
     env = clean_env(BATCHGATE_REDIS_URL=redis_url, BATCHGATE_KEY_PREFIX=f"keys-{secrets.token_hex(4)}")
-    command = [sys.executable, "-m", "batchgate.apikeys_cli"]
+    command = [sys.executable, "-m", "stack.apikeys_cli"]
     created = subprocess.run(
         [*command, "create", "--tier", "basic", "--tenant", "acme"],
         env=env,

@@ -8,15 +8,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FOLDERS = ("api", "workers", "batching", "baseline", "batchgate", "loadtest")
+FOLDERS = ("api", "workers", "batching", "baseline", "batchgate", "stack", "loadtest")
 
 #: Folder -> folders its modules must never import.
 FORBIDDEN = {
-    "api": {"workers", "loadtest"},  # the API publishes through batchgate.broker, by task name
-    "batching": {"batchgate", "api", "workers", "baseline", "loadtest"},  # stands alone
-    "baseline": {"api", "workers", "loadtest"},
-    "workers": {"api", "loadtest"},
-    "loadtest": {"api", "workers"},  # speaks HTTP
+    "api": {"workers", "stack", "loadtest"},  # the API publishes through batchgate.broker, by task name
+    "workers": {"api", "stack", "loadtest"},
+    "batching": {"batchgate", "api", "workers", "baseline", "stack", "loadtest"},  # stands alone
+    "baseline": {"batchgate", "api", "workers", "batching", "stack", "loadtest"},  # statistics only
+    "batchgate": {"api", "workers", "stack", "loadtest"},  # the shared core: the contract only
+    "stack": {"api", "workers", "loadtest"},  # starts the programs by their command lines
+    "loadtest": {"api", "workers"},  # speaks HTTP; starts a stack through stack.cluster
 }
 
 
@@ -68,4 +70,19 @@ def test_the_folders_import_each_other_without_a_cycle() -> None:
 
     for folder in FOLDERS:
         visit(folder, ())
-    assert order[0] == "batching"  # the engine stands alone, at the bottom
+    # At the bottom, importing no other folder: the engine and the statistics.
+    assert graph["batching"] == graph["baseline"] == set()
+
+
+#: Longest module, code or test, in lines: past it a module holds more than one concept.
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_over_400_lines() -> None:
+    too_long = {
+        str(path.relative_to(REPO)): lines
+        for folder in (*FOLDERS, "tests")
+        for path in (REPO / folder).rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert too_long == {}

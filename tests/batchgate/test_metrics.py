@@ -66,7 +66,7 @@ def test_windows_rates_and_percentiles(collector: InferenceMetricsCollector) -> 
 
 
 def test_rejections_from_admission_are_counted(redis_client: redis.Redis) -> None:
-    from batchgate.admission import Admission
+    from api.admission import Admission
 
     prefix = f"met-{secrets.token_hex(4)}"
     admission = Admission(redis_client, prefix, f"{prefix}-q", 1000, 10)

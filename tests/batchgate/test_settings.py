@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchgate.settings import DEFAULT_SIMULATOR_URL, Settings, SettingsError
-from batchgate.settings_doc import BEGIN, END, markdown_table
+from stack.settings_doc import BEGIN, END, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS_DOC = REPO / "docs" / "settings.md"

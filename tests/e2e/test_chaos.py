@@ -7,9 +7,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from batchgate.chaos import HARNESS_SETTINGS, PLAN, chaos_env, run_chaos
-from batchgate.chaos_counts import line
 from batchgate.settings import Settings
+from stack.chaos import HARNESS_SETTINGS, PLAN, chaos_env, run_chaos
+from stack.chaos_counts import line
 
 #: What the harness may set besides the rate limit it raises: where things are.
 PLACES = {

@@ -20,8 +20,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from baseline.model import schema
-from baseline.store import BaselineStore
-from batchgate.metrics_store import SLOT_S, slot_of
+from baseline.slots import SLOT_S, slot_of
+from batchgate.baseline_store import BaselineStore
 from batchgate.settings import Settings
 from loadtest import baseline_cli
 from loadtest.baseline_cli import from_live

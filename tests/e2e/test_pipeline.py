@@ -13,9 +13,9 @@ import time
 
 import redis
 
+from api.idempotency import IdempotencyStore
 from api.schemas import TaskRequest
 from batchgate.apikeys import hash_key
-from batchgate.idempotency import IdempotencyStore
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from batchgate.procfs import ProcStat, machine_ticks, read_processes
 from batching.simulator.cost import call_latency_ms
 from batching.simulator.settings import SimulatorSettings
 from loadtest.bench import BenchConfig, compare_tenants
@@ -29,6 +28,7 @@ from loadtest.bench_stats import (
     throughput,
 )
 from loadtest.scaletest import configurations, limiting_factor
+from stack.procfs import ProcStat, machine_ticks, read_processes
 
 REPO = Path(__file__).resolve().parents[2]
 

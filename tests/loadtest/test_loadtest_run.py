@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from batchgate.cluster import port_in_use
 from loadtest.inflection import analyse
 from loadtest.report import generator_verdict, plot, summary
 from loadtest.run import contention, main
+from stack.cluster import port_in_use
 from tests.conftest import stack_env
 from tests.harness import free_port
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from batchgate.cluster import free_port
 from batchgate.settings import Settings, SimulatorSettings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
 from batching.simulator.server import start_in_thread
 from batching.types import InferenceRequest, InferenceResult
+from stack.cluster import free_port
 from tests.conftest import stack_env
 from tests.harness import wait_until
 from workers.batch_job import BatchContext, Delivery, ResultsNotStored, process_batch

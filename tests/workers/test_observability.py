@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from batchgate.histogram import RELATIVE_ERROR
+from baseline.histogram import RELATIVE_ERROR
 from tests.clients import submit_and_collect
 from tests.conftest import Stack
 from tests.harness import Process, http_json, start_beat, wait_until

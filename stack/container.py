@@ -1,6 +1,6 @@
 """What each compose container runs: ``entrypoint.sh <role> [args…]`` execs ``role_argv``.
 
-The commands come from the same functions as ``make run``'s programs (batchgate/programs.py),
+The commands come from the same functions as ``make run``'s programs (stack/programs.py),
 with the container's addresses, so the local stack and compose cannot drift apart. Settings
 come from the container's environment; extra arguments are appended to the command.
 ``BATCHGATE_ENTRYPOINT_PRINT=1`` prints the command as JSON instead of running it.
@@ -15,9 +15,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from batchgate.nginx_config import COMPOSE_API_PORT, compose_layout, render_nginx
-from batchgate.programs import api_argv, beat_argv, flower_argv, nginx_argv, worker_argv
 from batchgate.settings import Settings, SettingsError
+from stack.nginx_config import COMPOSE_API_PORT, compose_layout, render_nginx
+from stack.programs import api_argv, beat_argv, flower_argv, nginx_argv, worker_argv
 
 #: The roles ``entrypoint.sh`` knows (its ``case`` lists the same).
 ROLES = ("api", "worker", "beat", "flower", "simulator", "nginx", "migrate")
@@ -52,7 +52,7 @@ def role_argv(role: str, settings: Settings) -> tuple[str, ...]:
     if role == "nginx":
         return nginx_argv(NGINX_RUN_DIR)
     if role == "migrate":
-        return ("python", "-m", "batchgate.database_cli", "migrate")
+        return ("python", "-m", "api.database_cli", "migrate")
     raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
 
 
@@ -70,7 +70,7 @@ def prepare(role: str, settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """``python -m batchgate.container <role> [args…]``: replace this process with the role's."""
+    """``python -m stack.container <role> [args…]``: replace this process with the role's."""
     args = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
     if not args or args[0] not in ROLES:

@@ -1,4 +1,4 @@
-"""``python -m batchgate.database_cli migrate|current``: the preferences schema (``make migrate``)."""
+"""``python -m api.database_cli migrate|current``: the preferences schema (``make migrate``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from batchgate.database import create_database_engine, current_revision, describe, migrate
+from api.database import create_database_engine, current_revision, describe, migrate
 from batchgate.settings import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m batchgate.database_cli", description="batchgate preferences database"
+        prog="python -m api.database_cli", description="batchgate preferences database"
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="upgrade the schema to the newest revision (safe to repeat)")

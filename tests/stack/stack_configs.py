@@ -7,8 +7,8 @@ from pathlib import Path
 
 from supervisor.options import ServerOptions
 
-from batchgate.cluster import Cluster
 from batchgate.settings import Settings
+from stack.cluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

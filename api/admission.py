@@ -22,8 +22,9 @@ from typing import Any
 
 import redis
 
+from baseline.slots import slot_of
 from batchgate import keys as key_names
-from batchgate.metrics_store import SLOT_TTL_S, TOTAL, InferenceMetricsCollector, slot_of
+from batchgate.metrics_store import SLOT_TTL_S, TOTAL, InferenceMetricsCollector
 from batchgate.tenants import inflight_key, inflight_prefix, own_tenant
 
 # The tenant's cache entry and in-flight set are named inside the script (the tenant is only

@@ -17,9 +17,9 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from batchgate.programs import REPO
 from batchgate.settings import Settings
-from batchgate.tls import certificate_pair
+from stack.programs import REPO
+from stack.tls import certificate_pair
 
 TEMPLATE = REPO / "nginx.conf"
 

@@ -1,4 +1,4 @@
-"""``python -m batchgate.apikeys_cli create|list|revoke``: manage API keys (``make apikey``)."""
+"""``python -m stack.apikeys_cli create|list|revoke``: manage API keys (``make apikey``)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from collections.abc import Sequence
 import redis
 
 from batchgate.apikeys import TIERS, ApiKeyError, ApiKeyStore
-from batchgate.programs import redacted_url
 from batchgate.settings import Settings
 from batchgate.tenants import own_tenant
+from stack.programs import redacted_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batchgate.apikeys_cli", description="batchgate API keys")
+    parser = argparse.ArgumentParser(prog="python -m stack.apikeys_cli", description="batchgate API keys")
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create a key and print it (one line)")
     create.add_argument("--tier", choices=TIERS, default="free")

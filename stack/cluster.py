@@ -2,7 +2,7 @@
 
 ``Cluster`` renders the configs into a run folder, runs ``supervisord`` in the background
 and drives it over its control socket, for ``make run`` and for end-to-end tests alike.
-``python -m batchgate.cluster run`` runs it in the foreground; ``render`` only writes configs.
+``python -m stack.cluster run`` runs it in the foreground; ``render`` only writes configs.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from urllib.parse import urlsplit
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
-from batchgate import procfs
-from batchgate.nginx_config import local_layout, render_nginx, tls_dir
-from batchgate.programs import (
+from batchgate.settings import Settings
+from stack import procfs
+from stack.nginx_config import local_layout, render_nginx, tls_dir
+from stack.programs import (
     FLOWER_USER,
     REPO,
     Program,
@@ -44,9 +45,8 @@ from batchgate.programs import (
     render_redis_conf,
     starts_simulator,
 )
-from batchgate.settings import Settings
-from batchgate.supervisor_config import CONTROL_USER, render_supervisord, socket_path
-from batchgate.tls import TlsError, ensure_self_signed
+from stack.supervisor_config import CONTROL_USER, render_supervisord, socket_path
+from stack.tls import TlsError, ensure_self_signed
 
 #: supervisord answers on its socket within this after being spawned.
 CONTROL_SOCKET_TIMEOUT_S = 15.0
@@ -445,6 +445,6 @@ def _alive_in_groups(pgids: set[int]) -> set[int]:
 
 
 if __name__ == "__main__":
-    from batchgate.cluster_cli import main
+    from stack.cluster_cli import main
 
     sys.exit(main())

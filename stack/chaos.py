@@ -11,10 +11,10 @@ with one Idempotency-Key while it SIGKILLs an API replica, stops Redis for ``RED
 and later restarts it; supervisor restarts what was killed. Clients submit with an
 ``Idempotency-Key`` and retry what got no definitive answer (connection errors, 502/503/504,
 429), long-poll every accepted task to a final state, and read it again at the end. The counts
-(``batchgate.chaos_counts``) are printed as one ``key=value`` line; the exit status is 1 when
+(``stack.chaos_counts``) are printed as one ``key=value`` line; the exit status is 1 when
 anything was refused, lost, duplicated or not as expected, or slower than ``--max-latency-s``.
 
-Loopback only, bounded in count and time: ``python -m batchgate.chaos --n 2000``.
+Loopback only, bounded in count and time: ``python -m stack.chaos --n 2000``.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ import aiohttp
 import redis
 
 from batchgate.apikeys import new_key
-from batchgate.chaos_counts import Submission, count, failed_run, line
-from batchgate.cluster import Cluster, free_ports
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
+from stack.chaos_counts import Submission, count, failed_run, line
+from stack.cluster import Cluster, free_ports
 
 #: What the fault cluster sets besides free ports and its run folder: nothing about timeouts or
 #: recovery. Redis keeps an append-only file (it is stopped and restarted: what it held must
@@ -417,7 +417,7 @@ def _write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batchgate.chaos", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stack.chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=int(os.environ.get("CHAOS_N", "2000")), help="submissions")
     parser.add_argument(
         "--rate", type=float, default=float(os.environ.get("CHAOS_RATE", "40")), help="per second"

@@ -1,4 +1,4 @@
-"""Alembic's environment: migrations run only through ``batchgate.database.migrate``, on the
+"""Alembic's environment: migrations run only through ``api.database.migrate``, on the
 connection (and in the transaction, under the migration lock) that it hands over."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from alembic import context
 
 connection = context.config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
-    raise RuntimeError("run migrations with `make migrate` (batchgate.database.migrate), not the alembic CLI")
+    raise RuntimeError("run migrations with `make migrate` (api.database.migrate), not the alembic CLI")
 
 context.configure(
     connection=connection,

@@ -1,6 +1,6 @@
 """Generation settings a client may set: shared by task requests and stored preferences.
 
-No Flask here, so the preference store (``batchgate.preferences``) validates with the
+No Flask here, so the preference store (``api.preferences``) validates with the
 same fields and bounds as ``POST /api/v1/tasks``.
 """
 

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from batchgate.compose_cli import prepare, read_env_file
-from batchgate.container import BEAT_SCHEDULE, FLOWER_PORT, NGINX_RUN_DIR, PRINT_VARIABLE, ROLES, role_argv
-from batchgate.nginx_config import (
+from batchgate.settings import Settings
+from stack.compose_cli import prepare, read_env_file
+from stack.container import BEAT_SCHEDULE, FLOWER_PORT, NGINX_RUN_DIR, PRINT_VARIABLE, ROLES, role_argv
+from stack.nginx_config import (
     COMPOSE_API_PORT,
     COMPOSE_API_REPLICAS,
     COMPOSE_CERT_DIR,
     compose_layout,
     render_nginx,
 )
-from batchgate.programs import api_argv, beat_argv, flower_argv, nginx_argv, worker_argv
-from batchgate.settings import Settings
-from tests.batchgate.stack_configs import DOCKER_COMPOSE, REPO
+from stack.programs import api_argv, beat_argv, flower_argv, nginx_argv, worker_argv
+from tests.stack.stack_configs import DOCKER_COMPOSE, REPO
 
 # --- compose and Dockerfile ----------------------------------------------------------------------
 

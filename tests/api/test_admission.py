@@ -6,7 +6,7 @@ import secrets
 
 import redis
 
-from batchgate.admission import Admission, Submission, TierLimits
+from api.admission import Admission, Submission, TierLimits
 from batchgate.apikeys import ApiKeyStore, hash_key
 from batchgate.tenants import inflight_key, own_tenant
 

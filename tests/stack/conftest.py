@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from batchgate.cluster import Cluster
-from tests.batchgate.stack_configs import make_cluster
+from stack.cluster import Cluster
+from tests.stack.stack_configs import make_cluster
 
 
 @pytest.fixture

@@ -16,15 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, Column, DateTime, Engine, MetaData, String, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from batchgate.database import write_transaction
-from batchgate.generation import MODEL_NAME, Generation
+from api.database import write_transaction
+from api.generation import MODEL_NAME, Generation
 
 #: A language name as a person writes it ("French", "pt-BR", "Simplified Chinese", "日本語").
 LANGUAGE = r"^\w[\w .()\-]{0,63}$"
 
 metadata = MetaData()
 
-#: The table as migration 0001 creates it (``batchgate/migrations/versions``).
+#: The table as migration 0001 creates it (``api/migrations/versions``).
 user_preferences = Table(
     "user_preferences",
     metadata,

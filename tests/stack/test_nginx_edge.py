@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from batchgate.cluster import Cluster, free_port
-from batchgate.nginx_config import (
+from batchgate.settings import Settings
+from stack.cluster import Cluster, free_port
+from stack.nginx_config import (
     compose_layout,
     render_nginx,
 )
-from batchgate.settings import Settings
-from batchgate.tls import ensure_self_signed
+from stack.tls import ensure_self_signed
 from tests import tls_probe
-from tests.batchgate.stack_configs import ENV, NGINX
+from tests.stack.stack_configs import ENV, NGINX
 
 # --- nginx running in front of fake replicas ------------------------------------------------------
 

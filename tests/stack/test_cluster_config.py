@@ -13,10 +13,10 @@ import pytest
 import redis
 from supervisor.options import ServerOptions
 
-from batchgate.cluster import Cluster, ClusterError, free_port, port_in_use
 from batchgate.settings import Settings
-from batchgate.supervisor_config import socket_path
-from tests.batchgate.stack_configs import (
+from stack.cluster import Cluster, ClusterError, free_port, port_in_use
+from stack.supervisor_config import socket_path
+from tests.stack.stack_configs import (
     PROGRAMS,
     make_cluster,
     supervisor_commands,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchgate.chaos_counts import Submission, count, failed_run, line
+from stack.chaos_counts import Submission, count, failed_run, line
 
 
 def done(text: str, submitted: float, finished: float, status: str = "succeeded") -> dict[str, Any]:

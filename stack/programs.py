@@ -149,7 +149,7 @@ def render_redis_conf(settings: Settings) -> str:
     if credentials is None:
         return ""
     user, password = credentials
-    lines = ["# Rendered by batchgate.cluster: the local Redis's credentials for this run."]
+    lines = ["# Rendered by stack.cluster: the local Redis's credentials for this run."]
     if user == "default":
         lines.append(f"requirepass {_redis_quote(password)}")
     else:
@@ -211,7 +211,7 @@ def flower_conf(run_dir: Path) -> Path:
 
 def render_flower_conf(auth: str) -> str:
     """Flower reads this Python file (``--conf``) before its command line."""
-    return f"# Rendered by batchgate.cluster: Flower's basic auth for this run.\nbasic_auth = [{auth!r}]\n"
+    return f"# Rendered by stack.cluster: Flower's basic auth for this run.\nbasic_auth = [{auth!r}]\n"
 
 
 def flower_argv(address: str, port: int, celery: str = "celery", conf: Path | None = None) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """What a fault run saw, counted the way Jepsen reports it: lost, duplicated, unexpected, recovered.
 
-Pure: the harness (``batchgate.chaos``) records one ``Submission`` per request it meant to
+Pure: the harness (``stack.chaos``) records one ``Submission`` per request it meant to
 send and the faults it injected; ``count`` turns them into the one line ``make chaos`` prints.
 A submission is either expected to succeed with its own answer, or (a prompt the model blocks)
 to fail with a given error code: both are counted, and anything else is ``unexpected``.

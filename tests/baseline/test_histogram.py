@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from batchgate.histogram import (
+from baseline.histogram import (
     RELATIVE_ERROR,
     bucket_of,
     count_at_most,

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from batchgate.programs import REPO, Program
+from stack.programs import REPO, Program
 
 #: A program that stays up this long counts as started (small: these start fast).
 START_SECS = 1
@@ -51,7 +51,7 @@ def render_supervisord(
     logs = run_dir / "logs"
     sock = socket_path(run_dir)
     lines = [
-        "; Rendered by batchgate.cluster from Settings at every start; edits are overwritten.",
+        "; Rendered by stack.cluster from Settings at every start; edits are overwritten.",
         "[supervisord]",
         "nodaemon=true",
         f"logfile={_esc(logs / 'supervisord.log')}",

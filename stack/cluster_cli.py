@@ -1,4 +1,4 @@
-"""``python -m batchgate.cluster run | render``: the local stack from the command line.
+"""``python -m stack.cluster run | render``: the local stack from the command line.
 
 ``run`` (what ``make run`` calls) stays in the foreground and turns Ctrl-C or SIGTERM into
 one orderly ``Cluster.stop()``; ``render`` only writes the configs, for inspection and for
@@ -18,9 +18,9 @@ from pathlib import Path
 from types import FrameType
 
 from batchgate.apikeys import new_key
-from batchgate.cluster import Cluster, ClusterError
-from batchgate.nginx_config import TEMPLATE, compose_layout, render_nginx
 from batchgate.settings import Settings, SettingsError
+from stack.cluster import Cluster, ClusterError
+from stack.nginx_config import TEMPLATE, compose_layout, render_nginx
 
 #: After this long without a 200 from /ready, ``run`` says where to look (and keeps waiting).
 READY_HINT_AFTER_S = 90.0
@@ -28,7 +28,7 @@ READY_HINT_AFTER_S = 90.0
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, read Settings once, and run the subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m batchgate.cluster", description="batchgate local stack")
+    parser = argparse.ArgumentParser(prog="python -m stack.cluster", description="batchgate local stack")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the whole local stack in the foreground; Ctrl-C stops it")
     render = commands.add_parser("render", help="only write the configs into the run folder")

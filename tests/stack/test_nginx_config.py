@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from batchgate.cluster import Cluster
-from batchgate.nginx_config import (
+from batchgate.settings import Settings
+from stack.cluster import Cluster
+from stack.nginx_config import (
     COMPOSE_API_PORT,
     COMPOSE_API_REPLICAS,
     COMPOSE_CERT_DIR,
@@ -19,9 +20,8 @@ from batchgate.nginx_config import (
     local_layout,
     render_nginx,
 )
-from batchgate.settings import Settings
-from batchgate.tls import ensure_self_signed
-from tests.batchgate.stack_configs import NGINX, make_cluster
+from stack.tls import ensure_self_signed
+from tests.stack.stack_configs import NGINX, make_cluster
 
 # --- nginx -------------------------------------------------------------------------------------
 
