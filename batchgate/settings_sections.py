@@ -357,6 +357,9 @@ class StackSettings:
     #: ``make run``'s own Redis (started when none answers at redis_url) keeps an append-only
     #: file in the run folder, so a restart loses nothing (``make chaos`` turns it on).
     redis_appendonly: bool = False
+    #: Batch worker processes ``make run`` starts (``worker``, ``worker-2``, …; Celery nodes
+    #: ``batch@``, ``batch2@``, …), to scale out on one machine.
+    worker_processes: int = 1
     #: Folder for generated configs, logs, sockets and pid files.
     run_dir: str = ".run"
     #: Start the embedded simulator (``auto``: when no real Gemini is configured).
@@ -365,6 +368,7 @@ class StackSettings:
     def validate(self) -> None:
         if self.nginx_tls_port and self.nginx_tls_port == self.nginx_port:
             raise SettingsError("BATCHGATE_NGINX_TLS_PORT must differ from BATCHGATE_NGINX_PORT (or be 0)")
+        _at_least_one(self, "worker_processes")
         if self.nginx_tls_port < 0 or self.nginx_rate_per_s < 0:
             raise SettingsError(
                 "BATCHGATE_NGINX_TLS_PORT and BATCHGATE_NGINX_RATE_PER_S must not be negative"

@@ -21,106 +21,11 @@ import redis
 
 from batchgate import keys as key_names
 from batchgate.sessions import Landing
+from batchgate.taskstore_scripts import CLAIM, CREATE, FINISH
 from batchgate.tenants import inflight_prefix
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
-
-# A record is created only where none exists (never over an answer, nor over another
-# attempt's record). KEYS[1] the record, KEYS[2] the in-flight index, KEYS[3] the tenant's
-# in-flight set; ARGV[1] ttl, ARGV[2] task id, ARGV[3] submitted_at, ARGV[4] '1' to enter the
-# in-flight index (a queued task) else '0' (a record born finished: its tenant slot is given
-# back); then field, value pairs. Returns 1 when created.
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-else
-  redis.call('ZREM', KEYS[3], ARGV[2])
-end
-return 1
-"""
-
-# A delivery runs a task only under a claim: queued -> running, claimed by this holder (a
-# worker process). A task running under a holder whose lease lapsed (dead: its beat in
-# ARGV[5]'s sorted set is older than ARGV[6]) may be claimed again; one running under a live
-# holder, this one included, is not. Finished or expired records are never claimed. The ids
-# claimed are announced on the progress channel and returned.
-_CLAIM = """
-local function leased(holder, task_id)
-  for _, held in ipairs(redis.call('HVALS', ARGV[7] .. holder)) do
-    if held == task_id then return true end
-  end
-  return false
-end
-local claimed = {}
-for i, key in ipairs(KEYS) do
-  local task_id = ARGV[7 + i]
-  local state = redis.call('HMGET', key, 'status', 'claimed_by')
-  local status, owner = state[1], state[2]
-  local take = status == 'queued'
-  if status == 'running' and owner ~= ARGV[4] then
-    if not owner or owner == '' then
-      take = true
-    else
-      local beat = redis.call('ZSCORE', ARGV[5], owner)
-      take = (not beat) or tonumber(beat) < tonumber(ARGV[6]) or not leased(owner, task_id)
-    end
-  end
-  if take then
-    redis.call('HSET', key, 'status', 'running', 'picked_at', ARGV[1], 'batch_size', ARGV[2],
-               'claimed_by', ARGV[4])
-    table.insert(claimed, task_id)
-  end
-end
-if #claimed > 0 then
-  redis.call('PUBLISH', ARGV[3], table.concat(claimed, ' '))
-end
-return claimed
-"""
-
-# KEYS[2] is the in-flight index the task leaves; ARGV[7] + the record's tenant is its
-# tenant's in-flight set. KEYS[3], KEYS[4] (a session's hash and turn list) are given for a
-# session's task: its turns land with the answer, once, and only in order (an older turn that
-# lands after a newer one, having been waited for in vain, is answered but not appended). A
-# session that expired meanwhile is not brought back (its next turn starts it afresh), and one
-# whose keys hold something else is left alone: only this task's turn is lost.
-_FINISH = """
-redis.call('ZREM', KEYS[2], ARGV[6])
-local found = redis.call('HMGET', KEYS[1], 'status', 'tenant')
-local status = found[1]
-if found[2] then
-  redis.call('ZREM', ARGV[7] .. found[2], ARGV[6])
-end
-if not status or status == 'succeeded' or status == 'failed' then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result', ARGV[2], 'error', ARGV[3],
-           'timings', ARGV[4], 'finished_at', ARGV[5])
-redis.call('HDEL', KEYS[1], 'request')
-if #KEYS == 4 then
-  local meta_type = redis.call('TYPE', KEYS[3])['ok']
-  local turns_type = redis.call('TYPE', KEYS[4])['ok']
-  if meta_type == 'hash' and (turns_type == 'list' or turns_type == 'none') then
-    local seq = tonumber(ARGV[8])
-    local applied = tonumber(redis.call('HGET', KEYS[3], 'applied') or '0') or 0
-    if seq > applied then
-      for i = 11, #ARGV do
-        redis.call('RPUSH', KEYS[4], ARGV[i])
-      end
-      redis.call('LTRIM', KEYS[4], -tonumber(ARGV[10]), -1)
-      redis.call('HSET', KEYS[3], 'applied', seq)
-    end
-    redis.call('EXPIRE', KEYS[3], ARGV[9])
-    redis.call('EXPIRE', KEYS[4], ARGV[9])
-  end
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -144,9 +49,9 @@ class TaskStore:
         self._prefix = prefix
         self._ttl_s = ttl_s
         self._tenant_inflight = inflight_prefix(prefix)
-        self._claim = client.register_script(_CLAIM)
-        self._create = client.register_script(_CREATE)
-        self._finish = client.register_script(_FINISH)
+        self._claim = client.register_script(CLAIM)
+        self._create = client.register_script(CREATE)
+        self._finish = client.register_script(FINISH)
 
     @property
     def done_channel(self) -> str:

@@ -2,13 +2,12 @@
 
 Everything is started and stopped through ``stack.cluster.Cluster`` (supervisor), as
 ``make run`` does; the benchmark drives it over HTTP and reaches into its Redis only to
-create keys in named tenants and to see whether it has drained. ``BenchCluster`` adds
-worker programs (``worker-2`` …) for the scale-out test.
+create keys in named tenants and to see whether it has drained. The scale-out test asks for
+more worker programs (``worker-2`` …) through ``BATCHGATE_WORKER_PROCESSES``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -20,8 +19,8 @@ import redis
 from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
-from stack.cluster import Cluster, _write, free_ports
-from stack.supervisor_config import render_supervisord
+from stack.cluster import Cluster
+from stack.ports import free_ports
 
 #: Limits raised out of the benchmark's way: it measures the pipeline, not the edge policy.
 EDGE_OUT_OF_THE_WAY = {
@@ -49,6 +48,7 @@ INFRASTRUCTURE = frozenset(
         "BATCHGATE_START_SIMULATOR",
         "BATCHGATE_RUN_DIR",
         "BATCHGATE_DEMO_API_KEY",
+        "BATCHGATE_WORKER_PROCESSES",
     }
 )
 #: Stack processes counted as the stack's own CPU (the issue's list); the rest are reported apart.
@@ -101,39 +101,6 @@ def stack_env(
     return env
 
 
-class BenchCluster(Cluster):
-    """A Cluster with ``worker_processes`` batch workers (``worker``, ``worker-2``, …)."""
-
-    def __init__(
-        self, settings: Settings, run_dir: Path, env: Mapping[str, str], worker_processes: int = 1
-    ) -> None:
-        super().__init__(settings, run_dir, env)
-        self.worker_processes = worker_processes
-
-    def render(self, *, start_redis: bool | None = None) -> list[Path]:
-        """Render as the Cluster does, then add the extra worker programs to supervisord.conf."""
-        paths = super().render(start_redis=start_redis)
-        if self.worker_processes > 1:
-            worker = next(p for p in self._programs if p.name == "worker")
-            extra = [
-                dataclasses.replace(worker, name=f"worker-{i}", argv=_renamed(worker.argv, i))
-                for i in range(2, self.worker_processes + 1)
-            ]
-            self._programs += extra
-            _write(self.conf_path, render_supervisord(self._programs, self.run_dir, self._control_password))
-        return paths
-
-
-def _renamed(argv: tuple[str, ...], index: int) -> tuple[str, ...]:
-    """The worker command with a node name of its own (``-n batch2@%h``)."""
-    out = list(argv)
-    if "-n" in out:
-        at = out.index("-n") + 1
-        name, _, host = out[at].partition("@")
-        out[at] = f"{name}{index}@{host}"
-    return tuple(out)
-
-
 class Stack:
     """One running stack: where it answers, its key, and the pids of its programs."""
 
@@ -141,9 +108,9 @@ class Stack:
         self, run_dir: Path, env: Mapping[str, str], *, worker_processes: int = 1, ready_timeout: float = 90.0
     ) -> None:
         self.run_dir = run_dir
-        self.env = dict(env)
+        self.env = {**env, "BATCHGATE_WORKER_PROCESSES": str(worker_processes)}
         self.settings = Settings.from_env(self.env)
-        self.cluster = BenchCluster(self.settings, run_dir, self.env, worker_processes)
+        self.cluster = Cluster(self.settings, run_dir, self.env)
         self.url = f"http://127.0.0.1:{self.settings.stack.nginx_port}"
         self.sim_url = self.settings.gemini.embedded_simulator_url
         self.api_key = self.settings.edge.demo_api_key

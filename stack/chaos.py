@@ -41,7 +41,9 @@ from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
 from stack.chaos_counts import Submission, count, failed_run, line
-from stack.cluster import Cluster, free_ports
+from stack.chaos_report import write_report
+from stack.cluster import Cluster
+from stack.ports import free_ports
 
 #: What the fault cluster sets besides free ports and its run folder: nothing about timeouts or
 #: recovery. Redis keeps an append-only file (it is stopped and restarted: what it held must
@@ -369,51 +371,10 @@ def run_chaos(
         refused = [s.refused for s in run.everything if s.refused][:3]
         if refused:
             counts["refusals"] = json.dumps(refused)
-        _write_report(run_dir / "chaos-report.json", run, counts, records, messages, stats)
+        write_report(run_dir / "chaos-report.json", run, counts, records, messages, stats, HARNESS_SETTINGS)
         return counts
     finally:
         cluster.stop()
-
-
-def _write_report(
-    path: Path,
-    run: Run,
-    counts: dict[str, Any],
-    records: dict[str, dict[str, Any]],
-    messages: dict[str, str],
-    stats: dict[str, Any],
-) -> None:
-    """The counts, the faults, the model's counters, and the tasks worth a look: lost ones
-    (as Redis holds them, and where their message is), re-enqueued ones and the slowest."""
-    accepted = [s for s in run.everything if s.task_ids]
-
-    def latency(s: Submission) -> float:
-        final = s.final or {}
-        return float(final.get("finished_at") or 0) - float(final.get("submitted_at") or 0)
-
-    def brief(s: Submission) -> dict[str, Any]:
-        final = s.final or {}
-        keep = ("status", "submitted_at", "finished_at", "timings", "error")
-        return {
-            "task_id": s.task_ids[0],
-            "latency_s": round(latency(s), 2) if s.final else None,
-            "attempts": s.attempts,
-            **{k: final.get(k) for k in keep},
-            "stored": records.get(s.task_ids[0]),
-            "message": messages.get(s.task_ids[0], "nowhere"),
-        }
-
-    report = {
-        "counts": counts,
-        "settings": HARNESS_SETTINGS,
-        "faults": run.faults,
-        "model": stats,
-        "lost": [brief(s) for s in accepted if s.final is None or s.reread is None][:50],
-        "requeued": [brief(s) for s in accepted if s.requeued],
-        "slowest": [brief(s) for s in sorted(accepted, key=latency, reverse=True)[:20]],
-        "same_key": {"task_ids": sorted(set(run.same_key.task_ids)), "final": run.same_key.final},
-    }
-    path.write_text(json.dumps(report, indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,12 +12,9 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import xmlrpc.client
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,12 +22,12 @@ from types import TracebackType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-import redis
 from supervisor.xmlrpc import SupervisorTransport
 
 from batchgate.settings import Settings
 from stack import procfs
 from stack.nginx_config import local_layout, render_nginx, tls_dir
+from stack.ports import port_in_use, probe, redis_answers
 from stack.programs import (
     FLOWER_USER,
     REPO,
@@ -172,10 +169,10 @@ class Cluster:
         while True:
             self._raise_if_broken()
             if starting:
-                starting = [url for url in starting if _probe(f"{url}/health")[0] != 200]
+                starting = [url for url in starting if probe(f"{url}/health")[0] != 200]
                 last = f"replicas starting: {' '.join(starting)}"
             else:
-                status, last = _probe(f"{self.urls()['api']}/ready")
+                status, last = probe(f"{self.urls()['api']}/ready")
                 if status == 200:
                     return
             if time.monotonic() >= deadline:
@@ -185,7 +182,7 @@ class Cluster:
 
     def is_ready(self) -> bool:
         """One probe of ``/ready`` through nginx."""
-        return _probe(f"{self.urls()['api']}/ready")[0] == 200
+        return probe(f"{self.urls()['api']}/ready")[0] == 200
 
     def poll(self) -> int | None:
         """supervisord's exit status, or None while it runs."""
@@ -352,62 +349,6 @@ class Cluster:
             exe = program.argv[0]
             if not (Path(exe).is_file() and os.access(exe, os.X_OK)) and shutil.which(exe) is None:
                 raise ClusterError(f"{program.name}: {exe} is not installed (make install installs it)")
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now on loopback (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different free ports (the OS may hand the same free port out twice)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Someone listens on ``host:port`` already (our programs would fail and be restarted forever)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def redis_answers(url: str) -> bool:
-    """Something at ``url`` answers PING (a Redis asking for a password counts)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
-    except redis.RedisError:
-        return True
-    finally:
-        client.close()
-
-
-#: Never through an HTTP proxy from the environment: everything probed is local.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _probe(url: str) -> tuple[int, str]:
-    """GET ``url``: (status, short description); status 0 when nothing answered."""
-    try:
-        with _OPENER.open(url, timeout=2.0) as response:
-            return response.status, f"{url}: {response.status}"
-    except urllib.error.HTTPError as exc:
-        return exc.code, f"{url}: {exc.code} {exc.read()[:200].decode(errors='replace')}"
-    except (OSError, ValueError) as exc:
-        return 0, f"{url}: {type(exc).__name__}: {exc}"
 
 
 def _child_env(env: Mapping[str, str]) -> dict[str, str]:

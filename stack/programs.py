@@ -95,8 +95,10 @@ def programs(settings: Settings, run_dir: Path, *, start_redis: bool) -> list[Pr
         result.append(Program("simulator", argv, priority=20))
     # Only the worker calls the model: the key is in its environment alone.
     secrets = {"GEMINI_API_KEY": settings.gemini.gemini_api_key} if settings.gemini.gemini_api_key else {}
-    worker = worker_argv(settings, str(BIN / "celery"))
-    result.append(Program("worker", worker, 30, WORKER_STOP_WAIT_S, environment=secrets))
+    for index in range(1, settings.stack.worker_processes + 1):
+        name, node = ("worker", "batch") if index == 1 else (f"worker-{index}", f"batch{index}")
+        worker = worker_argv(settings, str(BIN / "celery"), node=f"{node}@%h")
+        result.append(Program(name, worker, 30, WORKER_STOP_WAIT_S, environment=secrets))
     result.append(Program("beat", beat_argv(run_dir / "celerybeat-schedule", str(BIN / "celery")), 40))
     for port in settings.api.api_ports:
         result.append(Program(f"api-{port}", api_argv(settings, port, str(BIN / "gunicorn")), priority=50))
@@ -193,10 +195,10 @@ def api_argv(settings: Settings, port: int, gunicorn: str = "gunicorn") -> tuple
     )
 
 
-def worker_argv(settings: Settings, celery: str = "celery") -> tuple[str, ...]:
+def worker_argv(settings: Settings, celery: str = "celery", node: str = "batch@%h") -> tuple[str, ...]:
     """The batch consumer: pool, concurrency, prefetch, queues and task events come from the
     Celery app's own configuration (``workers.app.create_celery``); only the node name is set."""
-    return (celery, "-A", "workers.celery_entry", "worker", "-n", "batch@%h", "--loglevel", "INFO")
+    return (celery, "-A", "workers.celery_entry", "worker", "-n", node, "--loglevel", "INFO")
 
 
 def beat_argv(schedule: Path | str, celery: str = "celery") -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from batching.simulator.settings import SimulatorSettings
 from loadtest.bench import BenchConfig, compare_tenants
 from loadtest.bench_cpu import busy_share, cpu_delta, group_snapshot
 from loadtest.bench_load import prompt_for, spread
-from loadtest.bench_stack import INFRASTRUCTURE, _renamed, caller_overrides, stack_env
+from loadtest.bench_stack import INFRASTRUCTURE, caller_overrides, stack_env
 from loadtest.bench_stats import (
     CallMix,
     CostModel,
@@ -183,11 +183,6 @@ def test_stack_env_owns_the_infrastructure_and_takes_the_rest(tmp_path: Path) ->
     assert int(env["BATCHGATE_TIER_PREMIUM_RATE"]) >= 100_000
     assert int(env["BATCHGATE_TIER_PREMIUM_MAX_IN_FLIGHT"]) >= 100_000  # per tenant
     assert "BATCHGATE_REDIS_URL" in INFRASTRUCTURE
-
-
-def test_extra_workers_get_their_own_node_names() -> None:
-    argv = ("celery", "-A", "workers.celery_entry", "worker", "-n", "batch@%h", "-E")
-    assert _renamed(argv, 2) == ("celery", "-A", "workers.celery_entry", "worker", "-n", "batch2@%h", "-E")
 
 
 def test_bench_config_from_env() -> None:

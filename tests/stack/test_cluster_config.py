@@ -14,7 +14,8 @@ import redis
 from supervisor.options import ServerOptions
 
 from batchgate.settings import Settings
-from stack.cluster import Cluster, ClusterError, free_port, port_in_use
+from stack.cluster import Cluster, ClusterError
+from stack.ports import free_port, port_in_use
 from stack.supervisor_config import socket_path
 from tests.stack.stack_configs import (
     PROGRAMS,
@@ -211,3 +212,13 @@ def test_local_redis_requires_the_password_of_its_url(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_worker_processes_start_that_many_workers_each_its_own_node(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path, BATCHGATE_WORKER_PROCESSES="3")
+    cluster.render(start_redis=False)
+    commands = supervisor_commands(cluster.conf_path)
+    workers = {name: argv for name, argv in commands.items() if name.startswith("worker")}
+    assert sorted(workers) == ["worker", "worker-2", "worker-3"]
+    nodes = sorted(argv[argv.index("-n") + 1] for argv in workers.values())
+    assert nodes == ["batch2@%h", "batch3@%h", "batch@%h"]  # one Celery node each, all on one queue

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from batchgate.settings import Settings
-from stack.cluster import Cluster, free_port
+from stack.cluster import Cluster
+from stack.ports import free_port
 from stack.nginx_config import (
     compose_layout,
     render_nginx,

@@ -19,7 +19,7 @@ from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
 from batching.simulator.server import start_in_thread
 from batching.types import InferenceRequest, InferenceResult
-from stack.cluster import free_port
+from stack.ports import free_port
 from tests.conftest import stack_env
 from tests.harness import wait_until
 from workers.batch_job import BatchContext, Delivery, ResultsNotStored, process_batch
