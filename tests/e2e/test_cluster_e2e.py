@@ -3,7 +3,6 @@ Flower and the simulator, started as ``make run`` starts them, on free ports."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
@@ -14,7 +13,6 @@ import time
 import urllib.parse
 import urllib.request
 
-import aiohttp
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,22 +22,8 @@ from batching.simulator.answers import answer_for
 from tests import tls_probe
 from tests.clients import ClientRun, gemini_sdk_replies, openai_sdk_replies, read_events, submit_and_collect
 from tests.conftest import RunningCluster
+from tests.e2e.load_helpers import assert_own_answers, bodies, burst
 from tests.harness import first_call_fails_seed, http_json, wait_until
-
-
-def assert_own_answers(run: ClientRun) -> None:
-    missing = [p for p, b in zip(run.prompts, run.bodies, strict=True) if b is None]
-    statuses = sorted(set(run.submit_statuses))
-    assert not missing, (
-        f"{len(missing)} requests lost, e.g. {missing[:3]}; submit statuses seen {statuses}; {run.failures[:5]}"
-    )
-    for prompt, body in zip(run.prompts, run.bodies, strict=True):
-        assert body is not None and body["status"] == "succeeded", body
-        assert body["result"]["text"] == answer_for(prompt)
-
-
-def bodies(tag: str, n: int) -> list[dict]:
-    return [{"prompt": f"{tag} #{i}: plan step {i} of the migration"} for i in range(n)]
 
 
 def test_200_concurrent_tasks_through_nginx_are_batched(cluster: RunningCluster) -> None:
@@ -208,27 +192,6 @@ def test_prompts_and_keys_never_reach_the_logs(cluster: RunningCluster) -> None:
         text = path.read_text(errors="replace")
         for secret in (key, wrong, f"zebra-{tag}"):
             assert secret not in text, f"{secret} in {path.name}"
-
-
-def burst(url: str, key: str, n: int) -> tuple[list[tuple[int, dict[str, str]]], float]:
-    """``n`` simultaneous submissions (no retries); returns (status, headers) each and the burst's length."""
-
-    async def main() -> tuple[list[tuple[int, dict[str, str]]], float]:
-        connector = aiohttp.TCPConnector(limit=n)
-        async with aiohttp.ClientSession(connector=connector, headers={"X-API-Key": key}) as session:
-
-            async def one(i: int) -> tuple[int, dict[str, str]]:
-                async with session.post(
-                    f"{url}/api/v1/tasks", json={"prompt": f"burst {i}", "cache": False}
-                ) as r:
-                    await r.read()
-                    return r.status, dict(r.headers)
-
-            started = time.monotonic()
-            results = await asyncio.gather(*(one(i) for i in range(n)))
-            return list(results), time.monotonic() - started
-
-    return asyncio.run(main())
 
 
 def test_rate_limits_hold_across_the_three_replicas(cluster: RunningCluster) -> None:
