@@ -65,6 +65,8 @@ class WindowedBatches(Batches):
         #: Task ids whose batch could not store its answers: not acknowledged but given back.
         self._unstored: set[str] = set()
         self._unstored_lock = threading.Lock()
+        #: The clock windows and deadlines are measured on (tests pass their own time in).
+        self.clock: Callable[[], float] = time.monotonic
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Callable[..., None]:
         buffer_message = super().Strategy(task, app, consumer)
@@ -79,7 +81,7 @@ class WindowedBatches(Batches):
                 if self.leases is not None:
                     self.leases.take(message.delivery_tag, task_id)
             buffer_message(message, body, ack, reject, callbacks, **kw)
-            now = time.monotonic()
+            now = self.clock()
             if self._first_arrival is None:
                 self._first_arrival = now
             self._evaluate(timer, now)
@@ -133,7 +135,7 @@ class WindowedBatches(Batches):
     def _release_slot(self) -> None:
         self._in_flight = max(0, self._in_flight - 1)
         if self._timer is not None:
-            self._evaluate(self._timer, time.monotonic())
+            self._evaluate(self._timer, self.clock())
 
     def task_events_on(self) -> bool:
         """Whether the worker sends task events now (``-E``, or switched on later by Flower)."""
@@ -191,7 +193,7 @@ class WindowedBatches(Batches):
 
     def _on_deadline(self, timer: Any) -> None:
         self._deadline_timer = None
-        self._evaluate(timer, time.monotonic())
+        self._evaluate(timer, self.clock())
 
     def _cancel_deadline(self) -> None:
         if self._deadline_timer is not None:
