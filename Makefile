@@ -86,8 +86,8 @@ warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) in
 	@test -n "$(FILE)" -a -n "$(TENANT)" || { echo "usage: make warm-cache FILE=queries.jsonl TENANT=name [RATE=5]"; exit 2; }
 	$(BIN)/python -m workers.warm_cli "$(FILE)" --tenant "$(TENANT)" --rate $(or $(RATE),5)
 
-loadtest: install ## stepped Locust load test (LOADTEST_* settings); writes loadtest/reports/<timestamp>/
-	$(BIN)/python -m loadtest.run
+loadtest: install ## stepped Locust load test (LOADTEST_* settings, or ARGS="--steps 10,20 --think-s 1"); writes loadtest/reports/<timestamp>/
+	$(BIN)/python -m loadtest.run $(ARGS)
 
 bench: install ## benchmark batching on/off, efficiency, overhead, CPU, 1 vs 8 tenants (~5 min; BENCH_* settings); JSON to loadtest/reports/
 	$(BIN)/python -m loadtest.bench

@@ -1,6 +1,6 @@
 """Locust users that behave like batchgate's real clients, and the stepped shape that drives them.
 
-Two kinds of agent client, in the proportion ``LOADTEST_SYNC_SHARE``:
+Two kinds of agent client, in the proportion ``--sync-share`` (``LOADTEST_SYNC_SHARE``):
 
 - ``PollingClient`` submits (``POST /api/v1/tasks``) and long-polls
   (``GET /api/v1/tasks/<id>?wait=10``) until the task is finished;
@@ -15,9 +15,17 @@ time-out is a failure). A ``429``/``503`` refusal is not an error: the request i
 ``… [rejected 429]`` (or ``503``) and counted as a success, and the user waits the
 ``Retry-After`` it was given. A cache hit is renamed ``… [cached]``.
 
+The options (``--think-s``, ``--sync-share``, ``--steps`` …) are Locust's own: registered on
+its parser (``init_command_line_parser``), each also read from its ``LOADTEST_*`` variable
+or a Locust config file, and read back from ``environment.parsed_options``
+(``loadtest/settings.py``). ``python -m loadtest.run --help`` lists them: Locust prints its
+own ``--help`` before it imports a locustfile (locustio/locust#2917). The clients' weights
+follow ``--sync-share``, set before any user spawns.
+
 Run by ``make loadtest`` (``python -m loadtest.run``), or directly:
-``locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8080`` with
-``LOADTEST_API_KEY`` set. Only Locust and this folder are needed (not batchgate itself).
+``locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8080 --think-s 1`` with
+``LOADTEST_API_KEY`` (or ``--api-key``) set. Only Locust and this folder are needed (not
+batchgate itself).
 """
 
 from __future__ import annotations
@@ -28,19 +36,19 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # The folder above this one, so that ``loadtest.*`` imports wherever the file is mounted.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locust import FastHttpUser, task
+from locust import FastHttpUser, events, task
 from locust.contrib.fasthttp import ResponseContextManager
+from locust.env import Environment
 
 from loadtest.corpus import build_request
-from loadtest.settings import LoadSettings
+from loadtest.settings import LoadSettings, LoadSettingsError, add_locust_options
 from loadtest.shape import E2E_NAME, E2E_TYPE, SUBMIT_NAMES, SteppedShape
 
-SETTINGS = LoadSettings.from_env()
 FINAL = ("succeeded", "failed")
 POLL_NAME = "GET /api/v1/tasks/[id]?wait=10"
 POLL_WAIT_S = 10.0
@@ -61,24 +69,26 @@ class AgentClient(FastHttpUser):
     """The common part of both clients: build a request, finish a task, record it."""
 
     abstract = True
+    #: Set from Locust's parsed options by ``configure`` before any user starts.
+    settings: ClassVar[LoadSettings] = LoadSettings()
     connection_timeout = 10.0
     #: Longer than the longest server-side wait (30 s) plus nginx's margin.
     network_timeout = 60.0
 
     def wait_time(self) -> float:
-        return random.uniform(0.0, 2.0 * SETTINGS.think_s)
+        return random.uniform(0.0, 2.0 * self.settings.think_s)
 
     def on_start(self) -> None:
         self.rng = random.Random()
-        self.headers = {"X-API-Key": SETTINGS.api_key} if SETTINGS.api_key else {}
+        self.headers = {"X-API-Key": self.settings.api_key} if self.settings.api_key else {}
 
     def run_task(self, path: str, name: str) -> None:
         """Submit one task on ``path`` and follow it to its end; record it end to end."""
         _, body = build_request(
-            self.rng, SETTINGS.repeat_share, SETTINGS.settings_share, f"{RUN_TAG}-{next(_refs)}"
+            self.rng, self.settings.repeat_share, self.settings.settings_share, f"{RUN_TAG}-{next(_refs)}"
         )
         started = time.perf_counter()
-        deadline = started + SETTINGS.task_timeout_s
+        deadline = started + self.settings.task_timeout_s
         try:
             with self.client.post(path, json=body, headers=self.headers, name=name, catch_response=True) as r:
                 outcome = self._judge_submit(r)
@@ -120,7 +130,7 @@ class AgentClient(FastHttpUser):
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                raise TaskFailed(f"no final status after {SETTINGS.task_timeout_s:g} s")
+                raise TaskFailed(f"no final status after {self.settings.task_timeout_s:g} s")
             wait = min(POLL_WAIT_S, max(1.0, remaining))
             with self.client.get(
                 f"/api/v1/tasks/{task_id}?wait={wait:g}",
@@ -165,8 +175,6 @@ class AgentClient(FastHttpUser):
 class PollingClient(AgentClient):
     """Submit, then long-poll until finished (the asynchronous API)."""
 
-    weight = max(0, round((1.0 - SETTINGS.sync_share) * 100))
-
     @task
     def submit_then_poll(self) -> None:
         self.run_task("/api/v1/tasks", SUBMIT_NAMES[0])
@@ -175,11 +183,40 @@ class PollingClient(AgentClient):
 class WaitingClient(AgentClient):
     """Submit and wait in one call (the synchronous API)."""
 
-    weight = max(0, round(SETTINGS.sync_share * 100))
-
     @task
     def submit_and_wait(self) -> None:
         self.run_task("/api/v1/task?wait=30", SUBMIT_NAMES[1])
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    """Make the load test's options Locust's own (the web UI shows them as custom parameters)."""
+    add_locust_options(parser)
+
+
+@events.init.add_listener
+def _configure_at_init(environment: Environment, **_: Any) -> None:
+    """Refuse a bad option before anything runs."""
+    try:
+        configure(environment)
+    except LoadSettingsError as exc:
+        sys.exit(f"locustfile: bad option: {exc}")
+
+
+@events.test_start.add_listener
+def _configure_at_start(environment: Environment, **_: Any) -> None:
+    """Again just before spawning: the web UI may have changed the options since ``init``."""
+    configure(environment)
+
+
+def configure(environment: Environment) -> LoadSettings:
+    """Read the options Locust parsed; give them to the clients and weigh the clients by
+    ``--sync-share`` (Locust's dispatcher reads ``weight`` when it spawns)."""
+    settings = LoadSettings.from_options(environment.parsed_options)
+    AgentClient.settings = settings
+    WaitingClient.weight = max(0, round(settings.sync_share * 100))
+    PollingClient.weight = max(0, round((1.0 - settings.sync_share) * 100))
+    return settings
 
 
 def _seconds(value: object) -> float:

@@ -1,10 +1,14 @@
 """``make loadtest``: run the stepped Locust suite and write a report folder.
 
-Targets ``LOADTEST_HOST`` (with ``LOADTEST_API_KEY``) when set; otherwise the local stack at
-``BATCHGATE_NGINX_PORT``, which it starts (and stops again) when nothing answers there. The
-stack it starts gets a premium demo key whose rate limit is raised out of the way, so the
-test measures the stack rather than the limiter. Locust runs headless in a subprocess (it
-monkey-patches its whole process with gevent); its CPU time is measured from outside.
+Targets ``--host``/``LOADTEST_HOST`` (with ``LOADTEST_API_KEY``) when set; otherwise the local
+stack at ``BATCHGATE_NGINX_PORT``, which it starts (and stops again) when nothing answers
+there. The stack it starts gets a premium demo key whose rate limit is raised out of the way,
+so the test measures the stack rather than the limiter. Locust runs headless in a subprocess
+(it monkey-patches its whole process with gevent); its CPU time is measured from outside.
+
+Its options are the locustfile's plus ``--host`` and ``--reports-dir``
+(``python -m loadtest.run --help``), each also a ``LOADTEST_*`` variable
+(``loadtest/settings.py``); it hands the locustfile's on to Locust as Locust options.
 
 Writes ``loadtest/reports/<timestamp>/``: Locust's CSVs and log, the shape's ``steps.json``
 and ``steps.csv``, ``report.json`` and ``plot.png``; prints a short summary. Exits non-zero
@@ -14,7 +18,6 @@ never because requests failed: that is what is being measured.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -22,7 +25,6 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,10 +36,10 @@ from typing import Any
 
 from batchgate.apikeys import new_key
 from batchgate.settings import Settings, SettingsError
+from loadtest.cpu_watch import CpuWatch, contention
 from loadtest.inflection import analyse
 from loadtest.report import LOCUST_CPU_WARNING, build_report, generator_verdict, plot, summary, write_json
 from loadtest.settings import LoadSettings, LoadSettingsError
-from stack import procfs
 from stack.cluster import Cluster, ClusterError
 from stack.programs import redacted_url
 
@@ -52,11 +54,6 @@ METRICS_TIMEOUT_S = 30.0
 #: Locust gets the planned duration plus this before it is stopped as hung.
 LOCUST_GRACE_S = 90.0
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-#: A step during which processes outside this test used more than this share of the machine
-#: (all cores) ran on a contended machine: its numbers understate the stack.
-CONTENDED_PERCENT = 20.0
 
 
 class RunFailed(RuntimeError):
@@ -75,14 +72,13 @@ class Target:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Read the settings once, run, report; 0 unless the run itself failed."""
-    parser = argparse.ArgumentParser(
-        prog="python -m loadtest.run", description="stepped load test of batchgate (LOADTEST_* settings)"
-    )
-    parser.parse_args(argv)
+    """Read the settings once (options over ``LOADTEST_*``), run, report; 0 unless the run
+    itself failed."""
     env = dict(os.environ if environ is None else environ)
     try:
-        load = LoadSettings.from_env(env)
+        load = LoadSettings.from_args(
+            sys.argv[1:] if argv is None else argv, env, prog="python -m loadtest.run"
+        )
         stack = Settings.from_env(env)
     except (LoadSettingsError, SettingsError) as exc:
         print(f"loadtest: bad setting: {exc}", file=sys.stderr)
@@ -221,11 +217,11 @@ def start_stack(load: LoadSettings, env: Mapping[str, str], cleanup: contextlib.
 
 
 def run_locust(load: LoadSettings, target: Target, env: Mapping[str, str], folder: Path) -> dict[str, Any]:
-    """Locust headless in a subprocess with the step shape; its exit code, wall and CPU time."""
-    child_env = {**env, **load.to_env()}
-    child_env.update(
-        LOADTEST_HOST=target.host, LOADTEST_API_KEY=target.api_key, LOADTEST_OUTPUT_DIR=str(folder)
-    )
+    """Locust headless in a subprocess with the step shape; its exit code, wall and CPU time.
+
+    The locustfile's options go on Locust's command line (they win over any ``LOADTEST_*``
+    left in the environment), the API key in its environment (out of ``ps``)."""
+    child_env = {**env, "LOADTEST_API_KEY": target.api_key}
     argv = [
         sys.executable,
         "-m",
@@ -242,6 +238,7 @@ def run_locust(load: LoadSettings, target: Target, env: Mapping[str, str], folde
         "0",
         "--logfile",
         str(folder / "locust.log"),
+        *dataclasses.replace(load, output_dir=str(folder)).locust_argv(),
     ]
     timeout = load.duration_s + LOCUST_GRACE_S
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -271,103 +268,6 @@ def run_locust(load: LoadSettings, target: Target, env: Mapping[str, str], folde
         "wall_s": round(wall, 1),
         "cpu_percent": 100 * cpu_s / wall if wall > 0 else None,
         "cpu_warning_logged": LOCUST_CPU_WARNING in logged,
-    }
-
-
-class CpuWatch:
-    """Once a second, split the machine's CPU into this test's processes and everything else.
-
-    "Ours" is every descendant of this driver: Locust, and the stack when it was started here
-    (supervisord and its programs). "Others" is the machine's busy time minus ours: other
-    users of a shared machine, plus a Redis or stack that was already running.
-    """
-
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.interval_s = interval_s
-        #: (wall time, ours %, others %, others' % by command name), one per interval.
-        self.samples: list[tuple[float, float, float, dict[str, float]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cpu-watch", daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._cpus = os.cpu_count() or 1
-
-    def __enter__(self) -> CpuWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        previous_busy, previous = procfs.machine_ticks()[0], _processes()
-        while not self._stop.wait(self.interval_s):
-            busy, current = procfs.machine_ticks()[0], _processes()
-            ours = _descendants(current, os.getpid())
-            capacity = self.interval_s * self._tick * self._cpus / 100  # ticks per percent of the machine
-            mine = 0
-            named: dict[str, float] = {}
-            for pid, (_, ticks, name) in current.items():
-                used = ticks - previous[pid][1] if pid in previous else ticks
-                if pid in ours:
-                    mine += used
-                elif used > 0:
-                    named[name] = named.get(name, 0.0) + used / capacity
-            others = max(0.0, busy - previous_busy - mine) / capacity
-            self.samples.append((time.time(), round(mine / capacity, 1), round(others, 1), named))
-            previous_busy, previous = busy, current
-
-    def during(self, start: float, end: float) -> dict[str, Any]:
-        """Mean CPU (percent of the whole machine) of ours and others between two wall times,
-        and the three other programs that used most."""
-        window = [s for s in self.samples if start < s[0] <= end]
-        if not window:
-            return {"test_cpu_percent": None, "other_cpu_percent": None, "other_top": []}
-        by_name: dict[str, float] = {}
-        for sample in window:
-            for name, pct in sample[3].items():
-                by_name[name] = by_name.get(name, 0.0) + pct / len(window)
-        top = sorted(by_name.items(), key=lambda item: -item[1])[:3]
-        return {
-            "test_cpu_percent": round(sum(s[1] for s in window) / len(window), 1),
-            "other_cpu_percent": round(sum(s[2] for s in window) / len(window), 1),
-            "other_top": [{"name": name, "cpu_percent": round(pct, 1)} for name, pct in top if pct >= 0.5],
-        }
-
-
-def _processes() -> dict[int, tuple[int, int, str]]:
-    """Every live process: (parent pid, CPU ticks of all its threads, command name)."""
-    return {p.pid: (p.ppid, p.ticks, p.comm) for p in procfs.read_processes()}
-
-
-def _descendants(processes: Mapping[int, tuple[int, int, str]], root: int) -> set[int]:
-    """``root`` and every process below it."""
-    ours = set()
-    for pid in processes:
-        node = pid
-        while node > 1 and node != root:
-            node = processes[node][0] if node in processes else 0
-        if node == root:
-            ours.add(pid)
-    return ours
-
-
-def contention(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Which steps ran while something outside the test used a fair share of the machine."""
-    others = [s.get("other_cpu_percent") for s in steps]
-    contended = [s["index"] for s in steps if (s.get("other_cpu_percent") or 0) > CONTENDED_PERCENT]
-    return {
-        "other_cpu_percent_max": max((o for o in others if o is not None), default=None),
-        "contended_steps": contended,
-        "contenders": sorted(
-            {top["name"] for s in steps if s["index"] in contended for top in s.get("other_top", [])}
-        ),
-        "note": (
-            f"processes outside this test used more than {CONTENDED_PERCENT:g} % of the machine during "
-            "the contended steps: their throughput and latency understate the stack"
-            if contended
-            else "no other process used a fair share of the machine during the steps"
-        ),
     }
 
 

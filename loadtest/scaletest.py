@@ -24,8 +24,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench import BenchConfig, saturation, save
+from loadtest.bench_config import BenchConfig
+from loadtest.bench_phases import saturation
 from loadtest.bench_stack import Stack, caller_overrides, stack_env
+from loadtest.bench_summary import save
 
 #: A model far faster than the stack (thousands of items/s), so the stack is the bottleneck.
 FAST_UPSTREAM = {

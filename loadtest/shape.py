@@ -1,13 +1,13 @@
 """A stepped load shape that records one exact row per step and stops by itself.
 
-Concurrency rises through ``LOADTEST_STEPS``, each step ``LOADTEST_STEP_S`` long. The first
-``LOADTEST_WARMUP_S`` of a step are not measured (users ramp, queues settle); at the end of
-the warm-up the shape resets ``runner.stats``, so the row written at the step's end covers
-exactly its measured part (Locust's ``_stats_history.csv`` percentiles are over a rolling
-10 s window, useless per step). Meanwhile a greenlet reads ``GET /api/v1/metrics`` (with the
-run's API key) every ``LOADTEST_METRICS_INTERVAL_S`` for the queue depth the stack itself
-reports. The step table is rewritten as ``steps.json`` and ``steps.csv`` in
-``LOADTEST_OUTPUT_DIR`` after each step.
+Concurrency rises through ``--steps``, each step ``--step-s`` long. The first ``--warmup-s``
+of a step are not measured (users ramp, queues settle); at the end of the warm-up the shape
+resets ``runner.stats``, so the row written at the step's end covers exactly its measured
+part (Locust's ``_stats_history.csv`` percentiles are over a rolling 10 s window, useless per
+step). Meanwhile a greenlet reads ``GET /api/v1/metrics`` (with the run's API key) every
+``--metrics-interval-s`` for the queue depth the stack itself reports. The step table is
+rewritten as ``steps.json`` and ``steps.csv`` in ``--output-dir`` after each step. The
+options are the locustfile's (``loadtest/settings.py``; each also a ``LOADTEST_*`` variable).
 
 Because the stats are reset per step, Locust's own end-of-run ``_stats.csv`` holds only the
 last step; the step table is the record.
@@ -276,22 +276,25 @@ class StepRecorder:
 
 
 class SteppedShape(LoadTestShape):
-    """Raise concurrency through ``LOADTEST_STEPS``; return None (stop) after the last step."""
+    """Raise concurrency through ``--steps``; return None (stop) after the last step."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = LoadSettings.from_env()
         self.recorder: StepRecorder | None = None
 
     def tick(self) -> tuple[int, float] | None:
         """Called by the runner about once a second: the users wanted now, or None to stop."""
         assert self.runner is not None
         if self.recorder is None:
-            self.recorder = StepRecorder(self.runner, self.settings, self.runner.environment.host or "")
+            # Locust makes the shape before it parses the options: read them at the first tick.
+            environment = self.runner.environment
+            settings = LoadSettings.from_options(environment.parsed_options)
+            self.recorder = StepRecorder(self.runner, settings, environment.host or "")
             self.recorder.start_sampler()
-        index = int(self.get_run_time() // self.settings.step_s)
-        if index >= len(self.settings.steps):
+        settings = self.recorder.settings
+        index = int(self.get_run_time() // settings.step_s)
+        if index >= len(settings.steps):
             self.recorder.finish()
             return None
         self.recorder.advance(index)
-        return self.settings.steps[index], self.settings.spawn_rate
+        return settings.steps[index], settings.spawn_rate

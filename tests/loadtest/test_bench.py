@@ -14,7 +14,7 @@ import pytest
 
 from batching.simulator.cost import call_latency_ms
 from batching.simulator.settings import SimulatorSettings
-from loadtest.bench import BenchConfig, compare_tenants
+from loadtest.bench_config import BenchConfig
 from loadtest.bench_cpu import busy_share, cpu_delta, group_snapshot
 from loadtest.bench_load import prompt_for, spread
 from loadtest.bench_stack import INFRASTRUCTURE, caller_overrides, stack_env
@@ -27,6 +27,7 @@ from loadtest.bench_stats import (
     theoretical_limit,
     throughput,
 )
+from loadtest.bench_summary import compare_tenants
 from loadtest.scaletest import configurations, limiting_factor
 from stack.procfs import ProcStat, machine_ticks, read_processes
 

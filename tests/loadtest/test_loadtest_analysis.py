@@ -13,7 +13,8 @@ import pytest
 from api.schemas import parse_task_request
 from batchgate.response_cache import is_time_sensitive
 from batchgate.settings import Settings
-from loadtest.corpus import CORPUS, HOT_ITEMS, VARIANTS, build_request
+from loadtest.corpus import HOT_ITEMS, VARIANTS, build_request
+from loadtest.corpus_prompts import CORPUS
 from loadtest.inflection import (
     Criteria,
     DepthSample,
@@ -172,6 +173,12 @@ def test_load_settings_from_an_explicit_environment() -> None:
     assert settings.repeat_share == LoadSettings().repeat_share  # empty = default
     assert LoadSettings.from_env(settings.to_env()) == settings
     assert LoadSettings(api_key="secret").public()["api_key"] == "(set)"
+
+
+def test_a_command_line_option_beats_its_variable_as_in_locust() -> None:
+    env = {"LOADTEST_THINK_S": "1", "LOADTEST_SYNC_SHARE": "0.25"}
+    settings = LoadSettings.from_args(["--think-s", "2", "--steps", "3,6"], env)
+    assert (settings.think_s, settings.steps, settings.sync_share) == (2.0, (3, 6), 0.25)
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from loadtest.cpu_watch import contention
 from loadtest.inflection import analyse
 from loadtest.report import generator_verdict, plot, summary
-from loadtest.run import contention, main
+from loadtest.run import main
 from stack.cluster import port_in_use
 from tests.conftest import stack_env
 from tests.harness import free_port

@@ -22,11 +22,11 @@ import pytest
 
 from batchgate.settings import Settings
 from stack.cluster import Cluster
-from stack.ports import free_port
 from stack.nginx_config import (
     compose_layout,
     render_nginx,
 )
+from stack.ports import free_port
 from stack.tls import ensure_self_signed
 from tests import tls_probe
 from tests.stack.stack_configs import ENV, NGINX
