@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline up down clean
+.PHONY: base-images images compose-test chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline up down clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -101,18 +101,21 @@ scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the sam
 chaos: install ## fault run on the shipped defaults: workers, an API replica and Redis (down 10 s) fail under load, with same-key clients and blocked prompts (CHAOS_N=2000, CHAOS_RATE=40)
 	$(BIN)/python -m stack.chaos
 
-DOCKER_COMPOSE_CHECK = docker compose version >/dev/null 2>&1 || { \
-	echo "make $@: needs Docker Engine with the compose plugin, and \`docker compose version\` failed;"; \
-	echo "  install Docker Engine (https://docs.docker.com/engine/install/), or use make run for the local stack"; exit 1; }
+# Docker: `apt-get install -y docker.io docker-compose debootstrap`, then `dockerd &` (docs/deployment.md).
+base-images: $(STAMP) ## build stand-ins for the python/redis/postgres base images from Debian packages (no registry needed); recorded in .env
+	$(BIN)/python -m stack.compose_cli base-images
 
-up: $(STAMP) ## run docker-compose.yml detached (needs Docker Engine); makes ./certs and ./.env secrets first if missing
-	@$(DOCKER_COMPOSE_CHECK)
-	$(BIN)/python -m stack.compose_cli prepare
-	docker compose up -d --build
+images: $(STAMP) ## build the app, nginx and load-test images with BuildKit (pip's CA and index as build secrets)
+	$(BIN)/python -m stack.compose_cli images
 
-down: ## stop and remove the compose stack's containers (volumes are kept)
-	@$(DOCKER_COMPOSE_CHECK)
-	docker compose down
+up: $(STAMP) ## the compose stack, detached: secrets, certificates and images if missing; prints its URL, a premium key and Flower's login
+	$(BIN)/python -m stack.compose_cli up
+
+down: $(STAMP) ## stop and remove the compose stack's containers (volumes are kept; V=1 removes them too)
+	$(BIN)/python -m stack.compose_cli down $(if $(V),--volumes)
+
+compose-test: $(STAMP) ## from a clean state: build, up, 200 tasks over HTTPS, scale workers to 3, kill containers under load, down -v
+	$(BIN)/python -m stack.compose_test
 
 docs: install ## refresh the settings table in docs/settings.md from the settings classes
 	$(BIN)/python -m stack.settings_doc docs/settings.md

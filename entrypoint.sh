@@ -6,11 +6,11 @@
 set -eu
 
 case "${1:-}" in
-    api | worker | beat | flower | simulator | nginx | migrate)
+    api | worker | beat | flower | simulator | nginx | migrate | health)
         exec python -m stack.container "$@"
         ;;
     "")
-        echo "usage: entrypoint.sh api|worker|beat|flower|simulator|nginx|migrate [args...], or a command" >&2
+        echo "usage: entrypoint.sh api|worker|beat|flower|simulator|nginx|migrate|health [args...], or a command" >&2
         exit 2
         ;;
     *)

@@ -81,6 +81,11 @@ class LoadSettings:
     metrics_interval_s: float = _option(
         1.0, "How often the shape reads GET /api/v1/metrics for the queue depth, seconds."
     )
+    ca_bundle: str = _option(
+        "",
+        "CA bundle the shape verifies the target's certificate with (compose: its self-signed "
+        "certs/fullchain.pem); empty = the system's.",
+    )
     reports_dir: str = _option(
         "loadtest/reports", "Where make loadtest writes <timestamp>/ report folders.", locust=False
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import ssl
 import time
 import urllib.request
 from collections.abc import Callable
@@ -134,9 +135,15 @@ def step_row(stats: RequestStats, duration_s: float) -> dict[str, Any]:
     }
 
 
-def read_queue_depth(url: str, api_key: str, timeout: float = 2.0) -> tuple[int, float | None]:
-    """``queue_depth`` and ``generated_at`` of the API's latest metrics snapshot (it needs a key)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def read_queue_depth(
+    url: str, api_key: str, timeout: float = 2.0, ca_bundle: str = ""
+) -> tuple[int, float | None]:
+    """``queue_depth`` and ``generated_at`` of the API's latest metrics snapshot (it needs a key),
+    over HTTPS verified against ``ca_bundle`` (empty: the system's CAs)."""
+    tls = ssl.create_default_context(cafile=ca_bundle or None)
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls)
+    )
     request = urllib.request.Request(url, headers={"X-API-Key": api_key})
     with opener.open(request, timeout=timeout) as response:
         snapshot = json.load(response)
@@ -182,7 +189,9 @@ class StepRecorder:
         url = f"{self.host}/api/v1/metrics"
         while True:
             try:
-                depth, generated_at = read_queue_depth(url, self.settings.api_key)
+                depth, generated_at = read_queue_depth(
+                    url, self.settings.api_key, ca_bundle=self.settings.ca_bundle
+                )
             except Exception as exc:  # not ready yet (503), or unreachable: count it, keep going
                 self.metrics_errors += 1
                 self.last_metrics_error = f"{type(exc).__name__}: {exc}"

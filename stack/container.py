@@ -11,16 +11,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import sys
+import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import redis
+
+from batchgate.keys import workers_key
 from batchgate.settings import Settings, SettingsError
-from stack.nginx_config import COMPOSE_API_PORT, compose_layout, render_nginx
+from stack.nginx_config import COMPOSE_API_PORT, COMPOSE_CERT_DIR, compose_layout, render_nginx
 from stack.programs import api_argv, beat_argv, flower_argv, nginx_argv, worker_argv
+from stack.tls import certificate_pair, ensure_self_signed
+
+#: Names the compose stack's self-signed certificate is valid for: the host, and the nginx
+#: service inside the compose network (the load test verifies it there).
+COMPOSE_HOSTNAMES = ("localhost", "nginx")
 
 #: The roles ``entrypoint.sh`` knows (its ``case`` lists the same).
-ROLES = ("api", "worker", "beat", "flower", "simulator", "nginx", "migrate")
+ROLES = ("api", "worker", "beat", "flower", "simulator", "nginx", "migrate", "health")
 #: Beat's schedule: the app image is read-only but for /tmp.
 BEAT_SCHEDULE = "/tmp/celerybeat-schedule"
 #: Flower's port in its container (published on the host's loopback only).
@@ -65,8 +76,44 @@ def prepare(role: str, settings: Settings) -> None:
     if role == "nginx":
         NGINX_RUN_DIR.mkdir(parents=True, exist_ok=True)
         worker_user = IMAGE_USER if os.geteuid() == 0 else None
-        layout = compose_layout(settings, NGINX_RUN_DIR, worker_user=worker_user)
+        cert_dir = Path(COMPOSE_CERT_DIR)
+        if settings.stack.nginx_tls_port and not certificate_pair(cert_dir).certificate.is_file():
+            # `docker compose up` without `make up`: serve HTTPS with a certificate of its own
+            # rather than restart forever; `make up` (or your own) puts one in ./certs.
+            cert_dir = NGINX_RUN_DIR / "certs"
+            ensure_self_signed(cert_dir, hostnames=COMPOSE_HOSTNAMES)
+            print(
+                f"batchgate: no certificate in {COMPOSE_CERT_DIR}; serving a self-signed one", file=sys.stderr
+            )
+        layout = compose_layout(settings, NGINX_RUN_DIR, cert_dir=str(cert_dir), worker_user=worker_user)
         (NGINX_RUN_DIR / "nginx.conf").write_text(render_nginx(settings, layout))
+
+
+#: Beat writes its schedule at start and every 3 minutes (Celery's sync interval).
+BEAT_SYNC_MAX_AGE_S = 400.0
+
+
+def healthy(role: str, settings: Settings) -> bool:
+    """Whether this container's ``role`` does its job (compose's health checks): a worker beats
+    in Redis, beat keeps its schedule, Flower and the simulator answer."""
+    if role == "worker":
+        client = redis.Redis.from_url(settings.broker.redis_url, socket_timeout=2, decode_responses=True)
+        beats = client.zrangebyscore(workers_key(settings.broker.key_prefix), time.time() - 10, "+inf")
+        return any(str(name).endswith("@" + socket.gethostname()) for name in beats)  # type: ignore[union-attr]
+    if role == "beat":
+        schedules = list(Path(BEAT_SCHEDULE).parent.glob(Path(BEAT_SCHEDULE).name + "*"))
+        return any(time.time() - path.stat().st_mtime < BEAT_SYNC_MAX_AGE_S for path in schedules)
+    urls = {
+        "flower": f"http://127.0.0.1:{FLOWER_PORT}/healthcheck",
+        "simulator": f"http://127.0.0.1:{settings.simulator.port}/health",
+        "api": f"http://127.0.0.1:{COMPOSE_API_PORT}/health",
+        "nginx": f"http://127.0.0.1:{settings.stack.nginx_port}/health",
+    }
+    try:
+        with urllib.request.urlopen(urls[role], timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, KeyError):
+        return False
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -82,6 +129,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except SettingsError as exc:
         print(f"batchgate: bad setting: {exc}", file=sys.stderr)
         return 2
+    if role == "health":
+        return 0 if extra and healthy(extra[0], settings) else 1
     command = [*role_argv(role, settings), *extra]
     if env.get(PRINT_VARIABLE) == "1":
         print(json.dumps(command))

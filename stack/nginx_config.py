@@ -38,6 +38,8 @@ FAIL_TIMEOUT_S = 5
 COMPOSE_API_PORT = 8000
 #: ``deploy.replicas`` of the compose ``api`` service.
 COMPOSE_API_REPLICAS = 3
+#: Docker's embedded DNS server, in every container on a user-defined network.
+DOCKER_DNS = "127.0.0.11"
 #: Where the compose nginx container finds its certificate (a read-only mount of ./certs).
 COMPOSE_CERT_DIR = "/etc/batchgate/certs"
 
@@ -85,6 +87,9 @@ class NginxLayout:
     tls: Tls | None = None
     #: Plain HTTP only redirects to HTTPS (and answers ``/health``); needs ``tls``.
     redirect_http: bool = False
+    #: DNS server to look the API's name up at run time (compose: Docker's); empty = the
+    #: ``upstreams`` are fixed addresses, resolved once, with kept-alive connections.
+    resolver: str = ""
 
 
 def local_layout(settings: Settings, run_dir: Path) -> NginxLayout:
@@ -133,6 +138,7 @@ def compose_layout(
         user_directive=f"user {worker_user} {worker_user};" if worker_user else "",
         tls=tls,
         redirect_http=tls is not None,
+        resolver=DOCKER_DNS,
     )
 
 
@@ -160,6 +166,7 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
         "redirect_http": layout.redirect_http,
         "serve_http": not layout.redirect_http,
         "rate_limit": settings.stack.nginx_rate_per_s > 0,
+        "dynamic_upstream": bool(layout.resolver),
     }
     values = {
         "user_directive": layout.user_directive,
@@ -167,6 +174,9 @@ def render_nginx(settings: Settings, layout: NginxLayout, template: str | None =
         "error_log": layout.error_log,
         "access_log": layout.access_log,
         "upstream_servers": servers,
+        "resolver": layout.resolver,
+        "api_service": layout.upstreams[0],
+        "api_pass": "http://$batchgate_api_service" if layout.resolver else "http://batchgate_api",
         "upstream_tries": str(layout.upstream_tries),
         "http_listen": layout.listen,
         "tls_listen": layout.tls.listen if layout.tls else "",

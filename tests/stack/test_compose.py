@@ -29,7 +29,12 @@ from tests.stack.stack_configs import DOCKER_COMPOSE, REPO
 
 
 #: What docker-compose.yml requires from the environment (`make up` writes them to .env).
-COMPOSE_ENV = {"REDIS_PASSWORD": "test-password", "BATCHGATE_FLOWER_AUTH": "ops:test"}
+COMPOSE_ENV = {
+    "REDIS_PASSWORD": "test-password",
+    "BATCHGATE_FLOWER_AUTH": "ops:test",
+    "POSTGRES_PASSWORD": "pg-password",
+    "BATCHGATE_DEMO_API_KEY": "bg_demo",
+}
 
 
 def test_compose_file_validates_against_the_compose_spec() -> None:
@@ -49,14 +54,13 @@ def test_compose_file_validates_against_the_compose_spec() -> None:
 )
 def test_docker_compose_accepts_the_compose_file(tmp_path: Path) -> None:
     """Debian's docker-compose 1.29 (no engine needed for `config`) interpolates, merges the
-    anchors and checks every service. It predates the top-level `name:` of the compose spec:
-    it is given a copy without it (the schema test above checks the original)."""
-    compose = YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())
-    assert compose.pop("name") == "batchgate"
-    copy = tmp_path / "docker-compose.yml"
-    YAML(typ="safe").dump(compose, copy)
+    anchors and checks every service: the file itself, which has no top-level `name:` (1.29
+    rejects it; `make up` passes `-p batchgate`)."""
+    assert "name" not in YAML(typ="safe").load((REPO / "docker-compose.yml").read_text())
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), **COMPOSE_ENV}
-    run = [DOCKER_COMPOSE, "--project-directory", str(REPO), "-f", str(copy)]
+    # An empty .env of its own, so a developer's ./.env does not leak into the check.
+    (tmp_path / ".env").write_text("")
+    run = [DOCKER_COMPOSE, "--project-directory", str(tmp_path), "-f", str(REPO / "docker-compose.yml")]
     result = subprocess.run([*run, "config", "-q"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     # The secrets compose requires are refused when missing, with a message saying which.
@@ -108,7 +112,14 @@ def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     assert (
         "deploy" not in services["worker"] or "replicas" not in services["worker"]["deploy"]
     )  # --scale worker=N
-    assert f"127.0.0.1:{FLOWER_PORT}:{FLOWER_PORT}" in services["flower"]["ports"]
+    assert (
+        f"127.0.0.1:${{BATCHGATE_FLOWER_HOST_PORT:-{FLOWER_PORT}}}:{FLOWER_PORT}"
+        in services["flower"]["ports"]
+    )
+    # Every long-running service says whether it does its job; the worker waits for the model.
+    for name in ("redis", "postgres", "simulator", "api", "worker", "beat", "flower", "nginx"):
+        assert "test" in services[name]["healthcheck"], name
+    assert services["worker"]["depends_on"]["simulator"] == {"condition": "service_healthy"}
     assert "${BATCHGATE_FLOWER_AUTH:?" in services["flower"]["environment"]["FLOWER_BASIC_AUTH"]
     for name in ("api", "worker", "beat", "flower"):
         url = services[name]["environment"]["BATCHGATE_REDIS_URL"]
@@ -141,33 +152,40 @@ def test_compose_runs_the_same_commands_as_the_local_stack() -> None:
     # nginx: TLS from the mounted certificate folder, HTTP and HTTPS published.
     nginx = services["nginx"]
     assert f"./certs:{COMPOSE_CERT_DIR}:ro" in nginx["volumes"]
-    assert set(nginx["ports"]) == {"80:8080", "443:8443"}
+    assert set(nginx["ports"]) == {"${BATCHGATE_HTTP_PORT:-80}:8080", "${BATCHGATE_HTTPS_PORT:-443}:8443"}
     assert nginx["environment"]["BATCHGATE_NGINX_PORT"] == "8080"
-    assert nginx["environment"]["BATCHGATE_NGINX_TLS_PORT"] == "8443"
+    assert nginx["environment"]["BATCHGATE_NGINX_TLS_PORT"] == "${BATCHGATE_NGINX_TLS_PORT-8443}"
     assert "healthcheck" in nginx and "healthcheck" in services["api"]
 
     # User preferences: the API reaches PostgreSQL (a named volume) once it is healthy.
     postgres = services["postgres"]
-    assert postgres["image"].startswith("postgres:16")
+    assert postgres["image"] == "${POSTGRES_IMAGE:-postgres:16-alpine}"
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert "pgdata" in compose["volumes"]
     assert any(volume.startswith("pgdata:") for volume in postgres["volumes"])
     assert services["api"]["environment"]["DATABASE_URL"].startswith("postgresql://")
     assert services["api"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
 
-    # The load test: the official image, the repo's locustfile, only on request, over HTTPS.
+    # The load test: Locust on the app image, only on request, over HTTPS verified against the
+    # stack's certificate, writing its reports as the owner of ./loadtest/reports.
     locust = services["locust"]
-    assert locust["image"].startswith("locustio/locust:")
-    assert locust["profiles"] == ["loadtest"]
-    assert "./loadtest:/mnt/batchgate/loadtest:ro" in locust["volumes"]
-    assert locust["command"][:2] == ["-f", "/mnt/batchgate/loadtest/locustfile.py"]
+    assert locust["build"]["target"] == "loadtest" and locust["profiles"] == ["loadtest"]
+    assert locust["command"][:2] == ["-f", "loadtest/locustfile.py"]
     assert locust["command"][locust["command"].index("-H") + 1] == "https://nginx:8443"
+    assert locust["environment"]["LOADTEST_CA_BUNDLE"] == "/etc/batchgate/ca.pem"
+    assert locust["user"] == "${BATCHGATE_UID:-10001}:${BATCHGATE_GID:-10001}"
 
     dockerfile = (REPO / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M))
-    for name in ("simulator", "api", "worker", "beat", "flower", "nginx"):
+    for name in ("simulator", "api", "worker", "beat", "flower", "nginx", "locust"):
         assert services[name]["build"]["target"] in targets
-    assert "FROM python:3.11-slim AS app" in dockerfile
+        assert services[name]["build"]["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim}"
+    # The base is a build argument (official by default); no `# syntax=` line (no frontend
+    # image is pulled); pip's CA and configuration come as build secrets, never in a layer.
+    assert "ARG PYTHON_IMAGE=python:3.11-slim\nFROM ${PYTHON_IMAGE} AS app" in dockerfile
+    assert not re.search(r"^# syntax=", dockerfile, re.M) and "--mount=type=secret,id=pip_ca" in dockerfile
+    assert re.search(r"^STOPSIGNAL SIGQUIT$", dockerfile, re.M)
     assert (
         'ENTRYPOINT ["/app/entrypoint.sh"]' in dockerfile
         and "COPY --chmod=755 entrypoint.sh ./" in dockerfile
@@ -210,9 +228,13 @@ def test_entrypoint_runs_each_role_with_the_local_stacks_command(tmp_path: Path)
 
     settings = Settings.from_env({"BATCHGATE_WORKER_CONCURRENCY": "5"})
     for role in ROLES:
+        if role == "health":
+            continue
         result = entrypoint(role, "--extra")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == [*role_argv(role, settings), "--extra"]
+    # A health check fails when its role does not do its job (here: no simulator listens).
+    assert entrypoint("health", "simulator").returncode == 1
     # Anything else runs as given; nothing at all is a usage error.
     assert entrypoint("echo", "as", "given").stdout == "as given\n"
     assert entrypoint().returncode == 2
@@ -223,10 +245,18 @@ def test_compose_prepare_makes_certificates_and_secrets_only_when_missing(tmp_pa
     made = prepare(tmp_path, {})
     assert len(made) == 2
     env = read_env_file(tmp_path / ".env")
-    assert set(env) == {"REDIS_PASSWORD", "BATCHGATE_FLOWER_AUTH"} and env[
-        "BATCHGATE_FLOWER_AUTH"
-    ].startswith("admin:")
-    assert re.fullmatch(r"[A-Za-z0-9_-]{24,}", env["REDIS_PASSWORD"])  # URL-safe: it goes into a URL
+    assert set(env) == {
+        "REDIS_PASSWORD",
+        "BATCHGATE_FLOWER_AUTH",
+        "POSTGRES_PASSWORD",
+        "BATCHGATE_DEMO_API_KEY",
+        "BATCHGATE_UID",
+        "BATCHGATE_GID",
+    } and env["BATCHGATE_FLOWER_AUTH"].startswith("admin:")
+    for name in ("REDIS_PASSWORD", "POSTGRES_PASSWORD"):  # URL-safe: they go into URLs
+        assert re.fullmatch(r"[A-Za-z0-9_-]{24,}", env[name])
+    assert env["BATCHGATE_DEMO_API_KEY"].startswith("bg_") and env["BATCHGATE_UID"] == str(os.getuid())
+    assert (tmp_path / "loadtest" / "reports").is_dir()  # made by its owner, not by Docker as root
     assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
     assert (tmp_path / "certs" / "fullchain.pem").is_file()
     assert stat.S_IMODE((tmp_path / "certs" / "privkey.pem").stat().st_mode) == 0o600
@@ -238,7 +268,7 @@ def test_compose_prepare_makes_certificates_and_secrets_only_when_missing(tmp_pa
     other = tmp_path / "other"
     other.mkdir()
     prepare(other, {"REDIS_PASSWORD": "from-the-shell"})
-    assert set(read_env_file(other / ".env")) == {"BATCHGATE_FLOWER_AUTH"}
+    assert "REDIS_PASSWORD" not in read_env_file(other / ".env")
 
 
 def test_makefile_lists_the_project_targets() -> None:

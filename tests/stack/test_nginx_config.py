@@ -4,6 +4,7 @@ Jinja2 template's strictness."""
 import re
 import stat
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,13 @@ def test_compose_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     conf.write_text(render_nginx(settings, layout))
     nginx_test(conf, tmp_path)
     text = render_nginx(settings, compose_layout(settings, tmp_path))
-    assert f"server api:{COMPOSE_API_PORT} " in text
+    # The API's name is looked up at run time through Docker's DNS (replicas come and go),
+    # and only in compose: the local stack's fixed replicas keep their kept-alive upstream.
+    assert f'default "api:{COMPOSE_API_PORT}";' in text and "resolver 127.0.0.11 valid=5s" in text
+    assert "upstream batchgate_api" not in text and "proxy_pass http://$batchgate_api_service;" in text
+    local = (tmp_path / "nginx.conf").read_text()
+    assert "resolver " not in render_nginx(settings, replace(layout, resolver=""))
+    assert "upstream batchgate_api" in render_nginx(settings, replace(layout, resolver="")) and local
     assert f"proxy_next_upstream_tries {COMPOSE_API_REPLICAS};" in text
     assert f'ssl_certificate "{COMPOSE_CERT_DIR}/fullchain.pem";' in text
     # HTTPS serves the API; plain HTTP only redirects (and answers /health).
