@@ -350,6 +350,10 @@ class StackSettings:
     #: nginx's coarse per-client-IP shield: requests per second (burst the same) before its own
     #: 429; far above the API's per-key limits, so load tests from one address pass (0 = off).
     nginx_rate_per_s: int = 5000
+    #: Container nginx (compose, Kubernetes): the DNS server it asks for the API's address at run
+    #: time, so replicas that come and go are found (Docker's own); empty: resolve once (a
+    #: Kubernetes Service's address is stable).
+    nginx_resolver: str = "127.0.0.11"
     #: Flower listens here (loopback only).
     flower_port: int = 5555
     #: Flower basic auth ``user:password``; empty = generated and printed by ``make run``.

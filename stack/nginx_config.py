@@ -38,8 +38,6 @@ FAIL_TIMEOUT_S = 5
 COMPOSE_API_PORT = 8000
 #: ``deploy.replicas`` of the compose ``api`` service.
 COMPOSE_API_REPLICAS = 3
-#: Docker's embedded DNS server, in every container on a user-defined network.
-DOCKER_DNS = "127.0.0.11"
 #: Where the compose nginx container finds its certificate (a read-only mount of ./certs).
 COMPOSE_CERT_DIR = "/etc/batchgate/certs"
 
@@ -138,7 +136,7 @@ def compose_layout(
         user_directive=f"user {worker_user} {worker_user};" if worker_user else "",
         tls=tls,
         redirect_http=tls is not None,
-        resolver=DOCKER_DNS,
+        resolver=settings.stack.nginx_resolver,
     )
 
 
