@@ -70,9 +70,9 @@ class Settings:
             simulator = SimulatorSettings.from_env(env)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-        conversations = load_section(ConversationSettings, env)
-        if not conversations.database_url and env.get("DATABASE_URL"):
-            conversations = load_section(ConversationSettings, env, database_url=env["DATABASE_URL"])
+        # DATABASE_URL (the usual name) serves when BATCHGATE_DATABASE_URL is unset or empty.
+        fallback = {} if env.get("BATCHGATE_DATABASE_URL") else {"database_url": env.get("DATABASE_URL", "")}
+        conversations = load_section(ConversationSettings, env, **fallback)
         gemini = load_section(
             GeminiSettings,
             env,

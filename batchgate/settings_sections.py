@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from baseline.drift_thresholds import DriftThresholds
 from batchgate.env import SettingsError
 
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8090"
@@ -336,6 +337,17 @@ class DriftSettings:
         if not 0.0 < self.drift_ks_alpha < 1.0:
             raise SettingsError("BATCHGATE_DRIFT_KS_ALPHA must be between 0 and 1")
         _at_least_one(self, "drift_min_samples", "drift_enter_after", "drift_exit_after")
+
+    def thresholds(self) -> DriftThresholds:
+        """The drift signal's thresholds, as ``baseline`` takes them."""
+        return DriftThresholds(
+            min_samples=self.drift_min_samples,
+            ks_alpha=self.drift_ks_alpha,
+            warn_ratio=self.drift_warn_ratio,
+            drift_ratio=self.drift_ratio,
+            enter_after=self.drift_enter_after,
+            exit_after=self.drift_exit_after,
+        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from batchgate.apikeys import ApiKeyStore, new_key
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from stack.cluster import Cluster
-from stack.ports import free_ports
+from stack.ports import isolated_stack_env
 
 #: Limits raised out of the benchmark's way: it measures the pipeline, not the edge policy.
 EDGE_OUT_OF_THE_WAY = {
@@ -83,21 +83,9 @@ def stack_env(
     env = {k: v for k, v in base.items() if not k.startswith("BATCHGATE_") and k != "GEMINI_API_KEY"}
     env.update(EDGE_OUT_OF_THE_WAY)
     env.update(settings or {})
-    redis_port, nginx, tls, flower, sim, *api = free_ports(5 + api_replicas)
-    env.update(
-        {
-            # A port nothing answers on: the Cluster starts a Redis of its own (counted as ours).
-            "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "BATCHGATE_API_PORTS": ",".join(str(port) for port in api),
-            "BATCHGATE_NGINX_PORT": str(nginx),
-            "BATCHGATE_NGINX_TLS_PORT": str(tls),
-            "BATCHGATE_FLOWER_PORT": str(flower),
-            "BATCHGATE_SIM_PORT": str(sim),
-            "BATCHGATE_RUN_DIR": str(run_dir),
-            "BATCHGATE_DEMO_API_KEY": new_key(),
-            "BATCHGATE_FLOWER_AUTH": f"bench:{new_key()}",
-        }
-    )
+    # Its Redis is started by the Cluster (counted as the stack's own CPU).
+    env.update(isolated_stack_env(run_dir, api_replicas))
+    env["BATCHGATE_FLOWER_AUTH"] = f"bench:{new_key()}"
     return env
 
 

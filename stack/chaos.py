@@ -36,14 +36,14 @@ from typing import Any
 import aiohttp
 import redis
 
-from batchgate.apikeys import new_key
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
 from batching.simulator.answers import answer_for
+from stack import task_client
 from stack.chaos_counts import Submission, count, failed_run, line
 from stack.chaos_report import write_report
 from stack.cluster import Cluster
-from stack.ports import free_ports
+from stack.ports import isolated_stack_env
 
 #: What the fault cluster sets besides free ports and its run folder: nothing about timeouts or
 #: recovery. Redis keeps an append-only file (it is stopped and restarted: what it held must
@@ -86,8 +86,6 @@ REDIS_OUTAGE_S = 10.0
 SAME_KEY_CLIENTS = 20
 #: Every this many submissions, one carries the simulator's block marker (it must fail alone).
 BLOCK_EVERY = 40
-#: Submit attempts per request before giving up (about a minute of retrying).
-SUBMIT_ATTEMPTS = 60
 #: After the last submission, how long pollers may wait for the last answers.
 DRAIN_S = 150.0
 #: The slowest accepted task (submission to answer) a passing run may have: a killed worker's
@@ -104,19 +102,7 @@ def chaos_env(run_dir: Path, base: Mapping[str, str]) -> dict[str, str]:
     """Settings for the fault cluster: the shipped defaults, free ports, its own Redis."""
     env = {k: v for k, v in base.items() if not k.startswith(DROPPED_PREFIX) and k not in DROPPED}
     env.update(HARNESS_SETTINGS)
-    redis_port, nginx, tls, flower, sim, *api = free_ports(8)
-    env.update(
-        {
-            "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "BATCHGATE_API_PORTS": ",".join(str(port) for port in api),
-            "BATCHGATE_NGINX_PORT": str(nginx),
-            "BATCHGATE_NGINX_TLS_PORT": str(tls),
-            "BATCHGATE_FLOWER_PORT": str(flower),
-            "BATCHGATE_SIM_PORT": str(sim),
-            "BATCHGATE_RUN_DIR": str(run_dir),
-            "BATCHGATE_DEMO_API_KEY": new_key(),
-        }
-    )
+    env.update(isolated_stack_env(run_dir))
     return env
 
 
@@ -218,47 +204,18 @@ class Run:
             return await self._poll(http, task_id)
 
     async def _submit(self, http: aiohttp.ClientSession, s: Submission, key: str) -> str | None:
-        body = {"prompt": s.prompt, "cache": False}
-        headers = {**self.headers, "Idempotency-Key": key}
-        for _ in range(SUBMIT_ATTEMPTS):
-            s.attempts += 1
-            delay = 0.5
-            try:
-                async with http.post(f"{self.url}/api/v1/tasks", json=body, headers=headers) as response:
-                    reply = await response.json(content_type=None)
-                    if response.status in (200, 202):
-                        s.task_ids.append(str(reply["id"]))
-                        return str(reply["id"])
-                    if response.status not in (429, 502, 503, 504):
-                        s.refused = f"{response.status} {reply}"
-                        return None
-                    delay = float(response.headers.get("Retry-After", delay))
-            except (TimeoutError, aiohttp.ClientError, ValueError):
-                pass
-            await asyncio.sleep(min(delay, 2.0))
-        s.refused = "no definitive answer"
-        return None
+        accepted = await task_client.submit(
+            http, self.url, self.headers, {"prompt": s.prompt, "cache": False}, key
+        )
+        s.attempts += accepted.attempts
+        if accepted.task_id is not None:
+            s.task_ids.append(accepted.task_id)
+        if accepted.refused:
+            s.refused = accepted.refused
+        return accepted.task_id
 
     async def _poll(self, http: aiohttp.ClientSession, task_id: str) -> dict[str, Any] | None:
-        missing = 0
-        while time.monotonic() < self._deadline:
-            try:
-                async with http.get(
-                    f"{self.url}/api/v1/tasks/{task_id}?wait=20", headers=self.headers
-                ) as response:
-                    if response.status == 200:
-                        record = await response.json()
-                        if record["status"] in ("succeeded", "failed"):
-                            return dict(record)
-                        continue
-                    if response.status == 404:
-                        missing += 1
-                        if missing >= 3:  # gone for good, not a replica between lives
-                            return None
-            except (TimeoutError, aiohttp.ClientError, ValueError):
-                pass
-            await asyncio.sleep(0.5)
-        return None
+        return await task_client.wait_final(http, self.url, self.headers, task_id, self._deadline)
 
     async def _reread(self, http: aiohttp.ClientSession) -> None:
         """Read every finished task again: an answer must never change."""

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from batching.simulator.answers import answer_for
+from stack import task_client
 from stack.compose_cli import PROJECT, compose_env, entry_url, prepare, wait_ready
 from stack.images import build_images, compose_command
 from stack.programs import REPO
@@ -43,8 +44,8 @@ CLIENTS = 48
 FIRST_TASKS = 200
 PHASE_TASKS = 500
 FAULT_TASKS = 300
-#: Everything accepted must be finished this long after the last submission.
-DRAIN_S = 120.0
+#: Everything a phase accepted must be finished this long after the phase began.
+PHASE_LIMIT_S = 600.0
 HEALTH_TIMEOUT_S = 240.0
 
 
@@ -130,16 +131,17 @@ async def load(stack: Stack, tasks: int, tag: str, faults: list[tuple[float, str
     headers = {"X-API-Key": stack.key}
     prompts = iter(f"compose-test {tag} {uuid.uuid4().hex[:8]} task {i}" for i in range(tasks))
     started = time.monotonic()
-    deadline = [float("inf")]
+    deadline = started + PHASE_LIMIT_S
 
     async def client(http: aiohttp.ClientSession) -> None:
         for prompt in prompts:
-            task_id = await submit(http, prompt)
+            body = {"prompt": prompt, "cache": False}
+            task_id = (await task_client.submit(http, stack.url, headers, body, uuid.uuid4().hex)).task_id
             if task_id is None:
                 phase.lost.append(f"not accepted: {prompt}")
                 continue
             phase.accepted += 1
-            record = await wait(http, task_id)
+            record = await task_client.wait_final(http, stack.url, headers, task_id, deadline)
             if record is None:
                 phase.lost.append(task_id)
             elif record.get("status") == "succeeded" and record["result"]["text"] == answer_for(prompt):
@@ -147,38 +149,6 @@ async def load(stack: Stack, tasks: int, tag: str, faults: list[tuple[float, str
                 phase.workers[str(record.get("timings", {}).get("worker", "?")).split(":")[0]] += 1
             else:
                 phase.wrong.append(f"{task_id}: {record.get('status')} {record.get('error')}")
-
-    async def submit(http: aiohttp.ClientSession, prompt: str) -> str | None:
-        body, key = {"prompt": prompt, "cache": False}, uuid.uuid4().hex
-        for _ in range(60):
-            try:
-                async with http.post(
-                    f"{stack.url}/api/v1/tasks", json=body, headers={**headers, "Idempotency-Key": key}
-                ) as response:
-                    if response.status in (200, 202):
-                        return str((await response.json())["id"])
-                    if response.status not in (429, 502, 503, 504):
-                        return None
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.5)
-        return None
-
-    async def wait(http: aiohttp.ClientSession, task_id: str) -> dict[str, Any] | None:
-        while time.monotonic() < deadline[0] or deadline[0] == float("inf"):
-            try:
-                async with http.get(
-                    f"{stack.url}/api/v1/tasks/{task_id}?wait=20", headers=headers
-                ) as response:
-                    if response.status == 200:
-                        record = dict(await response.json())
-                        if record["status"] in ("succeeded", "failed"):
-                            return record
-                        continue
-            except (TimeoutError, aiohttp.ClientError):
-                pass
-            await asyncio.sleep(0.5)
-        return None
 
     async def inject() -> None:
         for at, container in faults or []:
@@ -190,9 +160,7 @@ async def load(stack: Stack, tasks: int, tag: str, faults: list[tuple[float, str
     timeout = aiohttp.ClientTimeout(total=40)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         injecting = asyncio.create_task(inject())
-        clients = [asyncio.create_task(client(http)) for _ in range(CLIENTS)]
-        deadline[0] = time.monotonic() + 600.0
-        await asyncio.gather(*clients)
+        await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
         await injecting
     phase.seconds = time.monotonic() - started
     return phase

@@ -98,16 +98,15 @@ def healthy(role: str, settings: Settings) -> bool:
     in Redis, beat keeps its schedule, Flower and the simulator answer."""
     if role == "worker":
         client = redis.Redis.from_url(settings.broker.redis_url, socket_timeout=2, decode_responses=True)
-        beats = client.zrangebyscore(workers_key(settings.broker.key_prefix), time.time() - 10, "+inf")
-        return any(str(name).endswith("@" + socket.gethostname()) for name in beats)  # type: ignore[union-attr]
+        alive_since = time.time() - settings.broker.worker_heartbeat_ttl_s  # what /ready counts as alive
+        beats = client.zrangebyscore(workers_key(settings.broker.key_prefix), alive_since, "+inf")
+        return any(str(name).endswith("@" + socket.gethostname()) for name in beats)
     if role == "beat":
         schedules = list(Path(BEAT_SCHEDULE).parent.glob(Path(BEAT_SCHEDULE).name + "*"))
         return any(time.time() - path.stat().st_mtime < BEAT_SYNC_MAX_AGE_S for path in schedules)
     urls = {
         "flower": f"http://127.0.0.1:{FLOWER_PORT}/healthcheck",
         "simulator": f"http://127.0.0.1:{settings.simulator.port}/health",
-        "api": f"http://127.0.0.1:{COMPOSE_API_PORT}/health",
-        "nginx": f"http://127.0.0.1:{settings.stack.nginx_port}/health",
     }
     try:
         with urllib.request.urlopen(urls[role], timeout=2) as response:

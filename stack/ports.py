@@ -6,8 +6,11 @@ from __future__ import annotations
 import socket
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import redis
+
+from batchgate.apikeys import new_key
 
 
 def free_port() -> int:
@@ -64,3 +67,20 @@ def probe(url: str) -> tuple[int, str]:
         return exc.code, f"{url}: {exc.code} {exc.read()[:200].decode(errors='replace')}"
     except (OSError, ValueError) as exc:
         return 0, f"{url}: {type(exc).__name__}: {exc}"
+
+
+def isolated_stack_env(run_dir: Path, api_replicas: int = 3) -> dict[str, str]:
+    """The ``BATCHGATE_*`` variables of a stack of its own beside any other: free ports for
+    every program, a Redis URL nothing answers on (the cluster starts its own Redis there),
+    its run folder and a premium demo key."""
+    redis_port, nginx, tls, flower, sim, *api = free_ports(5 + api_replicas)
+    return {
+        "BATCHGATE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "BATCHGATE_API_PORTS": ",".join(str(port) for port in api),
+        "BATCHGATE_NGINX_PORT": str(nginx),
+        "BATCHGATE_NGINX_TLS_PORT": str(tls),
+        "BATCHGATE_FLOWER_PORT": str(flower),
+        "BATCHGATE_SIM_PORT": str(sim),
+        "BATCHGATE_RUN_DIR": str(run_dir),
+        "BATCHGATE_DEMO_API_KEY": new_key(),
+    }

@@ -10,7 +10,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from baseline.drift import DriftThresholds, LatencyDriftSignal
+from baseline.drift import LatencyDriftSignal
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionStore
@@ -69,20 +69,12 @@ class WorkerRuntime:
     @cached_property
     def metrics_publisher(self) -> MetricsPublisher:
         drift, broker = self.settings.drift, self.settings.broker
-        thresholds = DriftThresholds(
-            min_samples=drift.drift_min_samples,
-            ks_alpha=drift.drift_ks_alpha,
-            warn_ratio=drift.drift_warn_ratio,
-            drift_ratio=drift.drift_ratio,
-            enter_after=drift.drift_enter_after,
-            exit_after=drift.drift_exit_after,
-        )
         return MetricsPublisher(
             self.redis,
             broker.key_prefix,
             broker.queue,
             self.settings.consumer.batch_max_size,
-            drift=LatencyDriftSignal(thresholds),
+            drift=LatencyDriftSignal(drift.thresholds()),
             drift_window_s=drift.drift_window_s,
         )
 

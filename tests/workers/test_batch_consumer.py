@@ -26,10 +26,9 @@ from batchgate.broker import INFER_TASK, Publisher
 from batchgate.settings import Settings
 from batchgate.taskstore import FAILED, QUEUED, SUCCEEDED
 from batching.simulator.answers import answer_for
-from batching.simulator.server import SimulatorThread, start_in_thread
-from batching.simulator.settings import SimulatorSettings
+from batching.simulator.server import SimulatorThread
 from tests.conftest import stack_env
-from tests.harness import free_port, http_json
+from tests.harness import http_json
 from tests.workers.batch_consumer_helpers import Clock, StandInConsumer
 from workers.app import create_celery
 from workers.batch_job import BatchContext, Delivery, ResultsNotStored, process_batch
@@ -115,15 +114,6 @@ def ask(prompt: Any) -> dict[str, Any]:
 
 def sim_calls(sim: SimulatorThread) -> int:
     return int(http_json("GET", f"{sim.url}/_sim/stats")[2]["calls"])
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    handle = start_in_thread(SimulatorSettings(overhead_ms=5.0), host="127.0.0.1", port=free_port())
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,21 +13,11 @@ import pytest
 from batchgate.settings import Settings
 from batchgate.taskstore import FAILED, SUCCEEDED, TaskStore
 from batching.simulator.answers import answer_for
-from batching.simulator.server import SimulatorThread, start_in_thread
-from batching.simulator.settings import SimulatorSettings
+from batching.simulator.server import SimulatorThread
 from tests.conftest import stack_env
-from tests.harness import free_port, http_json
+from tests.harness import http_json
 from workers.batch_job import BatchContext, Delivery, process_batch
 from workers.runtime import WorkerRuntime
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorThread]:
-    handle = start_in_thread(SimulatorSettings(overhead_ms=5.0), host="127.0.0.1", port=free_port())
-    try:
-        yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture
