@@ -12,12 +12,14 @@ flight are counted on the consumer thread: a batch thread reports its end throug
 It also sends the task events celery-batches leaves out (``workers.task_events``), so
 Flower shows every buffered request: ``task-received`` when a batch is handed to the pool
 (stamped with each request's arrival), ``task-started`` and ``task-succeeded``/
-``task-failed`` from the batch task; each as one message per batch. And it acknowledges a
-batch's messages together (``workers.bulk_ack``).
+``task-failed`` from the batch task, gathered in an outbox and sent a few times a second
+(``workers.event_outbox``). And it acknowledges a batch's messages together
+(``workers.bulk_ack``).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -28,9 +30,12 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
 from batchgate.taskstore import Outcome
-from batching.flush_policy import FlushLimits, FlushNow, WaitUntil, decide
+from batching.call_costs import CallCostModel
+from batching.flush_policy import CallPressure, FlushLimits, FlushNow, WaitUntil, decide
 from workers import task_events
 from workers.bulk_ack import acknowledge_all
+from workers.cpu_busy import SAMPLE_EVERY_S, CpuBusy
+from workers.event_outbox import EventOutbox
 from workers.leases import LeaseBook
 from workers.task_events import TaskEvent
 
@@ -50,11 +55,18 @@ class WindowedBatches(Batches):
     flush_limits = FlushLimits(max_size=32, window_s=0.05)
     #: Where this worker records the messages it holds (None: no leases, e.g. in tests).
     leases: LeaseBook | None = None
+    #: What a batch costs this worker's CPU (adaptive mode weighs it; None: nothing measured).
+    call_costs: CallCostModel | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self._first_arrival: float | None = None
+        #: Sum of the pending requests' arrival times (their summed wait is pending * now - it).
+        self._arrival_sum = 0.0
+        #: How busy this worker's CPU is lately (sampled on the consumer's timer in adaptive mode).
+        self.busy = CpuBusy()
         self._deadline_timer: Any = None
+        self._deadline_at = 0.0
         #: Wall-clock arrival time per task id, read by the batch for its timings.
         self.arrivals: dict[str, float] = {}
         #: The worker's consumer (set by Strategy): its event dispatcher says if events are on.
@@ -65,6 +77,9 @@ class WindowedBatches(Batches):
         #: Task ids whose batch could not store its answers: not acknowledged but given back.
         self._unstored: set[str] = set()
         self._unstored_lock = threading.Lock()
+        #: Where this worker's task events gather before they are sent (created on first use).
+        self._outbox: EventOutbox | None = None
+        self._outbox_lock = threading.Lock()
         #: The clock windows and deadlines are measured on (tests pass their own time in).
         self.clock: Callable[[], float] = time.monotonic
 
@@ -73,6 +88,8 @@ class WindowedBatches(Batches):
         timer = consumer.timer
         self._consumer = consumer
         self._timer = timer
+        if self.flush_limits.max_in_flight is not None:
+            timer.call_repeatedly(SAMPLE_EVERY_S, self.busy.sample)
 
         def on_message(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any) -> None:
             task_id = message.headers.get("id") if message.headers else None
@@ -84,6 +101,7 @@ class WindowedBatches(Batches):
             now = self.clock()
             if self._first_arrival is None:
                 self._first_arrival = now
+            self._arrival_sum += now
             self._evaluate(timer, now)
 
         return on_message
@@ -160,34 +178,50 @@ class WindowedBatches(Batches):
             self._publish_events(lambda: task_events.crashed(task_ids, exc))
 
     def _publish_events(self, build: Callable[[], Sequence[TaskEvent]]) -> None:
-        """Publish a batch's events as one message; safe from the consumer's and batch threads.
+        """Queue a batch's events for the worker's outbox; safe from the consumer's and batch threads.
 
         Events are telemetry: an error is logged, never raised into the batch or the loop.
         """
-        # Thread-safety: the consumer's EventDispatcher is not thread-safe (its task-event
-        # buffer is a plain list that the event loop flushes), so this never touches it:
-        # ``task_events.publish`` uses a Dispatcher of its own on a pooled producer.
-        # Measured alternative: sending through the consumer's dispatcher on the event
-        # loop (received per message, the batch thread's events handed over with
-        # ``consumer.call_soon``) published about once per message, as the loop flushes
-        # that buffer every turn and a turn takes one message: +0.5 ms worker CPU per
-        # request (+30 %) and a backlog drained a third slower, on the worker's one
-        # bottleneck thread. Here it is three PUBLISHes per batch (received, started,
-        # finished): +0.05 to 0.2 ms per request (3 to 10 %, 2,000-request backlogs of
-        # 32-request batches, with and without -E). The app's producer pool holds
-        # ``broker_pool_limit`` (10) connections, each taken only for one PUBLISH.
+        # Thread-safety: the consumer's EventDispatcher is not thread-safe, so this never
+        # touches it: the outbox's own thread publishes through ``task_events.publish`` (a
+        # Dispatcher of its own on a pooled producer), a few times a second for all batches
+        # together (workers.event_outbox says why and what it saves).
         try:
-            task_events.publish(self.app, self._consumer.hostname, build())
+            self._events_outbox().put(build())
         except Exception:
-            log.exception("could not send task events")
+            log.exception("could not queue task events")
+
+    def _events_outbox(self) -> EventOutbox:
+        with self._outbox_lock:
+            if self._outbox is None:
+                hostname = self._consumer.hostname
+                self._outbox = EventOutbox(lambda events: task_events.publish(self.app, hostname, events))
+                atexit.register(self._outbox.close)
+            return self._outbox
 
     def _evaluate(self, timer: Any, now: float) -> None:
-        decision = decide(self._buffer.qsize(), self._first_arrival, now, self.flush_limits, self._in_flight)
+        pending = self._buffer.qsize()
+        pressure = CallPressure(self.call_costs.fixed_s if self.call_costs else 0.0, self.busy.value)
+        decision = decide(
+            pending,
+            self._first_arrival,
+            now,
+            self.flush_limits,
+            self._in_flight,
+            waited_s=pending * now - self._arrival_sum,
+            pressure=pressure,
+        )
         if isinstance(decision, FlushNow):
             self._cancel_deadline()
             self._first_arrival = None
+            self._arrival_sum = 0.0
             self._do_flush()
-        elif isinstance(decision, WaitUntil) and self._deadline_timer is None:
+        elif isinstance(decision, WaitUntil) and (
+            self._deadline_timer is None or decision.deadline < self._deadline_at
+        ):
+            # A newcomer may bring the decision forward (adaptive mode shares the wait owed).
+            self._cancel_deadline()
+            self._deadline_at = decision.deadline
             delay = max(0.0, decision.deadline - now)
             self._deadline_timer = timer.call_after(delay, lambda: self._on_deadline(timer))
 
