@@ -140,17 +140,20 @@ class PackingSettings:
 class ConsumerSettings:
     """How the Celery batch consumer forms batches and runs them."""
 
-    #: adaptive: a request leaves at once while fewer than BATCHGATE_ADAPTIVE_SLOTS batches
-    #: run, else it waits to fill a batch (continuous batching); window: wait
+    #: adaptive: while fewer than BATCHGATE_ADAPTIVE_SLOTS batches run, a batch leaves once
+    #: its requests' summed wait pays for a model call's measured fixed CPU cost at the CPU's
+    #: load (at once on an idle machine; full batches on a saturated one; never later than
+    #: BATCHGATE_BATCH_WINDOW_MS), else it waits to fill; window: wait
     #: BATCHGATE_BATCH_WINDOW_MS from the batch's first request.
-    flush_mode: str = "window"
+    flush_mode: str = "adaptive"
     #: Adaptive mode: batches that may run before new requests wait to fill a batch; match it
     #: to the model's concurrent call slots (make bench: 8 gave 1.09x window mode's
     #: saturation throughput where 2 gave 0.86x).
     adaptive_slots: int = 8
     #: Flush a batch when it holds this many requests.
     batch_max_size: int = 32
-    #: Window mode: flush a batch this long after its first request arrived.
+    #: Window mode: flush a batch this long after its first request arrived; adaptive mode:
+    #: the longest a batch waits while a slot is free.
     batch_window_ms: float = 100.0
     #: Batches processed at once by one worker process (thread pool size).
     worker_concurrency: int = 8

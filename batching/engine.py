@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from batching.answer_checks import entry_text, kept_calls, sendable_schema, unfit_answer, unfit_entry
+from batching.call_costs import metered
 from batching.call_pacer import CallPacer
 from batching.model_client import ModelClient
 from batching.packed_prompt import (
@@ -314,9 +315,11 @@ class BatchInferenceEngine:
                 sent = self._clock()
                 try:
                     if on_text is None:
-                        reply = await self._client.generate(call)
+                        reply = await metered(self._client.generate(call))
                     else:
-                        reply = await self._client.generate_stream(call, functools.partial(on_text, attempt))
+                        reply = await metered(
+                            self._client.generate_stream(call, functools.partial(on_text, attempt))
+                        )
                 except ModelCallError as exc:
                     error = exc
                 except Exception as exc:  # an SDK or transport surprise: give up on this call only

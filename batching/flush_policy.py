@@ -1,22 +1,31 @@
-"""When to flush the batch being gathered: a pure function of counts and times.
+"""When to flush the batch being gathered: a pure function of counts, times and measured costs.
 
 Two modes share one function:
 
 - **window** (``max_in_flight`` None): flush when ``max_size`` requests are waiting or
   ``window_s`` after the batch's first request. A fixed window trades latency for batch
   size at every load level: even a lone request waits the whole window.
-- **adaptive** (``max_in_flight`` set; continuous batching, as LLM servers do): while
-  fewer than ``max_in_flight`` batches run, flush at once — at low load a request leaves
-  immediately — and otherwise keep filling until the batch is full or a running batch
-  finishes (the consumer re-decides then). Under load the running batches are busy, so
-  requests gather into full batches by themselves; no fixed wait is ever added. A small
-  ``max_in_flight`` keeps bursts from being sent as many tiny calls. ``safety_s`` bounds
-  the wait should a batch's end ever be missed.
+- **adaptive** (``max_in_flight`` set): continuous batching that charges a call its fixed
+  cost. While all ``max_in_flight`` batches run, requests gather until one finishes (the
+  consumer re-decides then) or the batch is full; ``safety_s`` bounds that wait should a
+  batch's end be missed. While a slot is free, the batch waits only while waiting pays, by
+  the rent-or-buy rule of online batching (the "TCP acknowledgement problem"): it leaves
+  once the time its requests have spent waiting, summed, reaches what one more call would
+  cost them. That cost is the call's fixed CPU cost on the worker (measured,
+  ``batching.call_costs``) times how much a second of work delays everyone else when the
+  CPU is ``busy`` (``busy / (1 - busy)``, the queueing delay of an M/M/1 server): on an idle
+  machine a call costs nobody anything and a lone request leaves at once; on a saturated one
+  (a fast model, a closed loop) requests gather into full batches; and no request ever
+  waits longer than ``window_s``, so adaptive never waits longer than the window would.
+  A slow model's call slots bind long before the CPU does, so there the slot rule decides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: Highest CPU share the pressure is computed for (above it the factor stays at 99).
+BUSY_CAP = 0.99
 
 
 @dataclass(frozen=True)
@@ -32,8 +41,26 @@ class FlushLimits:
 
 
 @dataclass(frozen=True)
+class CallPressure:
+    """What one more model call costs right now, as measured by the worker (adaptive mode)."""
+
+    #: The worker's CPU seconds per call beyond its items' own (``batching.call_costs``).
+    fixed_cost_s: float = 0.0
+    #: Share of the CPU the worker runs on in use lately, 0 to 1.
+    busy: float = 0.0
+
+    def cost_s(self) -> float:
+        """Seconds of waiting one more call inflicts, to be weighed against waiting longer."""
+        busy = min(max(self.busy, 0.0), BUSY_CAP)
+        return self.fixed_cost_s * busy / (1.0 - busy)
+
+
+IDLE = CallPressure()
+
+
+@dataclass(frozen=True)
 class FlushNow:
-    """Flush at once; ``reason`` is ``size``, ``deadline`` or ``slot_free``."""
+    """Flush at once; ``reason`` is ``size``, ``deadline``, ``slot_free`` or ``paid``."""
 
     reason: str
 
@@ -46,24 +73,38 @@ class WaitUntil:
 
 
 def decide(
-    pending: int, first_arrival: float | None, now: float, limits: FlushLimits, in_flight: int = 0
+    pending: int,
+    first_arrival: float | None,
+    now: float,
+    limits: FlushLimits,
+    in_flight: int = 0,
+    waited_s: float = 0.0,
+    pressure: CallPressure = IDLE,
 ) -> FlushNow | WaitUntil | None:
     """Decide for a buffer of ``pending`` requests whose first arrived at ``first_arrival``.
 
-    ``in_flight`` is the number of batches running (adaptive mode only). In window mode the
-    window is measured from the batch's first request, so no request waits longer than
-    ``window_s`` for its batch to leave (unlike a repeating timer). None: idle.
+    ``in_flight`` is the number of batches running, ``waited_s`` the time the pending requests
+    have waited so far, summed over them, and ``pressure`` what a call costs now (all three:
+    adaptive mode only). In window mode the window is measured from the batch's first
+    request, so no request waits longer than ``window_s`` for its batch to leave (unlike a
+    repeating timer). None: idle.
     """
     if pending <= 0 or first_arrival is None:
         return None
     if pending >= limits.max_size:
         return FlushNow("size")
-    if limits.max_in_flight is not None:
-        if in_flight < limits.max_in_flight:
-            return FlushNow("slot_free")
-        deadline = first_arrival + limits.safety_s
-    else:
-        deadline = first_arrival + limits.window_s
-    if now >= deadline:
+    window_ends = first_arrival + limits.window_s
+    if limits.max_in_flight is None:
+        return FlushNow("deadline") if now >= window_ends else WaitUntil(window_ends)
+    if in_flight >= limits.max_in_flight:
+        slot_deadline = first_arrival + limits.safety_s
+        return FlushNow("deadline") if now >= slot_deadline else WaitUntil(slot_deadline)
+    cost = pressure.cost_s()
+    if cost <= 0.0:
+        return FlushNow("slot_free")
+    if waited_s >= cost:
+        return FlushNow("paid")
+    if now >= window_ends:
         return FlushNow("deadline")
-    return WaitUntil(deadline)
+    # With no newcomer, the summed wait grows by ``pending`` seconds per second.
+    return WaitUntil(min(window_ends, now + (cost - waited_s) / pending))

@@ -76,13 +76,19 @@ class Stack:
 
 
 def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
-    """Settings for a test stack: its own key prefix and queue, fast simulator defaults."""
+    """Settings for a test stack: its own key prefix and queue, fast simulator defaults.
+
+    Window flushing: a test that sends N requests together and asserts what their batch did
+    needs them to form one batch whatever the machine's load; adaptive mode (the product's
+    default) decides by the CPU's load, so its own tests ask for it by name.
+    """
     tag = secrets.token_hex(4)
     values = {
         "BATCHGATE_REDIS_URL": redis_url,
         "BATCHGATE_KEY_PREFIX": f"bgtest-{tag}",
         "BATCHGATE_QUEUE": f"batchgate-{tag}",
         "BATCHGATE_BATCH_MAX_SIZE": "32",
+        "BATCHGATE_FLUSH_MODE": "window",
         "BATCHGATE_SIM_OVERHEAD_MS": "30",
         "BATCHGATE_SIM_PER_OUTPUT_TOKEN_MS": "0.05",
         "BATCHGATE_RETRY_BASE_S": "0.05",

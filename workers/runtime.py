@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 
 import redis
@@ -17,6 +20,7 @@ from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
 from batchgate.taskstore import Holder, TaskStore
 from batching.background_loop import BackgroundLoop
+from batching.call_costs import CallCostModel, with_call_cpu
 from batching.call_pacer import CallPacer
 from batching.engine import BatchInferenceEngine
 from batching.genai_client import GenaiModelClient
@@ -45,6 +49,10 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._engine: BatchInferenceEngine | None = None
         self._loop: BackgroundLoop | None = None
+        #: What a batch costs this process's CPU, fixed and per item (measured).
+        self.call_costs = CallCostModel()
+        #: Per batch thread: CPU seconds its model calls took on the engine's loop.
+        self._batch = threading.local()
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -136,10 +144,22 @@ class WorkerRuntime:
         """Run a batch on the shared loop; blocks the calling pool thread until it is answered
         and its streamed chunks are written."""
         loop, engine = self._started()
-        results = loop.run(engine.run(requests, on_delta=self.deltas))
+        results, call_cpu_s = loop.run(with_call_cpu(engine.run(requests, on_delta=self.deltas)))
+        self._batch.call_cpu_s = getattr(self._batch, "call_cpu_s", 0.0) + call_cpu_s
         if any(r.stream for r in requests) and not self.deltas.drain(DELTA_DRAIN_S):
             log.warning("streamed chunks still unwritten after %.0f s; answering anyway", DELTA_DRAIN_S)
         return results
+
+    @contextmanager
+    def measuring_batch(self, items: int) -> Iterator[None]:
+        """Record in ``call_costs`` the CPU a batch of ``items`` takes: its own thread's and
+        its model calls' on the engine's loop (the adaptive flush policy weighs it)."""
+        self._batch.call_cpu_s = 0.0
+        started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.call_costs.record(items, time.thread_time() - started + self._batch.call_cpu_s)
 
     def _started(self) -> tuple[BackgroundLoop, BatchInferenceEngine]:
         with self._lock:

@@ -30,6 +30,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
 
     class InferBatches(WindowedBatches):
         leases = runtime.leases
+        call_costs = runtime.call_costs
         flush_limits = FlushLimits(
             max_size=settings.consumer.batch_max_size,
             window_s=settings.consumer.batch_window_ms / 1000,
@@ -50,7 +51,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             self.emit_started(ids)  # task events for Flower: celery-batches sends none itself
             began = time.monotonic()
             try:
-                outcomes = process_batch(deliveries, runtime.batch_context)
+                with runtime.measuring_batch(len(deliveries)):
+                    outcomes = process_batch(deliveries, runtime.batch_context)
             except ResultsNotStored as exc:
                 # Redis was unreachable: the messages must not be acknowledged without their
                 # answers stored; they go back to the queue instead (WindowedBatches.settle).

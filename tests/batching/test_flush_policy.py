@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batching.flush_policy import FlushLimits, FlushNow, WaitUntil, decide
+from batching.flush_policy import CallPressure, FlushLimits, FlushNow, WaitUntil, decide
 
 LIMITS = FlushLimits(max_size=8, window_s=0.050)
 
@@ -52,3 +52,53 @@ def test_adaptive_keeps_filling_while_every_slot_is_busy() -> None:
     assert decide(8, 10.0, 10.2, ADAPTIVE, in_flight=2) == FlushNow("size")
     assert decide(3, 10.0, 15.0, ADAPTIVE, in_flight=2) == FlushNow("deadline")  # the safety net
     assert decide(0, None, 10.0, ADAPTIVE, in_flight=2) is None
+
+
+# The rent-or-buy rule: with a slot free, a batch waits while its requests' summed wait is
+# below what one more call would cost them (its fixed CPU cost x busy / (1 - busy)).
+FIXED = 0.004  # 4 ms of worker CPU per call
+
+
+def test_on_an_idle_machine_a_call_costs_nobody_anything_so_a_lone_request_leaves_at_once() -> None:
+    assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=CallPressure(FIXED, busy=0.0)) == FlushNow("slot_free")
+    assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=CallPressure(0.0, busy=0.9)) == FlushNow("slot_free")
+
+
+@pytest.mark.parametrize(
+    ("busy", "cost"),
+    [(0.5, 0.004), (0.75, 0.012), (0.9, 0.036), (1.0, 0.004 * 99), (1.7, 0.004 * 99)],
+)
+def test_what_a_call_costs_grows_as_the_cpu_fills(busy: float, cost: float) -> None:
+    assert CallPressure(FIXED, busy).cost_s() == pytest.approx(cost)
+
+
+def test_a_lone_request_waits_until_its_wait_pays_for_the_call() -> None:
+    half_busy = CallPressure(FIXED, busy=0.5)  # one more call costs 4 ms of waiting
+    assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=half_busy) == WaitUntil(pytest.approx(10.004))
+    assert decide(1, 10.0, 10.004, ADAPTIVE, waited_s=0.004, pressure=half_busy) == FlushNow("paid")
+
+
+def test_newcomers_pay_the_wait_sooner() -> None:
+    half_busy = CallPressure(FIXED, busy=0.5)
+    # Two requests that waited 1 ms each still owe 2 ms, shared: 1 ms more.
+    assert decide(2, 10.0, 10.001, ADAPTIVE, waited_s=0.002, pressure=half_busy) == WaitUntil(
+        pytest.approx(10.002)
+    )
+    assert decide(3, 10.0, 10.002, ADAPTIVE, waited_s=0.0045, pressure=half_busy) == FlushNow("paid")
+
+
+def test_on_a_saturated_cpu_requests_gather_but_never_past_the_window() -> None:
+    saturated = CallPressure(FIXED, busy=1.0)  # ~0.4 s of waiting per call: fill the batch
+    assert decide(3, 10.0, 10.01, ADAPTIVE, waited_s=0.02, pressure=saturated) == WaitUntil(10.05)
+    assert decide(3, 10.0, 10.05, ADAPTIVE, waited_s=0.1, pressure=saturated) == FlushNow("deadline")
+    assert decide(8, 10.0, 10.01, ADAPTIVE, waited_s=0.02, pressure=saturated) == FlushNow("size")
+
+
+def test_busy_slots_still_decide_before_the_cost() -> None:
+    saturated = CallPressure(FIXED, busy=1.0)
+    assert decide(3, 10.0, 10.2, ADAPTIVE, in_flight=2, waited_s=9.0, pressure=saturated) == WaitUntil(15.0)
+
+
+def test_window_mode_ignores_costs() -> None:
+    saturated = CallPressure(FIXED, busy=1.0)
+    assert decide(1, 5.0, 5.0, LIMITS, waited_s=100.0, pressure=saturated) == WaitUntil(5.05)

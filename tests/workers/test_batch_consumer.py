@@ -25,6 +25,7 @@ import workers.tasks
 from batchgate.broker import INFER_TASK, Publisher
 from batchgate.settings import Settings
 from batchgate.taskstore import FAILED, QUEUED, SUCCEEDED
+from batching.call_costs import PRIOR_FIXED_S, PRIOR_PER_ITEM_S
 from batching.simulator.answers import answer_for
 from batching.simulator.server import SimulatorThread
 from tests.conftest import stack_env
@@ -120,7 +121,8 @@ def sim_calls(sim: SimulatorThread) -> int:
 def bench(
     redis_url: str, sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Bench]]:
-    """A consumer built on ``stack_env(redis_url, **env)``; ``process_batch`` is watched, not replaced."""
+    """A consumer built on ``stack_env(redis_url, **env)``, in window mode unless ``env`` names
+    another; ``process_batch`` is watched, not replaced."""
     built: list[Bench] = []
     # ``@app.task`` also registers a task for every Celery app finalized later in this process
     # (``shared=True``): each consumer's task stays with its own app and is forgotten after.
@@ -128,6 +130,7 @@ def bench(
 
     def build(**env: str) -> Bench:
         monkeypatch.setattr(celery._state, "_on_app_finalizers", set(finalizers))
+        env = {"BATCHGATE_FLUSH_MODE": "window", **env}
         settings = Settings.from_env({**stack_env(redis_url, **env), "BATCHGATE_SIMULATOR_URL": sim.url})
         app = create_celery(settings)
         runtime = WorkerRuntime(settings)
@@ -254,6 +257,23 @@ def test_adaptive_mode_sends_the_next_batch_when_a_running_one_finishes(bench: C
     assert b.batch_ids() == [alone, rest] and b.consumer.timer.pending() == []
     for task_id in alone + rest:
         assert b.status(task_id)["status"] == SUCCEEDED and b.settled(task_id) == "ACK"
+
+
+def test_adaptive_mode_on_a_busy_cpu_gathers_until_the_wait_pays_for_a_call(
+    bench: Callable[..., Bench],
+) -> None:
+    b = bench(BATCHGATE_FLUSH_MODE="adaptive", BATCHGATE_BATCH_WINDOW_MS="100")
+    b.task.busy.value = 0.5  # one more call costs its fixed CPU cost in waiting
+    fixed = b.task.call_costs.fixed_s
+    first = b.send(ask("busy first"), at=100.0)
+    assert b.batches == [] and b.consumer.timer.pending() == [pytest.approx(fixed)]
+    rest = b.send(ask("busy second"), at=100.0 + fixed / 4)  # summed wait now fixed / 4: not yet
+    # The newcomer shares what is still owed: the wake-up moves earlier, to 100 + 5/8 fixed.
+    assert b.batches == [] and b.consumer.timer.pending() == [pytest.approx(3 * fixed / 8)]
+    b.fire(at=100.0 + 5 * fixed / 8 + 1e-9)
+    assert b.batch_ids() == [first + rest]
+    # Measured, the batch taught the cost model: its fit now rests on what the batch took.
+    assert b.task.call_costs.fit() != (PRIOR_FIXED_S, PRIOR_PER_ITEM_S)
 
 
 def test_apply_runs_one_request_as_a_batch_of_one_without_a_worker(bench: Callable[..., Bench]) -> None:
