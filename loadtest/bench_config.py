@@ -1,4 +1,4 @@
-"""The benchmark's knobs (``BENCH_*``) and the Gemini-like cost model every stack gets."""
+"""The benchmark's knobs (``BENCH_*``), its cost models, and the stacks one run starts, in order."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchgate.settings_sections import ConsumerSettings
 from loadtest.bench_stack import caller_overrides
 from stack.programs import REPO
+
+#: The ``model`` of a phase (recorded in every phase dict): what the simulator costs.
+GEMINI_MODEL = "gemini-like"
+FAST_MODEL = "instant"
+#: The flush modes (``BATCHGATE_FLUSH_MODE``) the benchmark compares.
+FLUSH_MODES = ("window", "adaptive")
 
 #: The default cost model, Gemini-2.5-Flash-like: 400 ms to the first token, input at
 #: 50,000 tokens/s, output at 500 tokens/s (a packed call generates all its answers in one
@@ -24,9 +31,41 @@ GEMINI_LIKE = {
     "BATCHGATE_SIM_RPM": "300",
     "BATCHGATE_MODEL_RPM": "300",
 }
+#: The fast model: the simulator answers at once, with no slot limit and no quota, so what is
+#: left of a request's time and of the machine's CPU is the stack's own.
+INSTANT = {
+    "BATCHGATE_SIM_OVERHEAD_MS": "0",
+    "BATCHGATE_SIM_PER_INPUT_TOKEN_MS": "0",
+    "BATCHGATE_SIM_PER_OUTPUT_TOKEN_MS": "0",
+    "BATCHGATE_SIM_MAX_CONCURRENT": "0",
+    "BATCHGATE_SIM_RPM": "0",
+    "BATCHGATE_MODEL_RPM": "0",
+}
 UNBATCHED = {"BATCHGATE_BATCH_MAX_SIZE": "1"}
-#: The extra phase comparing flush modes: continuous batching (``batching.flush_policy``).
-ADAPTIVE = {"BATCHGATE_FLUSH_MODE": "adaptive"}
+#: The stacks of the fast-model pair, one per flush mode.
+FAST_STACKS = {mode: f"fast-{mode}" for mode in FLUSH_MODES}
+
+
+def default_flush_mode() -> str:
+    """The flush mode a deployment gets when it sets none (``ConsumerSettings``' default)."""
+    return ConsumerSettings().flush_mode
+
+
+def other_flush_mode(mode: str) -> str:
+    """The mode the rounds' mode is compared with: window against adaptive, adaptive against window."""
+    return "adaptive" if mode == "window" else "window"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """One stack of a run: its name (that of its saturation phase), model, settings and load."""
+
+    name: str
+    model: str
+    settings: Mapping[str, str]
+    clients: int
+    #: Run the low-load phase (requests one at a time) before saturation.
+    low_load: bool
 
 
 @dataclass(frozen=True)
@@ -42,8 +81,14 @@ class BenchConfig:
     tenants: tuple[int, ...] = (1, 8)
     overhead_requests: int = 60
     idle_s: float = 5.0
-    #: Run the extra adaptive-flush phase (low load and saturation) after the rounds.
+    #: The rounds' flush mode (``BATCHGATE_FLUSH_MODE`` if the caller sets it, else the default).
+    flush_mode: str = field(default_factory=default_flush_mode)
+    #: Run the extra flush-mode stack (the other mode: low load and saturation) after the rounds.
     adaptive: bool = True
+    #: Run the fast-model pair (``fast-window``, ``fast-adaptive``) after that.
+    fast: bool = True
+    #: Closed-loop clients of the fast-model saturation phases.
+    fast_clients: int = 64
     #: Start the next phase's stack while this phase runs (quicker, but its start-up competes
     #: for the CPU with the measurement: for smoke runs only).
     prestart: bool = False
@@ -64,7 +109,10 @@ class BenchConfig:
             overhead_requests=int(environ.get("BENCH_OVERHEAD_REQUESTS", default.overhead_requests)),
             idle_s=float(environ.get("BENCH_IDLE_S", default.idle_s)),
             prestart=environ.get("BENCH_PRESTART", "") in ("1", "true", "yes"),
+            flush_mode=environ.get("BATCHGATE_FLUSH_MODE", default.flush_mode),
             adaptive=environ.get("BENCH_ADAPTIVE", "1") not in ("0", "false", "no"),
+            fast=environ.get("BENCH_FAST", "1") not in ("0", "false", "no"),
+            fast_clients=int(environ.get("BENCH_FAST_CLIENTS", default.fast_clients)),
             run_dir=Path(environ.get("BENCH_RUN_DIR", default.run_dir)),
             report_dir=Path(environ.get("BENCH_REPORT_DIR", default.report_dir)),
             stack_settings={**GEMINI_LIKE, **caller_overrides(environ)},
@@ -80,7 +128,50 @@ class BenchConfig:
             or not all(1 <= n <= config.clients for n in tenants)
         ):
             raise ValueError("BENCH_TENANTS: distinct tenant counts, each from 1 to BENCH_CLIENTS")
+        if config.fast and config.fast_clients < tenants[0]:
+            raise ValueError("BENCH_FAST_CLIENTS must be at least the first of BENCH_TENANTS")
+        if config.flush_mode not in FLUSH_MODES:
+            raise ValueError(f"BATCHGATE_FLUSH_MODE must be one of {FLUSH_MODES}, not {config.flush_mode!r}")
         return config
+
+    @property
+    def compared_mode(self) -> str:
+        """The flush mode of the extra stack, which is also its name: the one the rounds do not run."""
+        return other_flush_mode(self.flush_mode)
+
+    def plan(self) -> list[StackPlan]:
+        """Every stack of a run, in order; each sets its flush mode explicitly.
+
+        The rounds (``batched-1``, ``unbatched-1``, ``batched-2`` …) run ``flush_mode``; the
+        extra stack (``adaptive`` or ``window``) the other mode; the fast pair the instant model.
+        """
+
+        def settings(mode: str, *extra: Mapping[str, str]) -> dict[str, str]:
+            merged = dict(self.stack_settings)
+            for overrides in extra:
+                merged.update(overrides)
+            merged["BATCHGATE_FLUSH_MODE"] = mode
+            return merged
+
+        plans: list[StackPlan] = []
+        for n in range(1, self.rounds + 1):
+            plans.append(
+                StackPlan(f"batched-{n}", GEMINI_MODEL, settings(self.flush_mode), self.clients, n == 1)
+            )
+            plans.append(
+                StackPlan(
+                    f"unbatched-{n}", GEMINI_MODEL, settings(self.flush_mode, UNBATCHED), self.clients, False
+                )
+            )
+        if self.adaptive:
+            mode = self.compared_mode
+            plans.append(StackPlan(mode, GEMINI_MODEL, settings(mode), self.clients, True))
+        if self.fast:
+            plans += [
+                StackPlan(name, FAST_MODEL, settings(mode, INSTANT), self.fast_clients, True)
+                for mode, name in FAST_STACKS.items()
+            ]
+        return plans
 
 
 def _counts(text: str, default: tuple[int, ...]) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import resource
 import time
@@ -92,8 +93,10 @@ async def saturation(
     succeeded = sum(1 for c in done if c.status == "succeeded")
     latencies = [c.latency_ms for c in done]
     rate = succeeded / seconds  # a failed request is not throughput
-    limit = mix.limit(cost)
+    # No limit (no slot limit and no quota, as on the instant model) is reported as None.
+    limit = _finite(mix.limit(cost))
     batch_size = stack.settings.consumer.batch_max_size
+    limit_at_max_batch = _finite(mix.limit_at(cost, batch_size))
     return {
         "tag": tag,
         "batch_max_size": batch_size,
@@ -121,8 +124,10 @@ async def saturation(
         "http_requests_per_request": round(sum(1 for t in run.http_sent if t0 <= t < t1) / n, 3)
         if n
         else None,
-        "theoretical_limit_rps": round(limit, 3),
-        "theoretical_limit_at_max_batch_rps": round(mix.limit_at(cost, batch_size), 3),
+        "theoretical_limit_rps": round(limit, 3) if limit is not None else None,
+        "theoretical_limit_at_max_batch_rps": round(limit_at_max_batch, 3)
+        if limit_at_max_batch is not None
+        else None,
         "efficiency": round(rate / limit, 4) if limit else None,
         "cpu": {
             "stack_ms_per_request": round(stack_cpu_s * 1000 / n, 3) if n else None,
@@ -205,6 +210,10 @@ async def low_load(stack: Stack, count: int, tag: str) -> dict[str, Any]:
         "failed": len(run.completions) - len(done),
         "errors": dict(run.errors),
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _mean_of(done: list[Completion], timing: str) -> float | None:

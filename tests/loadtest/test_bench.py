@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from batchgate.settings_sections import ConsumerSettings
 from batching.simulator.cost import call_latency_ms
 from batching.simulator.settings import SimulatorSettings
 from loadtest.bench_config import BenchConfig
@@ -277,6 +278,7 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
         BENCH_OVERHEAD_REQUESTS="6",
         BENCH_IDLE_S="0",
         BENCH_PRESTART="1",
+        BENCH_FAST_CLIENTS="16",
         BENCH_RUN_DIR=str(tmp_path / "run"),
         BENCH_REPORT_DIR=str(tmp_path / "reports"),
         # A quicker model than the default, with the same shape: a call's overhead dominates a
@@ -305,11 +307,14 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     overhead = report["overhead_ms"]
     assert overhead["p50"] is not None and 0 < overhead["p50"] <= overhead["p99"] < 1000, report["overhead"]
     assert 0 < report["cpu_ms_per_request"] < 100
+    compared = "adaptive" if ConsumerSettings().flush_mode == "window" else "window"
     assert {p["phase"] for p in report["phases"]} == {
         "batched-1",
         "batched-1-tenants-8",
         "unbatched-1",
-        "adaptive",
+        compared,
+        "fast-window",
+        "fast-adaptive",
     }
     # Tenants never share a call: spread over 8, the same load needs at least as many calls
     # per request. Compared as the requests saw them: a 3 s window is mostly its edges, where
@@ -323,7 +328,13 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     assert report["calls_per_request"] == one["calls_per_request"]  # the headline is the rounds' alone
     assert report["machine"]["calibration_ms_before"] > 0 and report["machine"]["calibration_ms_after"] > 0
     flush = report["adaptive_flush"]
-    assert flush["overhead_p50_ms"]["adaptive"] > 0 and flush["saturation_rps"]["adaptive"] > 0, flush
+    for mode in ("window", "adaptive"):
+        assert flush["overhead_p50_ms"][mode] > 0 and flush["saturation_rps"][mode] > 0, flush
+    fast = report["fast_model"]
+    assert fast["clients"] == 16 and fast["adaptive_vs_window_fast"] > 0, fast
+    for mode in ("window", "adaptive"):
+        assert fast["saturation_rps"][mode] > 0 and fast["low_load_p50_ms"][mode] > 0, fast
+        assert fast["items_per_call_fast"][mode] >= 1 and fast["cpu_ms_per_request_fast"][mode] > 0, fast
     assert report["cost_model"]["overhead_ms"] == 300.0 and report["cost_model"]["max_concurrent"] == 8
     saved = list((tmp_path / "reports").glob("bench-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["efficiency"] == report["efficiency"]
