@@ -17,11 +17,16 @@ Two modes share one function:
   machine a call costs nobody anything and a lone request leaves at once; on a saturated one
   (a fast model, a closed loop) requests gather into full batches; and no request ever
   waits longer than ``window_s``, so adaptive never waits longer than the window would.
+  Rent-or-buy guards against the worst case; arrivals are not adversarial, so a batch waits
+  at all only if at least one newcomer per pending request is expected within that cost
+  (``arrival_rate * cost >= pending``): a lone client's next request comes only after its
+  answer, so its requests leave at once.
   A slow model's call slots bind long before the CPU does, so there the slot rule decides.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 #: Highest CPU share the pressure is computed for (above it the factor stays at 99).
@@ -48,6 +53,8 @@ class CallPressure:
     fixed_cost_s: float = 0.0
     #: Share of the CPU the worker runs on in use lately, 0 to 1.
     busy: float = 0.0
+    #: Requests arriving per second lately (``ArrivalRate``).
+    arrival_rate: float = 0.0
 
     def cost_s(self) -> float:
         """Seconds of waiting one more call inflicts, to be weighed against waiting longer."""
@@ -100,7 +107,10 @@ def decide(
         slot_deadline = first_arrival + limits.safety_s
         return FlushNow("deadline") if now >= slot_deadline else WaitUntil(slot_deadline)
     cost = pressure.cost_s()
-    if cost <= 0.0:
+    # Waiting pays only if a newcomer is expected before the wait has cost a call: with
+    # arrivals at rate r, one comes within ``cost`` with odds of about r * cost, so below one
+    # arrival per pending request the batch would most likely wait the whole cost for nothing.
+    if cost <= 0.0 or pressure.arrival_rate * cost < pending:
         return FlushNow("slot_free")
     if waited_s >= cost:
         return FlushNow("paid")
@@ -108,3 +118,27 @@ def decide(
         return FlushNow("deadline")
     # With no newcomer, the summed wait grows by ``pending`` seconds per second.
     return WaitUntil(min(window_ends, now + (cost - waited_s) / pending))
+
+
+class ArrivalRate:
+    """Requests per second lately: a count that decays with time constant ``tau_s``.
+
+    Each arrival adds ``1 / tau_s``; between arrivals the count decays by ``exp(-dt / tau_s)``,
+    so a steady ``r`` per second converges to ``r``. Time is passed in.
+    """
+
+    def __init__(self, tau_s: float = 1.0) -> None:
+        self.tau_s = tau_s
+        self._rate = 0.0
+        self._at: float | None = None
+
+    def arrived(self, now: float, count: int = 1) -> None:
+        """Count ``count`` arrivals at ``now``."""
+        self._rate = self.at(now) + count / self.tau_s
+        self._at = now
+
+    def at(self, now: float) -> float:
+        """The rate as of ``now``."""
+        if self._at is None:
+            return 0.0
+        return self._rate * math.exp(-max(0.0, now - self._at) / self.tau_s)

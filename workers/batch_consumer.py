@@ -31,7 +31,7 @@ from celery_batches.trace import apply_batches_task
 
 from batchgate.taskstore import Outcome
 from batching.call_costs import CallCostModel
-from batching.flush_policy import CallPressure, FlushLimits, FlushNow, WaitUntil, decide
+from batching.flush_policy import ArrivalRate, CallPressure, FlushLimits, FlushNow, WaitUntil, decide
 from workers import task_events
 from workers.bulk_ack import acknowledge_all
 from workers.cpu_busy import SAMPLE_EVERY_S, CpuBusy
@@ -65,6 +65,8 @@ class WindowedBatches(Batches):
         self._arrival_sum = 0.0
         #: How busy this worker's CPU is lately (sampled on the consumer's timer in adaptive mode).
         self.busy = CpuBusy()
+        #: Requests arriving per second lately (adaptive mode: does waiting stand to pay?).
+        self.arrival_rate = ArrivalRate()
         self._deadline_timer: Any = None
         self._deadline_at = 0.0
         #: Wall-clock arrival time per task id, read by the batch for its timings.
@@ -102,6 +104,7 @@ class WindowedBatches(Batches):
             if self._first_arrival is None:
                 self._first_arrival = now
             self._arrival_sum += now
+            self.arrival_rate.arrived(now)
             self._evaluate(timer, now)
 
         return on_message
@@ -201,7 +204,9 @@ class WindowedBatches(Batches):
 
     def _evaluate(self, timer: Any, now: float) -> None:
         pending = self._buffer.qsize()
-        pressure = CallPressure(self.call_costs.fixed_s if self.call_costs else 0.0, self.busy.value)
+        pressure = CallPressure(
+            self.call_costs.fixed_s if self.call_costs else 0.0, self.busy.value, self.arrival_rate.at(now)
+        )
         decision = decide(
             pending,
             self._first_arrival,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from batching.flush_policy import CallPressure, FlushLimits, FlushNow, WaitUntil, decide
+from batching.flush_policy import ArrivalRate, CallPressure, FlushLimits, FlushNow, WaitUntil, decide
 
 LIMITS = FlushLimits(max_size=8, window_s=0.050)
 
@@ -73,13 +75,13 @@ def test_what_a_call_costs_grows_as_the_cpu_fills(busy: float, cost: float) -> N
 
 
 def test_a_lone_request_waits_until_its_wait_pays_for_the_call() -> None:
-    half_busy = CallPressure(FIXED, busy=0.5)  # one more call costs 4 ms of waiting
+    half_busy = CallPressure(FIXED, busy=0.5, arrival_rate=500)  # a call costs 4 ms of waiting
     assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=half_busy) == WaitUntil(pytest.approx(10.004))
     assert decide(1, 10.0, 10.004, ADAPTIVE, waited_s=0.004, pressure=half_busy) == FlushNow("paid")
 
 
 def test_newcomers_pay_the_wait_sooner() -> None:
-    half_busy = CallPressure(FIXED, busy=0.5)
+    half_busy = CallPressure(FIXED, busy=0.5, arrival_rate=1000)
     # Two requests that waited 1 ms each still owe 2 ms, shared: 1 ms more.
     assert decide(2, 10.0, 10.001, ADAPTIVE, waited_s=0.002, pressure=half_busy) == WaitUntil(
         pytest.approx(10.002)
@@ -88,7 +90,7 @@ def test_newcomers_pay_the_wait_sooner() -> None:
 
 
 def test_on_a_saturated_cpu_requests_gather_but_never_past_the_window() -> None:
-    saturated = CallPressure(FIXED, busy=1.0)  # ~0.4 s of waiting per call: fill the batch
+    saturated = CallPressure(FIXED, busy=1.0, arrival_rate=300)  # ~0.4 s of waiting: fill the batch
     assert decide(3, 10.0, 10.01, ADAPTIVE, waited_s=0.02, pressure=saturated) == WaitUntil(10.05)
     assert decide(3, 10.0, 10.05, ADAPTIVE, waited_s=0.1, pressure=saturated) == FlushNow("deadline")
     assert decide(8, 10.0, 10.01, ADAPTIVE, waited_s=0.02, pressure=saturated) == FlushNow("size")
@@ -102,3 +104,26 @@ def test_busy_slots_still_decide_before_the_cost() -> None:
 def test_window_mode_ignores_costs() -> None:
     saturated = CallPressure(FIXED, busy=1.0)
     assert decide(1, 5.0, 5.0, LIMITS, waited_s=100.0, pressure=saturated) == WaitUntil(5.05)
+
+
+def test_a_batch_waits_only_if_enough_newcomers_are_expected_within_the_cost() -> None:
+    half_busy = {"fixed_cost_s": FIXED, "busy": 0.5}  # one more call costs 4 ms of waiting
+    # A lone client (its next request comes after its answer: ~70 a second): 0.28 expected.
+    assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=CallPressure(**half_busy, arrival_rate=70)) == FlushNow(
+        "slot_free"
+    )
+    # 300 a second: 1.2 newcomers expected, enough for one pending request, not for two.
+    busy_300 = CallPressure(**half_busy, arrival_rate=300)
+    assert isinstance(decide(1, 10.0, 10.0, ADAPTIVE, pressure=busy_300), WaitUntil)
+    assert decide(2, 10.0, 10.0, ADAPTIVE, pressure=busy_300) == FlushNow("slot_free")
+
+
+def test_the_arrival_rate_follows_a_steady_stream_and_decays_when_it_stops() -> None:
+    rate = ArrivalRate(tau_s=1.0)
+    assert rate.at(0.0) == 0.0
+    for i in range(2000):  # 200 a second for 10 s
+        rate.arrived(i * 0.005)
+    assert rate.at(10.0) == pytest.approx(200, rel=0.01)
+    assert rate.at(11.0) == pytest.approx(200 * math.exp(-1), rel=0.01)
+    rate.arrived(11.0, count=50)
+    assert rate.at(11.0) == pytest.approx(200 * math.exp(-1) + 50, rel=0.01)

@@ -264,6 +264,7 @@ def test_adaptive_mode_on_a_busy_cpu_gathers_until_the_wait_pays_for_a_call(
 ) -> None:
     b = bench(BATCHGATE_FLUSH_MODE="adaptive", BATCHGATE_BATCH_WINDOW_MS="100")
     b.task.busy.value = 0.5  # one more call costs its fixed CPU cost in waiting
+    b.task.arrival_rate.arrived(99.9, count=2000)  # a busy stream: newcomers are expected soon
     fixed = b.task.call_costs.fixed_s
     first = b.send(ask("busy first"), at=100.0)
     assert b.batches == [] and b.consumer.timer.pending() == [pytest.approx(fixed)]
