@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from batchgate.redis_transport import transport_for
 from batchgate.settings import Settings
 
 INFER_TASK = "batchgate.infer"
@@ -53,7 +54,8 @@ def broker_app(settings: Settings) -> Celery:
     them after ``visibility_timeout_s`` (kombu's Redis transport reads it from
     ``broker_transport_options``; a consuming worker restores overdue messages every few
     seconds). What even that misses, the orphan sweeper re-enqueues. Only JSON crosses the
-    broker.
+    broker. A ``redis://`` broker goes through ``batchgate.redis_transport``: one Redis client
+    per channel rather than one built per message.
     """
     app = Celery("batchgate", broker=settings.broker.redis_url, backend=settings.broker.redis_url)
     transport_options = delivery_options(settings)
@@ -71,6 +73,7 @@ def broker_app(settings: Settings) -> Celery:
             PUBLISH_METRICS_TASK: {"queue": housekeeping_queue(settings)},
             RECOVER_ORPHANS_TASK: {"queue": housekeeping_queue(settings)},
         },
+        broker_transport=transport_for(settings.broker.redis_url),
         broker_transport_options=transport_options,
         result_backend_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
