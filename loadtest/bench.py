@@ -133,6 +133,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 config.measure_s,
                 f"{stamp}-{name}",
                 keys(stack, tenants),
+                plan.one_request_per_task,
             )
         )
         phase["phase"], phase["model"] = name, plan.model
@@ -166,7 +167,14 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                         idle = idle_cores(stack, config.idle_s)
                     if plan.low_load:
                         _log(f"{name}: low load, {config.overhead_requests} requests one at a time")
-                        low = asyncio.run(low_load(stack, config.overhead_requests, f"{stamp}-low-{name}"))
+                        low = asyncio.run(
+                            low_load(
+                                stack,
+                                config.overhead_requests,
+                                f"{stamp}-low-{name}",
+                                plan.one_request_per_task,
+                            )
+                        )
                         low_loads[name] = {"stack": name, "model": plan.model, **low}
                         _log(f"{name}: overhead p50 {low.get('p50')} ms, p99 {low.get('p99')} ms")
                     phases.append(measure(stack, plan, name, config.tenants[0]))

@@ -66,6 +66,9 @@ class StackPlan:
     clients: int
     #: Run the low-load phase (requests one at a time) before saturation.
     low_load: bool
+    #: Clients send one HTTP request per task (``POST /api/v1/task?wait=``) instead of
+    #: submitting and long-polling: the fast pair, as the issue that asked for it measured.
+    one_request_per_task: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ class BenchConfig:
             plans.append(StackPlan(mode, GEMINI_MODEL, settings(mode), self.clients, True))
         if self.fast:
             plans += [
-                StackPlan(name, FAST_MODEL, settings(mode, INSTANT), self.fast_clients, True)
+                StackPlan(name, FAST_MODEL, settings(mode, INSTANT), self.fast_clients, True, True)
                 for mode, name in FAST_STACKS.items()
             ]
         return plans

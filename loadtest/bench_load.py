@@ -82,33 +82,42 @@ class LoadRun:
 class Client:
     """Submit-and-long-poll over one shared aiohttp session (its pool bounds the connections).
 
-    ``api_key`` (if given) is sent instead of the session's own ``X-API-Key``.
+    ``api_key`` (if given) is sent instead of the session's own ``X-API-Key``. ``sync``: one
+    HTTP request per task (``POST /api/v1/task?wait=…``, submit and wait in one), as an agent
+    calling a chat endpoint does; a task still running when that wait ends is long-polled.
     """
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, run: LoadRun, api_key: str | None = None
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        run: LoadRun,
+        api_key: str | None = None,
+        sync: bool = False,
     ) -> None:
         self.session = session
         self.base = base_url.rstrip("/")
         self.run = run
         self.headers = {"X-API-Key": api_key} if api_key else None
+        self.sync = sync
 
     def with_key(self, api_key: str) -> Client:
-        """The same client (session, run) sending ``api_key``."""
-        return Client(self.session, self.base, self.run, api_key)
+        """The same client (session, run, shape) sending ``api_key``."""
+        return Client(self.session, self.base, self.run, api_key, self.sync)
 
-    async def submit(self, prompt: str) -> str | None:
-        """Enqueue one prompt (bypassing the response cache); its task id, or None if refused for good."""
+    async def submit(self, prompt: str) -> dict[str, Any] | None:
+        """Enqueue one prompt (bypassing the response cache); the task as the API returned it
+        (finished already in ``sync`` shape, if it was in time), or None if refused for good."""
         body = {"prompt": prompt, "cache": False}
+        url = f"{self.base}/api/v1/task?wait={POLL_WAIT_S}" if self.sync else f"{self.base}/api/v1/tasks"
         while True:
             self.run.http_sent.append(time.monotonic())
             try:
-                async with self.session.post(
-                    f"{self.base}/api/v1/tasks", json=body, headers=self.headers
-                ) as response:
+                async with self.session.post(url, json=body, headers=self.headers) as response:
                     if response.status in (200, 202):
                         self.run.submitted += 1
-                        return str((await response.json())["id"])
+                        task: dict[str, Any] = await response.json()
+                        return task
                     self.run.errors[f"submit {response.status}"] += 1
                     await response.read()
                     if response.status not in RETRY_STATUSES:
@@ -140,10 +149,10 @@ class Client:
     async def one(self, prompt: str) -> Completion | None:
         """One request end to end; recorded in the run when it finished."""
         started = time.monotonic()
-        task_id = await self.submit(prompt)
-        if task_id is None:
+        submitted = await self.submit(prompt)
+        if submitted is None:
             return None
-        body = await self.wait(task_id)
+        body = submitted if submitted.get("status") in TERMINAL else await self.wait(str(submitted["id"]))
         if body is None:
             return None
         result = body.get("result") or {}

@@ -81,6 +81,7 @@ def compare_fast_model(
         "cost_model": dict(INSTANT),
         "phases": dict(FAST_STACKS),
         "clients": clients,
+        "client": "one request per task: POST /api/v1/task?wait=30 (submit and wait in one)",
         "adaptive_vs_window_fast": ratio(rates["adaptive"], rates["window"]),
         "saturation_rps": rates,
         "latency_p50_ms": pick(lambda p: p["latency_ms"].get("p50")),

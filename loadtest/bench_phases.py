@@ -49,14 +49,18 @@ async def saturation(
     measure_s: float,
     tag: str,
     api_keys: Sequence[str] = (),
+    one_request_per_task: bool = False,
 ) -> dict[str, Any]:
     """Drive ``clients`` closed-loop clients, spread evenly over ``api_keys`` (default: the
-    stack's demo key); measure throughput, calls, CPU in the steady window."""
+    stack's demo key); measure throughput, calls, CPU in the steady window. The clients submit
+    and long-poll, or send ``one_request_per_task`` (``bench_load.Client``'s ``sync``)."""
     cost, _ = await cost_model(stack)
     keys = list(api_keys) or [stack.api_key]
     run = LoadRun()
     async with session(stack.api_key, clients) as api, _plain_session() as sim:
-        load = asyncio.create_task(closed_loop(Client(api, stack.url, run), clients, prompts(tag), keys))
+        load = asyncio.create_task(
+            closed_loop(Client(api, stack.url, run, sync=one_request_per_task), clients, prompts(tag), keys)
+        )
         try:
             await asyncio.sleep(warmup_s)
             if load.done():
@@ -103,6 +107,7 @@ async def saturation(
         "flush_mode": stack.settings.consumer.flush_mode,
         "clients": clients,
         "tenants": len(keys),
+        "client": "one request per task" if one_request_per_task else "submit, then long-poll",
         "window_s": round(seconds, 3),
         "completed": n,
         "failed": sum(1 for c in done if c.status != "succeeded"),
@@ -168,12 +173,12 @@ def idle_cores(stack: Stack, seconds: float) -> dict[str, float]:
     return {name: round(s / elapsed, 4) for name, s in bench_cpu.cpu_delta(before, after).seconds.items()}
 
 
-async def low_load(stack: Stack, count: int, tag: str) -> dict[str, Any]:
+async def low_load(stack: Stack, count: int, tag: str, one_request_per_task: bool = False) -> dict[str, Any]:
     """One request at a time: what the stack adds to a model call when nothing else is in flight."""
     cost, _ = await cost_model(stack)
     run = LoadRun()
     async with session(stack.api_key, 1) as api:
-        client = Client(api, stack.url, run)
+        client = Client(api, stack.url, run, sync=one_request_per_task)
         supply = prompts(tag)
         await sequential(client, LOW_LOAD_WARMUP_REQUESTS, supply)
         run.completions.clear()
@@ -203,6 +208,7 @@ async def low_load(stack: Stack, count: int, tag: str) -> dict[str, Any]:
         "p99_above_window": round(stats["p99"] - window_ms, 2) if done else None,
         "window_ms": window_ms,
         "flush_mode": settings.consumer.flush_mode,
+        "client": "one request per task" if one_request_per_task else "submit, then long-poll",
         "versus_sim_cost_model": summary_ms(versus_sim),
         "end_to_end": summary_ms(e2e),
         "stage_medians_ms": stages,
