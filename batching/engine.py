@@ -156,6 +156,7 @@ class BatchInferenceEngine:
             attempts=attempts,
             call_delay_s=outcome.sent_after_s,
             model_s=outcome.duration_s,
+            model_server_s=reply.server_s,
             finish_reason=reply.finish_reason,
             function_calls=calls,
         )
@@ -205,11 +206,7 @@ class BatchInferenceEngine:
             {item: _fingerprint(r) for item, r in by_item.items()},
             json_answers=first.output is not None,
         )
-        unfit = {
-            item
-            for item, req in by_item.items()
-            if item in answers.trusted and unfit_entry(req, answers, item)
-        }
+        unfit = {i for i, r in by_item.items() if i in answers.trusted and unfit_entry(r, answers, i)}
         found = [
             (item, req) for item, req in by_item.items() if item in answers.trusted and item not in unfit
         ]
@@ -233,6 +230,7 @@ class BatchInferenceEngine:
                 attempts=attempts,
                 call_delay_s=outcome.sent_after_s,
                 model_s=outcome.duration_s,
+                model_server_s=reply.server_s,
                 finish_reason=finish,
             )
             for n, (item, req) in enumerate(found)
@@ -317,9 +315,8 @@ class BatchInferenceEngine:
                     if on_text is None:
                         reply = await metered(self._client.generate(call))
                     else:
-                        reply = await metered(
-                            self._client.generate_stream(call, functools.partial(on_text, attempt))
-                        )
+                        streaming = functools.partial(on_text, attempt)
+                        reply = await metered(self._client.generate_stream(call, streaming))
                 except ModelCallError as exc:
                     error = exc
                 except Exception as exc:  # an SDK or transport surprise: give up on this call only

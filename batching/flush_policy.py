@@ -13,9 +13,10 @@ Two modes share one function:
   once the time its requests have spent waiting, summed, reaches what one more call would
   cost them. That cost is the call's fixed CPU cost on the worker (measured,
   ``batching.call_costs``) times how much a second of work delays everyone else when the
-  CPU is ``busy`` (``busy / (1 - busy)``, the queueing delay of an M/M/1 server): on an idle
-  machine a call costs nobody anything and a lone request leaves at once; on a saturated one
-  (a fast model, a closed loop) requests gather into full batches; and no request ever
+  CPU is ``busy`` (``busy / (1 - busy)``, the queueing delay of an M/M/1 server), and
+  unbounded once the CPU is saturated (``SATURATED``): on an idle machine a call costs
+  nobody anything and a lone request leaves at once; on a saturated one (a fast model, a
+  closed loop) requests gather into full batches, as in window mode; and no request ever
   waits longer than ``window_s``, so adaptive never waits longer than the window would.
   Rent-or-buy guards against the worst case; arrivals are not adversarial, so a batch waits
   at all only if at least one newcomer per pending request is expected within that cost
@@ -29,8 +30,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: Highest CPU share the pressure is computed for (above it the factor stays at 99).
-BUSY_CAP = 0.99
+#: CPU share from which the CPU counts as saturated: a call then costs more than any wait
+#: (in a closed loop every request's latency is clients / throughput, and throughput is what
+#: the CPU per request allows: full batches), so a batch fills up to its size or its window.
+SATURATED = 0.95
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,13 @@ class CallPressure:
     arrival_rate: float = 0.0
 
     def cost_s(self) -> float:
-        """Seconds of waiting one more call inflicts, to be weighed against waiting longer."""
-        busy = min(max(self.busy, 0.0), BUSY_CAP)
+        """Seconds of waiting one more call inflicts, to be weighed against waiting longer
+        (infinite on a saturated CPU)."""
+        busy = max(self.busy, 0.0)
+        if self.fixed_cost_s <= 0.0:
+            return 0.0
+        if busy >= SATURATED:
+            return math.inf
         return self.fixed_cost_s * busy / (1.0 - busy)
 
 
@@ -107,10 +115,10 @@ def decide(
         slot_deadline = first_arrival + limits.safety_s
         return FlushNow("deadline") if now >= slot_deadline else WaitUntil(slot_deadline)
     cost = pressure.cost_s()
-    # Waiting pays only if a newcomer is expected before the wait has cost a call: with
-    # arrivals at rate r, one comes within ``cost`` with odds of about r * cost, so below one
-    # arrival per pending request the batch would most likely wait the whole cost for nothing.
-    if cost <= 0.0 or pressure.arrival_rate * cost < pending:
+    # Waiting pays only if a newcomer is expected before the wait has cost a call (or the
+    # window ends): with arrivals at rate r, one comes within that time with odds of about
+    # r * time, so below one per pending request the batch would most likely wait for nothing.
+    if cost <= 0.0 or pressure.arrival_rate * min(cost, limits.window_s) < pending:
         return FlushNow("slot_free")
     if waited_s >= cost:
         return FlushNow("paid")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -119,13 +119,34 @@ def _reply(
     if text is None and not calls:
         raise _no_text(response, feedback or (response.prompt_feedback if response is not None else None))
     usage = response.usage_metadata if response is not None else None
+    http = response.sdk_http_response if response is not None else None
     return ModelReply(
         text=text or "",
         input_tokens=(usage.prompt_token_count or 0) if usage else 0,
         output_tokens=(usage.candidates_token_count or 0) if usage else 0,
         finish_reason=_candidate_finish(response),
         function_calls=calls,
+        server_s=server_time_s((http.headers or {}) if http is not None else {}),
     )
+
+
+def server_time_s(headers: Mapping[str, str]) -> float | None:
+    """The server's own time from a W3C ``Server-Timing`` header (``name;dur=<ms>``, the
+    durations of its entries added up), in seconds; None without one. Google's front ends
+    send one on many APIs; the simulator always does."""
+    value = next((v for k, v in headers.items() if k.lower() == "server-timing"), None)
+    if not value:
+        return None
+    total, found = 0.0, False
+    for param in (p.strip() for entry in value.split(",") for p in entry.split(";")[1:]):
+        name, _, number = param.partition("=")
+        if name.strip().lower() == "dur":
+            try:
+                total += float(number.strip().strip('"'))
+                found = True
+            except ValueError:
+                continue
+    return total / 1000 if found else None
 
 
 def _calls_of(response: types.GenerateContentResponse) -> tuple[dict[str, Any], ...]:

@@ -119,6 +119,8 @@ class InferenceResult:
     call_delay_s: float = 0.0
     #: Seconds the answering call took.
     model_s: float = 0.0
+    #: Of those, the model server's own (``ModelReply.server_s``; None if it did not say).
+    model_server_s: float | None = None
     #: Why the model stopped (Gemini's ``finishReason``: ``STOP``, ``MAX_TOKENS``, ``SAFETY``...;
     #: None when it did not say). An answer cut short is still an answer, but never cached.
     finish_reason: str | None = None
@@ -159,6 +161,9 @@ class ModelReply:
     finish_reason: str | None = None
     #: Function calls of the candidate: ``{"name", "args", "id"?}``.
     function_calls: tuple[dict[str, Any], ...] = ()
+    #: The model server's own time for the call, from its ``Server-Timing`` header (None if it
+    #: sent none): what of ``model_s`` was the model's, the rest being the SDK and the network.
+    server_s: float | None = None
 
 
 class ModelCallError(Exception):

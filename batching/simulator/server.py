@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -179,6 +180,7 @@ def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
 
 async def _model_call(request: web.Request) -> web.StreamResponse:
     """Answer ``models/{model}:{method}`` like Gemini's REST API."""
+    started = time.monotonic()
     model, _, method = request.match_info["target"].rpartition(":")
     if not model or method not in METHODS:
         return _error(404, "NOT_FOUND", f"Method {request.path} is not found (simulated).")
@@ -209,7 +211,11 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
         return await _stream(request, sim, answer, model, response_id)
     await sim.spend(answer)
     sim.record(answer)
-    return web.json_response(_answer_bodies(answer, model, response_id, stream=False)[0])
+    body = _answer_bodies(answer, model, response_id, stream=False)[0]
+    # The call's own time, as Google's front ends report theirs, so a client can tell the
+    # model's time from its own and the network's.
+    took_ms = (time.monotonic() - started) * 1000
+    return web.json_response(body, headers={"Server-Timing": f"gfet4t7; dur={took_ms:.3f}"})
 
 
 def _answer_bodies(answer: Answer, model: str, response_id: str, *, stream: bool) -> list[dict[str, Any]]:

@@ -68,7 +68,7 @@ def test_on_an_idle_machine_a_call_costs_nobody_anything_so_a_lone_request_leave
 
 @pytest.mark.parametrize(
     ("busy", "cost"),
-    [(0.5, 0.004), (0.75, 0.012), (0.9, 0.036), (1.0, 0.004 * 99), (1.7, 0.004 * 99)],
+    [(0.0, 0.0), (0.5, 0.004), (0.75, 0.012), (0.9, 0.036), (0.95, math.inf), (1.7, math.inf)],
 )
 def test_what_a_call_costs_grows_as_the_cpu_fills(busy: float, cost: float) -> None:
     assert CallPressure(FIXED, busy).cost_s() == pytest.approx(cost)
@@ -90,7 +90,7 @@ def test_newcomers_pay_the_wait_sooner() -> None:
 
 
 def test_on_a_saturated_cpu_requests_gather_but_never_past_the_window() -> None:
-    saturated = CallPressure(FIXED, busy=1.0, arrival_rate=300)  # ~0.4 s of waiting: fill the batch
+    saturated = CallPressure(FIXED, busy=0.97, arrival_rate=300)  # any wait pays: fill the batch
     assert decide(3, 10.0, 10.01, ADAPTIVE, waited_s=0.02, pressure=saturated) == WaitUntil(10.05)
     assert decide(3, 10.0, 10.05, ADAPTIVE, waited_s=0.1, pressure=saturated) == FlushNow("deadline")
     assert decide(8, 10.0, 10.01, ADAPTIVE, waited_s=0.02, pressure=saturated) == FlushNow("size")
@@ -127,3 +127,10 @@ def test_the_arrival_rate_follows_a_steady_stream_and_decays_when_it_stops() -> 
     assert rate.at(11.0) == pytest.approx(200 * math.exp(-1), rel=0.01)
     rate.arrived(11.0, count=50)
     assert rate.at(11.0) == pytest.approx(200 * math.exp(-1) + 50, rel=0.01)
+
+
+def test_a_lone_client_on_a_machine_busy_with_other_work_waits_no_longer_than_the_window() -> None:
+    saturated = CallPressure(FIXED, busy=1.0, arrival_rate=5)  # 0.5 expected in the 50 ms window
+    assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=saturated) == FlushNow("slot_free")
+    busier = CallPressure(FIXED, busy=1.0, arrival_rate=40)  # 2 expected: the window is worth it
+    assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=busier) == WaitUntil(10.05)
