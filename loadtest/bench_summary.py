@@ -39,10 +39,15 @@ def round_phases(phases: Sequence[dict[str, Any]], kind: str) -> list[dict[str, 
 
 
 def overhead_above_sim_p50(low_load: Mapping[str, Any]) -> float | None:
-    """Low-load p50 of what the stack adds to the simulator's own time for the call
-    (``versus_sim_cost_model``), or of end to end minus the model time if that is missing."""
-    versus_sim = low_load.get("versus_sim_cost_model") or {}
-    value = versus_sim.get("p50", low_load.get("p50"))
+    """Low-load p50 of what the stack adds to the simulator's own time for the call: end to
+    end minus the time the simulator reported (``versus_sim_server_time``, its Server-Timing
+    header), else minus its cost model's time (``versus_sim_cost_model``), else minus the
+    model call's time as the worker saw it."""
+    for figure in ("versus_sim_server_time", "versus_sim_cost_model"):
+        value = (low_load.get(figure) or {}).get("p50")
+        if value is not None:
+            return float(value)
+    value = low_load.get("p50")
     return float(value) if value is not None else None
 
 

@@ -266,6 +266,7 @@ def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batc
         "queued_ms": _ms(received_at - submitted_at),
         "batch_wait_ms": _ms(picked_at - received_at + result.call_delay_s),
         "model_ms": _ms(result.model_s),
+        **({"model_server_ms": _ms(result.model_server_s)} if result.model_server_s is not None else {}),
         "total_ms": _ms(finished_at - submitted_at),
         "batch_size": batch_size,
         "items_in_call": result.items_in_call,

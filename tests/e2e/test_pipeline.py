@@ -50,6 +50,8 @@ def test_one_task_round_trip(stack: Stack) -> None:
     timings = task["timings"]
     assert timings["batch_size"] >= 1 and timings["model_ms"] > 0
     assert timings["total_ms"] >= timings["model_ms"]
+    # The simulator's own time for the call (its Server-Timing header), within the call's.
+    assert 0 < timings["model_server_ms"] <= timings["model_ms"]
 
 
 def test_submit_and_wait_returns_the_finished_task(stack: Stack) -> None:
