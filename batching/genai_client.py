@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from google import genai
 from google.genai import errors, types
 
@@ -17,6 +19,9 @@ from batching.types import ModelCall, ModelCallError, ModelReply, Part
 SIGNING_MODELS = ("gemini-3",)
 #: What Gemini 3's documentation gives a function call that has no signature of the model's.
 UNSIGNED_CALL_SIGNATURE = "skip_thought_signature_validator"
+
+#: aiohttp's read buffer, as the SDK sizes it for its own session (a streamed chunk can be large).
+READ_BUFFER_BYTES = 2**22
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -28,11 +33,35 @@ class GenaiModelClient:
 
     ``base_url`` points the SDK at a Gemini-compatible server (the simulator); None means
     Google's own endpoint. SDK retries stay off: the engine retries, honouring RetryInfo.
+
+    The SDK is given its aiohttp session (``HttpOptions.aiohttp_client``, the SDK's own option)
+    because the one it builds trusts the environment: each request then looks for a
+    ``~/.netrc`` on a thread of the default executor, a thread handoff per call on the
+    worker's busiest thread. Ours trusts the environment only when a proxy is configured
+    (``HTTPS_PROXY`` and the like), the one setting an operator needs from it. Both are made
+    on first use, on the caller's event loop.
     """
 
     def __init__(self, api_key: str, base_url: str | None, timeout_s: float) -> None:
-        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000))
-        self._client = genai.Client(api_key=api_key or "batchgate-simulator", http_options=options)
+        self._api_key = api_key or "batchgate-simulator"
+        self._base_url = base_url
+        self._timeout_ms = int(timeout_s * 1000)
+        self._sdk: genai.Client | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def _client(self) -> genai.Client:
+        if self._sdk is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                trust_env=proxy_configured(os.environ),
+                read_bufsize=READ_BUFFER_BYTES,
+            )
+            options = types.HttpOptions(
+                base_url=self._base_url, timeout=self._timeout_ms, aiohttp_client=self._session
+            )
+            self._sdk = genai.Client(api_key=self._api_key, http_options=options)
+        return self._sdk
 
     async def generate(self, call: ModelCall) -> ModelReply:
         """Send ``call``; translate every failure into a ``ModelCallError``."""
@@ -64,7 +93,16 @@ class GenaiModelClient:
 
     async def aclose(self) -> None:
         """Close the pooled HTTP connections."""
-        await self._client.aio.aclose()
+        if self._sdk is not None:
+            await self._sdk.aio.aclose()
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
+
+def proxy_configured(environ: Mapping[str, str]) -> bool:
+    """Whether the environment names an HTTP(S) proxy (aiohttp's ``trust_env`` reads it then)."""
+    names = ("https_proxy", "http_proxy", "all_proxy")
+    return any(environ.get(name) or environ.get(name.upper()) for name in names)
 
 
 @asynccontextmanager
