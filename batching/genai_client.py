@@ -52,8 +52,8 @@ class GenaiModelClient:
     @property
     def _client(self) -> genai.Client:
         if self._sdk is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
+            self._session = _QuietSession(
+                connector=_QuietConnector(limit=0),
                 trust_env=proxy_configured(os.environ),
                 read_bufsize=READ_BUFFER_BYTES,
             )
@@ -97,6 +97,22 @@ class GenaiModelClient:
             await self._sdk.aio.aclose()
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+
+class _QuietSession(aiohttp.ClientSession):
+    """``aclose`` closes it. An engine dropped without that (a worker's lives as long as its
+    process; tests drop theirs) leaves its sockets to the garbage collector, as the SDK's own
+    session does, instead of warning about it."""
+
+    def __del__(self, _warnings: Any = None) -> None:
+        return
+
+
+class _QuietConnector(aiohttp.TCPConnector):
+    """The connector of a ``_QuietSession``: closed with it, quiet when collected unclosed."""
+
+    def __del__(self, _warnings: Any = None) -> None:
+        return
 
 
 def proxy_configured(environ: Mapping[str, str]) -> bool:
