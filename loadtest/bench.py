@@ -25,8 +25,10 @@ side is their batched median).
 
 Flush modes, fast model: then two stacks on the instant model (``INSTANT``: the simulator answers
 at once, no slot limit, no quota), ``fast-window`` and ``fast-adaptive``, each with low load, then
-saturation with ``BENCH_FAST_CLIENTS`` clients (``BENCH_FAST=0`` skips them). Reported as
-``fast_model``: where the stack itself is the bottleneck, what each mode costs.
+saturation with ``BENCH_FAST_CLIENTS`` clients sending one request per task; then again in the
+other order, ``BENCH_FAST_ROUNDS`` (2) rounds in all, so a drift of the machine's speed weighs
+on both modes (``BENCH_FAST=0`` skips them). Reported as ``fast_model``, medians over the
+rounds: where the stack itself is the bottleneck, what each mode costs.
 
 Tenants: requests of different tenants never share a model call. ``BENCH_TENANTS`` (``1,8``)
 lists tenant counts; every phase spreads its clients evenly over the first count's tenants

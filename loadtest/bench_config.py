@@ -42,8 +42,14 @@ INSTANT = {
     "BATCHGATE_MODEL_RPM": "0",
 }
 UNBATCHED = {"BATCHGATE_BATCH_MAX_SIZE": "1"}
-#: The stacks of the fast-model pair, one per flush mode.
+#: The stacks of the fast-model pair's first round, one per flush mode (later rounds add
+#: ``-<round>``).
 FAST_STACKS = {mode: f"fast-{mode}" for mode in FLUSH_MODES}
+
+
+def fast_stack_name(mode: str, round_: int) -> str:
+    """The fast-model stack of ``mode`` in round ``round_`` (from 1)."""
+    return FAST_STACKS[mode] if round_ == 1 else f"{FAST_STACKS[mode]}-{round_}"
 
 
 def default_flush_mode() -> str:
@@ -92,6 +98,9 @@ class BenchConfig:
     fast: bool = True
     #: Closed-loop clients of the fast-model saturation phases.
     fast_clients: int = 64
+    #: Rounds of the fast pair, in alternating order (window, adaptive, adaptive, window…), so a
+    #: machine whose speed drifts during the run (measured: up to 35 %) weighs on both modes.
+    fast_rounds: int = 2
     #: Start the next phase's stack while this phase runs (quicker, but its start-up competes
     #: for the CPU with the measurement: for smoke runs only).
     prestart: bool = False
@@ -116,6 +125,7 @@ class BenchConfig:
             adaptive=environ.get("BENCH_ADAPTIVE", "1") not in ("0", "false", "no"),
             fast=environ.get("BENCH_FAST", "1") not in ("0", "false", "no"),
             fast_clients=int(environ.get("BENCH_FAST_CLIENTS", default.fast_clients)),
+            fast_rounds=int(environ.get("BENCH_FAST_ROUNDS", default.fast_rounds)),
             run_dir=Path(environ.get("BENCH_RUN_DIR", default.run_dir)),
             report_dir=Path(environ.get("BENCH_REPORT_DIR", default.report_dir)),
             stack_settings={**GEMINI_LIKE, **caller_overrides(environ)},
@@ -131,6 +141,8 @@ class BenchConfig:
             or not all(1 <= n <= config.clients for n in tenants)
         ):
             raise ValueError("BENCH_TENANTS: distinct tenant counts, each from 1 to BENCH_CLIENTS")
+        if config.fast and config.fast_rounds < 1:
+            raise ValueError("BENCH_FAST_ROUNDS must be at least 1")
         if config.fast and config.fast_clients < tenants[0]:
             raise ValueError("BENCH_FAST_CLIENTS must be at least the first of BENCH_TENANTS")
         if config.flush_mode not in FLUSH_MODES:
@@ -170,10 +182,19 @@ class BenchConfig:
             mode = self.compared_mode
             plans.append(StackPlan(mode, GEMINI_MODEL, settings(mode), self.clients, True))
         if self.fast:
-            plans += [
-                StackPlan(name, FAST_MODEL, settings(mode, INSTANT), self.fast_clients, True, True)
-                for mode, name in FAST_STACKS.items()
-            ]
+            for round_ in range(1, self.fast_rounds + 1):
+                modes = FLUSH_MODES if round_ % 2 else tuple(reversed(FLUSH_MODES))
+                plans += [
+                    StackPlan(
+                        fast_stack_name(mode, round_),
+                        FAST_MODEL,
+                        settings(mode, INSTANT),
+                        self.fast_clients,
+                        round_ == 1,
+                        True,
+                    )
+                    for mode in modes
+                ]
         return plans
 
 

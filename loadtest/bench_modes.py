@@ -17,6 +17,7 @@ from loadtest.bench_config import (
     INSTANT,
     other_flush_mode,
 )
+from loadtest.bench_stats import median
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -66,20 +67,31 @@ def compare_fast_model(
     phases: Sequence[Mapping[str, Any]], low_loads: Mapping[str, Mapping[str, Any]], clients: int
 ) -> dict[str, Any]:
     """Instant model (the simulator answers at once): what each flush mode costs when the model
-    is not the bottleneck. ``phases`` holds the ``fast-<mode>`` saturation phases,
-    ``low_loads`` their low-load phases by stack name."""
-    by_name = {p["phase"]: p for p in phases}
-    saturated = {mode: by_name.get(name) for mode, name in FAST_STACKS.items()}
+    is not the bottleneck. ``phases`` holds the fast pair's saturation phases (every round;
+    each figure is the median over a mode's rounds), ``low_loads`` the first round's low-load
+    phases by stack name."""
+    saturated = {
+        mode: [p for p in phases if p.get("model") == FAST_MODEL and p["flush_mode"] == mode]
+        for mode in FLUSH_MODES
+    }
     low = {mode: dict(low_loads.get(name) or {}) for mode, name in FAST_STACKS.items()}
 
     def pick(figure: Callable[[Mapping[str, Any]], Any]) -> dict[str, Any]:
-        return {mode: figure(p) if p else None for mode, p in saturated.items()}
+        return {
+            mode: round(median(values), 3)
+            if (values := [v for p in ps if (v := figure(p)) is not None])
+            else None
+            for mode, ps in saturated.items()
+        }
 
     rates = pick(lambda p: p["throughput_rps"])
     return {
         "model": FAST_MODEL,
         "cost_model": dict(INSTANT),
-        "phases": dict(FAST_STACKS),
+        "phases": {mode: [p["phase"] for p in ps] for mode, ps in saturated.items()},
+        "saturation_rps_by_round": {
+            mode: [p["throughput_rps"] for p in ps] for mode, ps in saturated.items()
+        },
         "clients": clients,
         "client": "one request per task: POST /api/v1/task?wait=30 (submit and wait in one)",
         "adaptive_vs_window_fast": ratio(rates["adaptive"], rates["window"]),

@@ -279,6 +279,7 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
         BENCH_IDLE_S="0",
         BENCH_PRESTART="1",
         BENCH_FAST_CLIENTS="16",
+        BENCH_FAST_ROUNDS="1",
         BENCH_RUN_DIR=str(tmp_path / "run"),
         BENCH_REPORT_DIR=str(tmp_path / "reports"),
         # A quicker model than the default, with the same shape: a call's overhead dominates a

@@ -8,6 +8,7 @@ import pytest
 
 from batchgate.settings_sections import ConsumerSettings
 from loadtest.bench_config import FAST_MODEL, GEMINI_MODEL, INSTANT, UNBATCHED, BenchConfig
+from loadtest.bench_modes import compare_fast_model
 from loadtest.bench_summary import TARGETS, overhead_above_sim_p50, round_phases, summarise
 
 
@@ -134,7 +135,7 @@ def test_fast_model_block_and_the_default_modes_figures() -> None:
     assert fast["cpu_ms_per_request_fast"] == {"window": 3.5, "adaptive": 4.5}
     assert fast["latency_p50_ms"] == {"window": 300.0, "adaptive": 320.0}
     assert fast["low_load_p50_ms"] == {"window": 111.0, "adaptive": 9.5}
-    assert fast["phases"] == {"window": "fast-window", "adaptive": "fast-adaptive"}
+    assert fast["phases"] == {"window": ["fast-window"], "adaptive": ["fast-adaptive"]}
     assert report["adaptive_vs_window_fast"] == pytest.approx(0.95)
     assert report["cpu_ms_per_request_fast"] == 3.5  # window: the rounds' mode
 
@@ -215,6 +216,8 @@ def test_every_stack_sets_its_flush_mode_and_the_fast_pair_the_instant_model() -
         "window",
         "fast-window",
         "fast-adaptive",
+        "fast-adaptive-2",  # the second round in the other order: drift weighs on both
+        "fast-window-2",
     ]
     modes = {name: p.settings["BATCHGATE_FLUSH_MODE"] for name, p in plans.items()}
     assert modes == {
@@ -225,6 +228,8 @@ def test_every_stack_sets_its_flush_mode_and_the_fast_pair_the_instant_model() -
         "window": "window",
         "fast-window": "window",
         "fast-adaptive": "adaptive",
+        "fast-adaptive-2": "adaptive",
+        "fast-window-2": "window",
     }
     assert [n for n, p in plans.items() if p.low_load] == [
         "batched-1",
@@ -240,3 +245,20 @@ def test_every_stack_sets_its_flush_mode_and_the_fast_pair_the_instant_model() -
     assert plans["window"].model == GEMINI_MODEL and plans["window"].clients == config.clients
     skipped = BenchConfig.from_env({"BENCH_ROUNDS": "1", "BENCH_ADAPTIVE": "0", "BENCH_FAST": "0"})
     assert [p.name for p in skipped.plan()] == ["batched-1", "unbatched-1"]
+
+
+def test_the_fast_pair_reports_the_median_of_its_rounds() -> None:
+    phases = [
+        phase("fast-window", 300.0, model=FAST_MODEL, items=30.0, cpu=3.0, p50=150.0),
+        phase("fast-adaptive", 330.0, model=FAST_MODEL, mode="adaptive", items=29.0, cpu=2.9, p50=140.0),
+        phase("fast-adaptive-2", 390.0, model=FAST_MODEL, mode="adaptive", items=31.0, cpu=2.5, p50=120.0),
+        phase("fast-window-2", 360.0, model=FAST_MODEL, items=32.0, cpu=2.6, p50=130.0),
+    ]
+    fast = compare_fast_model(phases, {}, 64)
+    assert fast["saturation_rps"] == {"window": 330.0, "adaptive": 360.0}
+    assert fast["saturation_rps_by_round"] == {"window": [300.0, 360.0], "adaptive": [330.0, 390.0]}
+    assert fast["adaptive_vs_window_fast"] == pytest.approx(360 / 330, abs=0.001)
+    assert fast["phases"] == {
+        "window": ["fast-window", "fast-window-2"],
+        "adaptive": ["fast-adaptive", "fast-adaptive-2"],
+    }
