@@ -43,6 +43,8 @@ class CallCostModel:
         self._decay = 0.5 ** (1.0 / half_life)
         self._lock = threading.Lock()
         self._w = self._x = self._y = self._xx = self._xy = 0.0
+        #: The line as of the last batch: read for every message, refitted once per batch.
+        self._fit = (prior_fixed_s, prior_per_item_s)
 
     def record(self, items: int, cpu_s: float) -> None:
         """One finished call (or batch) of ``items`` items that took ``cpu_s`` CPU seconds."""
@@ -55,13 +57,15 @@ class CallCostModel:
             self._y = self._y * d + cpu_s
             self._xx = self._xx * d + items * items
             self._xy = self._xy * d + items * cpu_s
+            self._fit = self._line()
 
     def fit(self) -> tuple[float, float]:
         """``(fixed_s, per_item_s)``, each at least 0."""
-        with self._lock:
-            w, x, y, xx, xy = self._w, self._x, self._y, self._xx, self._xy
-        if w <= 0:
-            return self._prior_fixed_s, self._prior_per_item_s
+        return self._fit
+
+    def _line(self) -> tuple[float, float]:
+        """Least squares over the decayed sums (called under the lock)."""
+        w, x, y, xx, xy = self._w, self._x, self._y, self._xx, self._xy
         mean_x, mean_y = x / w, y / w
         variance = xx / w - mean_x * mean_x
         if variance >= MIN_SIZE_VARIANCE:

@@ -31,7 +31,15 @@ from celery_batches.trace import apply_batches_task
 
 from batchgate.taskstore import Outcome
 from batching.call_costs import CallCostModel
-from batching.flush_policy import ArrivalRate, CallPressure, FlushLimits, FlushNow, WaitUntil, decide
+from batching.flush_policy import (
+    IDLE,
+    ArrivalRate,
+    CallPressure,
+    FlushLimits,
+    FlushNow,
+    WaitUntil,
+    decide,
+)
 from workers import task_events
 from workers.bulk_ack import acknowledge_all
 from workers.cpu_busy import SAMPLE_EVERY_S, CpuBusy
@@ -204,9 +212,6 @@ class WindowedBatches(Batches):
 
     def _evaluate(self, timer: Any, now: float) -> None:
         pending = self._buffer.qsize()
-        pressure = CallPressure(
-            self.call_costs.fixed_s if self.call_costs else 0.0, self.busy.value, self.arrival_rate.at(now)
-        )
         decision = decide(
             pending,
             self._first_arrival,
@@ -214,7 +219,7 @@ class WindowedBatches(Batches):
             self.flush_limits,
             self._in_flight,
             waited_s=pending * now - self._arrival_sum,
-            pressure=pressure,
+            pressure=self._pressure(now),
         )
         if isinstance(decision, FlushNow):
             self._cancel_deadline()
@@ -229,6 +234,13 @@ class WindowedBatches(Batches):
             self._deadline_at = decision.deadline
             delay = max(0.0, decision.deadline - now)
             self._deadline_timer = timer.call_after(delay, lambda: self._on_deadline(timer))
+
+    def _pressure(self, now: float) -> CallPressure:
+        """What one more call costs now; window mode never weighs it, so it reads nothing."""
+        if self.flush_limits.max_in_flight is None:
+            return IDLE
+        fixed_s = self.call_costs.fixed_s if self.call_costs else 0.0
+        return CallPressure(fixed_s, self.busy.value, self.arrival_rate.at(now))
 
     def _on_deadline(self, timer: Any) -> None:
         self._deadline_timer = None
