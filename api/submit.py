@@ -204,10 +204,17 @@ def _enqueue(
     caller: Caller,
     request_id: str | None,
 ) -> bool:
-    """Write the record, then publish; a message that cannot be published leaves no record
-    (503). False when a record of that id exists (another attempt made it): nothing is sent."""
-    if not svc.store.create(task_id, message, submitted_at, caller.owner, request_id, caller.tenant):
+    """Write the record and its broker message in one Redis script where the broker allows
+    it, else write the record, then publish; a message that cannot be published leaves no
+    record (503). False when a record of that id exists (another attempt made it): nothing is
+    sent."""
+    queued = svc.publisher.queued_message(task_id, message, submitted_at)
+    if not svc.store.create(
+        task_id, message, submitted_at, caller.owner, request_id, caller.tenant, message=queued
+    ):
         return False
+    if queued is not None:
+        return True
     try:
         svc.publisher.publish(task_id, message, submitted_at)
     except Exception as exc:

@@ -13,7 +13,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from batchgate.redis_transport import transport_for
+from batchgate.broker_message import QueuedMessage, task_message
+from batchgate.redis_transport import TRANSPORT_PATH, transport_for
 from batchgate.settings import Settings
 
 INFER_TASK = "batchgate.infer"
@@ -88,6 +89,27 @@ class Publisher:
     def __init__(self, celery_app: Celery, settings: Settings) -> None:
         self._app = celery_app
         self._queue = settings.broker.queue
+        #: The broker is our Redis transport, so a message can be written by the caller's own
+        #: Redis script (``queued_message``) instead of through a producer.
+        self._writable = celery_app.conf.broker_transport == TRANSPORT_PATH
+
+    def queued_message(
+        self, task_id: str, request: dict[str, Any], submitted_at: float
+    ) -> QueuedMessage | None:
+        """The message ``publish`` would send, for a caller that pushes it in the same Redis
+        script as the task's record (one round trip, and never one without the other); None
+        when the broker is not a plain ``redis://`` one (then ``publish``)."""
+        if not self._writable:
+            return None
+        return task_message(
+            self._app,
+            self._queue,
+            task_id,
+            INFER_TASK,
+            {"request": request, "submitted_at": submitted_at},
+            argsrepr="()",
+            kwargsrepr=summary(request),
+        )
 
     def publish(self, task_id: str, request: dict[str, Any], submitted_at: float) -> None:
         # ignore_result: Celery's Redis backend would otherwise subscribe this process to

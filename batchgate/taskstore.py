@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from batchgate import keys as key_names
+from batchgate.broker_message import QueuedMessage
 from batchgate.sessions import Landing
 from batchgate.taskstore_scripts import CLAIM, CREATE, FINISH
 from batchgate.tenants import inflight_prefix
@@ -79,14 +80,17 @@ class TaskStore:
         owner: str | None = None,
         request_id: str | None = None,
         tenant: str = "",
+        message: QueuedMessage | None = None,
     ) -> bool:
-        """Write a new queued record (before the message is published, so a fast worker finds
-        it) and enter it in the in-flight index; False (nothing written) when a record of that
-        id exists. ``request_id``: the submission's X-Request-ID."""
+        """Write a new queued record and enter it in the in-flight index; False (nothing
+        written, nothing sent) when a record of that id exists. ``request_id``: the
+        submission's X-Request-ID. ``message``: the task's broker message, pushed in the same
+        script after the record (so a fast worker finds it); without one, the caller
+        publishes after this returns."""
         body = json.dumps(request, separators=(",", ":"))
         fields = {"status": QUEUED, "request": body, **({"request_id": request_id} if request_id else {})}
         return self._write_new(
-            task_id, fields, request, len(body), submitted_at, owner, tenant, inflight=True
+            task_id, fields, request, len(body), submitted_at, owner, tenant, inflight=True, message=message
         )
 
     def create_cached(
@@ -124,6 +128,7 @@ class TaskStore:
         owner: str | None,
         tenant: str,
         inflight: bool = False,
+        message: QueuedMessage | None = None,
     ) -> bool:
         fields = {
             **fields,
@@ -134,8 +139,20 @@ class TaskStore:
         }
         pairs = [part for name, value in fields.items() for part in (name, value)]
         created = self._create(
-            keys=[self.key(task_id), self.inflight_key, self._tenant_inflight + tenant],
-            args=[self._ttl_s, task_id, repr(submitted_at), "1" if inflight else "0", *pairs],
+            keys=[
+                self.key(task_id),
+                self.inflight_key,
+                self._tenant_inflight + tenant,
+                message.list_key if message else self.key(task_id),
+            ],
+            args=[
+                self._ttl_s,
+                task_id,
+                repr(submitted_at),
+                "1" if inflight else "0",
+                message.payload if message else "",
+                *pairs,
+            ],
         )
         return bool(created)
 

@@ -3,19 +3,24 @@ tenant's in-flight set happens atomically in Redis, so no crash leaves them disa
 
 # A record is created only where none exists (never over an answer, nor over another
 # attempt's record). KEYS[1] the record, KEYS[2] the in-flight index, KEYS[3] the tenant's
-# in-flight set; ARGV[1] ttl, ARGV[2] task id, ARGV[3] submitted_at, ARGV[4] '1' to enter the
-# in-flight index (a queued task) else '0' (a record born finished: its tenant slot is given
-# back); then field, value pairs. Returns 1 when created.
+# in-flight set, KEYS[4] the broker list its message goes to; ARGV[1] ttl, ARGV[2] task id,
+# ARGV[3] submitted_at, ARGV[4] '1' to enter the in-flight index (a queued task) else '0' (a
+# record born finished: its tenant slot is given back), ARGV[5] the task's broker message ('':
+# none, the caller publishes it); then field, value pairs. The record is written first, so a
+# Redis at maxmemory refuses the script before anything is written. Returns 1 when created.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[4] == '1' then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 else
   redis.call('ZREM', KEYS[3], ARGV[2])
+end
+if ARGV[5] ~= '' then
+  redis.call('LPUSH', KEYS[4], ARGV[5])
 end
 return 1
 """
