@@ -75,22 +75,29 @@ class CallMix:
     prompt_tokens: int
     output_tokens: int
     errors: int = 0
+    #: Slot time spent inside the interval (calls still running count their part so far).
     busy_ms: float = 0.0
+    #: Items answered inside the interval, each call's spread evenly over its time in the slot
+    #: (``items`` counts whole calls that ended inside it, so a few long calls ending just
+    #: inside or just outside swing it); None when the simulator did not report it.
+    work_items: float | None = None
 
     @classmethod
     def between(cls, before: Mapping[str, Any], after: Mapping[str, Any]) -> CallMix:
-        """The difference of two ``/_sim/stats`` bodies."""
+        """The difference of two ``/_sim/stats`` bodies (work in progress counted pro rata)."""
 
-        def delta(name: str) -> Any:
-            return after.get(name, 0) - before.get(name, 0)
+        def delta(*names: str) -> Any:
+            return sum(after.get(name, 0) - before.get(name, 0) for name in names)
 
+        pro_rata = "items_in_progress" in before and "items_in_progress" in after
         return cls(
             calls=delta("calls"),
             items=delta("items"),
             prompt_tokens=delta("prompt_tokens"),
             output_tokens=delta("output_tokens"),
             errors=delta("errors"),
-            busy_ms=delta("busy_ms_total"),
+            busy_ms=delta("busy_ms_total", "busy_ms_in_progress"),
+            work_items=delta("items", "items_in_progress") if pro_rata else None,
         )
 
     @property
@@ -119,7 +126,7 @@ class CallMix:
         )
 
     def slot_utilisation(self, cost: CostModel, seconds: float) -> float:
-        """Share of the slots' time spent answering calls (0..1; >1 if calls started before the interval)."""
+        """Share of the slots' time spent answering calls in the interval (0..1)."""
         if cost.max_concurrent <= 0 or seconds <= 0:
             return 0.0
         return self.busy_ms / 1000 / (cost.max_concurrent * seconds)

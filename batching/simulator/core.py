@@ -32,7 +32,7 @@ from batching.simulator.faults import FaultInjector, InjectedError
 from batching.simulator.protocol import FunctionDeclaration, GenerateRequest, choose_function
 from batching.simulator.settings import SimulatorSettings
 from batching.simulator.slots import Slots
-from batching.simulator.stats import Stats
+from batching.simulator.stats import RunningCalls, Stats
 from batching.tokens import CHARS_PER_TOKEN, estimate_tokens
 
 #: generateContent bodies kept for ``GET /_sim/requests``.
@@ -86,6 +86,8 @@ class Simulator:
         self.quota = QuotaWindow()
         self.slots = Slots(settings.max_concurrent)
         self.stats = Stats()
+        #: Calls in their slots now (their work so far, for ``stats_body``).
+        self.running = RunningCalls()
         #: The newest generateContent bodies as received (``GET /_sim/requests``), for tests
         #: that check what reached the model: settings, system text, prior turns.
         self.requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
@@ -129,8 +131,10 @@ class Simulator:
         return self._compose(request, config)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of ``max_concurrent`` slots, counting the wait and the busy time apart."""
+    async def slot(self, duration_s: float = 0.0, items: int = 0) -> AsyncIterator[None]:
+        """Hold one of ``max_concurrent`` slots, counting the wait and the busy time apart;
+        ``duration_s`` and ``items``: how long the call will hold it and what it answers, for
+        ``stats_body``'s work in progress."""
         stats = self.stats
         stats.waiting += 1
         asked = time.monotonic()
@@ -141,16 +145,23 @@ class Simulator:
         started = time.monotonic()
         stats.slot_wait_ms_total += (started - asked) * 1000
         stats.enter_slot()
+        token = self.running.start(started, duration_s, items)
         try:
             yield
         finally:
+            self.running.end(token)
             self.slots.release()
             stats.leave_slot((time.monotonic() - started) * 1000)
 
     async def spend(self, answer: Answer) -> None:
         """Take the answer's latency while holding a slot."""
-        async with self.slot():
+        async with self.slot(answer.latency_ms / 1000, answer.items):
             await asyncio.sleep(answer.latency_ms / 1000)
+
+    def stats_body(self, now: float | None = None) -> dict[str, Any]:
+        """``GET /_sim/stats``: the totals, and the work of the calls running at ``now``."""
+        now = time.monotonic() if now is None else now
+        return {**self.stats.as_dict(), **self.running.progress(now)}
 
     def record(self, answer: Answer, *, streamed: bool = False) -> None:
         """Count an answer that was delivered (a blocked prompt only as ``blocked_calls``)."""

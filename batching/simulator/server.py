@@ -242,7 +242,7 @@ async def _stream(
         sim.record(answer, streamed=True)
         return web.json_response(bodies)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    async with sim.slot():
+    async with sim.slot(sum(delays) / 1000, answer.items):
         for number, (body, delay_ms) in enumerate(zip(bodies, delays, strict=True)):
             await asyncio.sleep(delay_ms / 1000)
             if number == 0:
@@ -260,7 +260,7 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _stats(request: web.Request) -> web.Response:
     """Report what the simulator did since start or the last reset."""
-    return web.json_response(request.app[SIMULATOR_KEY].stats.as_dict())
+    return web.json_response(request.app[SIMULATOR_KEY].stats_body())
 
 
 async def _requests(request: web.Request) -> web.Response:
@@ -277,7 +277,7 @@ async def _reset(request: web.Request) -> web.Response:
     """Zero stats and the quota window between tests or benchmark runs."""
     sim = request.app[SIMULATOR_KEY]
     sim.reset()
-    return web.json_response(sim.stats.as_dict())
+    return web.json_response(sim.stats_body())
 
 
 async def _get_config(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,3 +76,39 @@ class Stats:
         data["slot_wait_ms_total"] = round(self.slot_wait_ms_total, 3)
         data["busy_ms_total"] = round(self.busy_ms_total, 3)
         return data
+
+
+class RunningCalls:
+    """Calls holding a slot now, so a snapshot can count the part of their work already done.
+
+    ``Stats`` counts a call when it ends, whole: two snapshots of a window then hold the calls
+    that ended inside it, each with work from before the window too. With a few long calls that
+    start together (8 slots, 4 s a call), how many ends fall inside a 20 s window swings the
+    count by a tenth either way. Counted pro rata instead (a call's items and slot time spread
+    evenly over its time in the slot), the difference of two snapshots is the work done in the
+    window itself. A call cancelled before its end takes its share back out.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[float, float, int]] = {}
+        self._tokens = itertools.count()
+
+    def start(self, now: float, duration_s: float, items: int) -> int:
+        """Record a call entering its slot for ``duration_s``, answering ``items``; its token."""
+        token = next(self._tokens)
+        self._calls[token] = (now, duration_s, items)
+        return token
+
+    def end(self, token: int) -> None:
+        """Forget a call that gave its slot back (its whole work is in ``Stats`` now)."""
+        self._calls.pop(token, None)
+
+    def progress(self, now: float) -> dict[str, float]:
+        """``items_in_progress`` (items answered so far, pro rata) and ``busy_ms_in_progress``
+        (slot time spent so far) of the calls running at ``now``."""
+        items = busy = 0.0
+        for started, duration_s, count in self._calls.values():
+            elapsed = max(0.0, now - started)
+            busy += elapsed
+            items += count * (min(1.0, elapsed / duration_s) if duration_s > 0 else 1.0)
+        return {"items_in_progress": round(items, 3), "busy_ms_in_progress": round(busy * 1000, 3)}

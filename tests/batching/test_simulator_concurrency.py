@@ -54,3 +54,30 @@ def test_two_hundred_concurrent_keepalive_calls_are_served_in_parallel(sim: Simu
     assert elapsed < 2.0, f"{count} calls of 50 ms took {elapsed:.2f}s: served serially?"
     stats = sim_stats(sim)
     assert stats["calls"] == count and stats["max_in_flight"] > count // 4
+
+
+def test_stats_count_the_running_calls_work_so_far(sim: SimulatorThread) -> None:
+    """A call in its slot shows its items and slot time pro rata, and whole once it ends, so
+    the difference of two snapshots is the work done between them."""
+    configure(sim, overhead_ms=1500.0)
+
+    async def scenario() -> tuple[dict[str, float], dict[str, float]]:
+        async with async_sdk_client(sim.url, "v1beta") as sdk:
+            call = asyncio.ensure_future(sdk.aio.models.generate_content(model=MODEL, contents="slow"))
+            deadline = time.monotonic() + 10
+            while (during := sim_stats(sim))["in_flight"] < 1 or during["busy_ms_in_progress"] < 500:
+                assert time.monotonic() < deadline, "the call never ran"
+                await asyncio.sleep(0.05)
+            await call
+            return during, sim_stats(sim)
+
+    during, after = asyncio.run(scenario())
+    assert during["calls"] == during["items"] == 0
+    assert 0.3 < during["items_in_progress"] < 1.0
+    assert during["items_in_progress"] == pytest.approx(during["busy_ms_in_progress"] / 1500, abs=0.1)
+    assert (after["calls"], after["items"], after["items_in_progress"], after["busy_ms_in_progress"]) == (
+        1,
+        1,
+        0,
+        0,
+    )

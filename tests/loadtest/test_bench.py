@@ -340,3 +340,25 @@ def test_a_tiny_bench_run_reports_all_five_figures(tmp_path: Path) -> None:
     saved = list((tmp_path / "reports").glob("bench-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["efficiency"] == report["efficiency"]
     print(f"tiny bench run: {time.monotonic() - started:.1f} s")
+
+
+def test_a_window_counts_the_work_done_inside_it_not_the_calls_that_ended_in_it() -> None:
+    """One call of 30 items, half done when the window opens, ends inside it: 15 items of
+    work, and half its slot time, were the window's."""
+    before = {
+        "calls": 2,
+        "items": 40,
+        "busy_ms_total": 8000.0,
+        "items_in_progress": 15.0,
+        "busy_ms_in_progress": 2000.0,
+    }
+    after = {
+        "calls": 3,
+        "items": 70,
+        "busy_ms_total": 12000.0,
+        "items_in_progress": 0.0,
+        "busy_ms_in_progress": 0.0,
+    }
+    mix = CallMix.between(before, after)
+    assert (mix.calls, mix.items, mix.work_items, mix.busy_ms) == (1, 30, 15.0, 2000.0)
+    assert CallMix.between({"items": 1}, {"items": 4}).work_items is None  # not reported: whole calls
