@@ -27,9 +27,10 @@ from batching.simulator.answers import (
     tool_results_text,
     value_for_schema,
 )
-from batching.simulator.cost import QuotaWindow, call_latency_ms, retry_delay_s
+from batching.simulator.cost import call_latency_ms
 from batching.simulator.faults import FaultInjector, InjectedError
 from batching.simulator.protocol import FunctionDeclaration, GenerateRequest, choose_function
+from batching.simulator.quotas import Quotas
 from batching.simulator.settings import SimulatorSettings
 from batching.simulator.slots import Slots
 from batching.simulator.stats import RunningCalls, Stats
@@ -83,7 +84,7 @@ class Simulator:
     def __init__(self, settings: SimulatorSettings) -> None:
         self._config = sim_config.validate(settings)
         self.faults = FaultInjector(settings.seed)
-        self.quota = QuotaWindow()
+        self.quota = Quotas()
         self.slots = Slots(settings.max_concurrent)
         self.stats = Stats()
         #: Calls in their slots now (their work so far, for ``stats_body``).
@@ -112,7 +113,14 @@ class Simulator:
         self.quota.clear()
         self.faults.reseed(self._config.seed)
 
-    def prepare(self, request: GenerateRequest, now: float | None = None) -> Answer:
+    def prepare(
+        self,
+        request: GenerateRequest,
+        now: float | None = None,
+        *,
+        model: str = "",
+        wall: float | None = None,
+    ) -> Answer:
         """Admit a call and compose its answer, or raise ``CallFailed`` (counted as an error).
 
         Order matters: the quota refuses before any fault is drawn, random faults strike before
@@ -121,10 +129,15 @@ class Simulator:
         """
         config = self._config
         now = time.monotonic() if now is None else now
-        wait_s = self.quota.admit(now, config.rpm)
-        if wait_s > 0:
-            message = f"Quota exceeded: {config.rpm} requests per minute (simulated)."
-            self._fail(InjectedError(429, "RESOURCE_EXHAUSTED", message, retry_delay_s(wait_s)))
+        wall = time.time() if wall is None else wall
+        refused = self.quota.admit(
+            now, wall, request.prompt_tokens, rpm=config.rpm, tpm=config.tpm, rpd=config.rpd
+        )
+        if refused is not None:
+            error = InjectedError(
+                429, "RESOURCE_EXHAUSTED", refused.message(), refused.retry_delay_s, (refused.detail(model),)
+            )
+            self._fail(error, f"429:{refused.quota}")
         injected = self.faults.call_error(config.error_rate)
         if injected is not None:
             self._fail(injected)
@@ -185,8 +198,8 @@ class Simulator:
         if streamed:
             stats.stream_calls += 1
 
-    def _fail(self, error: InjectedError) -> None:
-        self.stats.count_error(error.code)
+    def _fail(self, error: InjectedError, label: str = "") -> None:
+        self.stats.count_error(error.code, label)
         raise CallFailed(error)
 
     def _compose(self, request: GenerateRequest, config: SimulatorSettings) -> Answer:

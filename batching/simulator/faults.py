@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 #: HTTP status and google.rpc status of the errors a call can fail with at random.
 INJECTED_ERRORS = (
@@ -27,6 +28,8 @@ class InjectedError:
     status: str
     message: str
     retry_delay_s: int | None = None
+    #: google.rpc details other than RetryInfo (a quota's QuotaFailure).
+    details: tuple[dict[str, Any], ...] = ()
 
 
 class FaultInjector:

@@ -253,11 +253,14 @@ def usage(prompt_tokens: int, output_tokens: int) -> dict[str, int]:
     }
 
 
-def error_body(code: int, status: str, message: str, retry_delay_s: int | None = None) -> dict[str, Any]:
-    """Return a google.rpc error body, with RetryInfo when a retry delay is known."""
+def error_body(
+    code: int, status: str, message: str, retry_delay_s: int | None = None, details: tuple[Any, ...] = ()
+) -> dict[str, Any]:
+    """Return a google.rpc error body: ``details``, then RetryInfo when a retry delay is known."""
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
-    if retry_delay_s is not None:
-        error["details"] = [{"@type": RETRY_INFO_TYPE, "retryDelay": f"{retry_delay_s}s"}]
+    retry = () if retry_delay_s is None else ({"@type": RETRY_INFO_TYPE, "retryDelay": f"{retry_delay_s}s"},)
+    if details or retry:
+        error["details"] = [*details, *retry]
     return {"error": error}
 
 

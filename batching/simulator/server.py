@@ -202,10 +202,10 @@ async def _model_call(request: web.Request) -> web.StreamResponse:
     if method == "countTokens":
         return web.json_response({"totalTokens": call.prompt_tokens})
     try:
-        answer = sim.prepare(call)
+        answer = sim.prepare(call, model=model)
     except CallFailed as failed:
         error = failed.error
-        return _error(error.code, error.status, error.message, error.retry_delay_s)
+        return _error(error.code, error.status, error.message, error.retry_delay_s, error.details)
     response_id = uuid.uuid4().hex[:24]
     if method == "streamGenerateContent":
         return await _stream(request, sim, answer, model, response_id)
@@ -318,6 +318,9 @@ async def _gemini_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(500, "INTERNAL", "Unexpected error in the simulator itself.")
 
 
-def _error(code: int, status: str, message: str, retry_delay_s: int | None = None) -> web.Response:
+def _error(
+    code: int, status: str, message: str, retry_delay_s: int | None = None, details: tuple[Any, ...] = ()
+) -> web.Response:
     headers = {"Retry-After": str(retry_delay_s)} if retry_delay_s is not None else None
-    return web.json_response(error_body(code, status, message, retry_delay_s), status=code, headers=headers)
+    body = error_body(code, status, message, retry_delay_s, details)
+    return web.json_response(body, status=code, headers=headers)

@@ -31,6 +31,11 @@ class SimulatorSettings:
     max_concurrent: int = 8
     #: Requests-per-minute quota; calls beyond it get 429 RESOURCE_EXHAUSTED (0 = none).
     rpm: int = 0
+    #: Input-tokens-per-minute quota; calls beyond it get 429 RESOURCE_EXHAUSTED (0 = none).
+    tpm: int = 0
+    #: Requests-per-day quota, reset at midnight Pacific time as Gemini's; calls beyond it get
+    #: 429 RESOURCE_EXHAUSTED with a day quota's QuotaFailure (0 = none).
+    rpd: int = 0
     #: Share of calls failed at random with 429, 500 or 503.
     error_rate: float = 0.0
     #: Share of items left out of packed (JSON) answers.

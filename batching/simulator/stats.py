@@ -45,13 +45,15 @@ class Stats:
     blocked_calls: int = 0
     #: Requests rejected as malformed (400), not counted in ``errors``.
     bad_requests: int = 0
-    #: Injected errors by HTTP status.
+    #: Injected errors by HTTP status; 429s of a quota by quota (``429:rpm``, ``429:tpm``,
+    #: ``429:rpd``), so the values add up to ``errors``.
     errors_by_code: dict[str, int] = field(default_factory=dict)
 
-    def count_error(self, code: int) -> None:
-        """Record one injected error."""
+    def count_error(self, code: int, label: str = "") -> None:
+        """Record one injected error, under ``label`` in ``errors_by_code`` if given (a quota's
+        429 is ``429:rpm``, ``429:tpm`` or ``429:rpd``; a random one plain ``429``)."""
         self.errors += 1
-        key = str(code)
+        key = label or str(code)
         self.errors_by_code[key] = self.errors_by_code.get(key, 0) + 1
 
     def enter_slot(self) -> None:
