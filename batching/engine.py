@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from batching.answer_checks import entry_text, kept_calls, sendable_schema, unfit_answer, unfit_entry
 from batching.call_costs import metered
 from batching.call_pacer import CallPacer
+from batching.daily_quota import DAILY_QUOTA_EXHAUSTED
 from batching.model_client import ModelClient
 from batching.packed_prompt import (
     answer_schema,
@@ -47,7 +48,7 @@ STRUCTURED_TRIES = 2
 
 #: Non-retryable failures a split cannot confine: every call fails so whatever it carries (a
 #: bad key, an unknown model), or the failure is not understood (an SDK or transport surprise).
-UNSPLIT_ERRORS = frozenset({"model_auth_failed", "model_not_found", "model_error"})
+UNSPLIT_ERRORS = frozenset({"model_auth_failed", "model_not_found", "model_error", DAILY_QUOTA_EXHAUSTED})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import aiohttp
 from google import genai
 from google.genai import errors, types
 
+from batching.daily_quota import daily_quota_error
 from batching.types import ModelCall, ModelCallError, ModelReply, Part
 
 #: Models that require a function call sent back to carry its thought signature.
@@ -302,12 +303,10 @@ def _api_error(exc: errors.APIError) -> ModelCallError:
         404: "model_not_found",
     }.get(status or 0, "model_unavailable" if (status or 500) >= 500 else "model_rejected_request")
     message = f"{exc.status or ''} {exc.message or ''}".strip() or str(exc)
-    return ModelCallError(
-        code,
-        message,
-        status=status,
-        retryable=status in RETRYABLE_STATUSES,
-        retry_after_s=_retry_delay(exc.details),
+    retry_after_s = _retry_delay(exc.details)
+    daily = daily_quota_error(exc.details, retry_after_s) if status == 429 else None
+    return daily or ModelCallError(
+        code, message, status=status, retryable=status in RETRYABLE_STATUSES, retry_after_s=retry_after_s
     )
 
 

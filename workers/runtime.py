@@ -22,6 +22,7 @@ from batchgate.taskstore import Holder, TaskStore
 from batching.background_loop import BackgroundLoop
 from batching.call_costs import CallCostModel, with_call_cpu
 from batching.call_pacer import CallPacer
+from batching.daily_quota import DailyQuotaGate
 from batching.engine import BatchInferenceEngine
 from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
@@ -170,7 +171,10 @@ class WorkerRuntime:
 
     async def _build_engine(self) -> BatchInferenceEngine:
         gemini, packing = self.settings.gemini, self.settings.packing
-        client = GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s)
+        # A model whose daily quota ran out is not called again until it resets.
+        client = DailyQuotaGate(
+            GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s)
+        )
         limits = PackingLimits(
             max_items_per_call=packing.max_items_per_call,
             max_input_tokens_per_call=packing.max_input_tokens_per_call,

@@ -1,0 +1,99 @@
+"""A day quota that runs out stops the calls to its model until it resets: through the real
+google-genai client against the simulator's RPD quota, and through the batch engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batching.daily_quota import DAILY_QUOTA_EXHAUSTED, DailyQuotaGate, daily_quota_error, quota_ids
+from batching.engine import BatchInferenceEngine
+from batching.genai_client import GenaiModelClient
+from batching.packing import PackingLimits
+from batching.retry import RetryPolicy
+from batching.simulator import SimulatorThread
+from batching.types import InferenceRequest, ModelCall, ModelCallError
+from tests.batching.sim_helpers import MODEL, configure, sim_stats
+
+pytestmark = pytest.mark.usefixtures("baseline")
+
+
+def _body(*quota: str) -> dict[str, object]:
+    violations = [{"quotaId": q, "quotaValue": "10"} for q in quota]
+    return {
+        "error": {
+            "code": 429,
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": violations},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "53s"},
+            ],
+        }
+    }
+
+
+def test_only_a_day_quota_is_a_daily_refusal() -> None:
+    minute = _body("GenerateRequestsPerMinutePerProjectPerModel")
+    assert quota_ids(minute) == ["GenerateRequestsPerMinutePerProjectPerModel"]
+    assert daily_quota_error(minute, 53.0) is None
+    assert daily_quota_error({"error": {"code": 429}}, None) is None  # no QuotaFailure at all
+    daily = daily_quota_error(_body("GenerateRequestsPerDayPerProjectPerModel"), 7200.0)
+    assert daily is not None and (daily.code, daily.retryable, daily.retry_after_s) == (
+        DAILY_QUOTA_EXHAUSTED,
+        False,
+        7200.0,
+    )
+
+
+def test_after_the_first_daily_refusal_the_model_is_not_called_until_the_reset(
+    sim: SimulatorThread,
+) -> None:
+    configure(sim, rpd=1)
+    now = [1000.0]
+    call = ModelCall(model=MODEL, parts=("Say hi",))
+
+    async def scenario() -> list[str]:
+        gate = DailyQuotaGate(GenaiModelClient("test", sim.url, timeout_s=10), clock=lambda: now[0])
+        codes = []
+        try:
+            await gate.generate(call)
+            for _ in range(3):
+                with pytest.raises(ModelCallError) as refused:
+                    await gate.generate(call)
+                codes.append(refused.value.code)
+            assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 60
+            assert gate.paused_for(MODEL) > 60 and gate.paused_for("another-model") == 0
+            assert sim_stats(sim)["errors_by_code"] == {"429:rpd": 1}  # one call learnt it
+            now[0] += gate.paused_for(MODEL)  # the reset: the model is called again
+            with pytest.raises(ModelCallError):
+                await gate.generate(call)
+        finally:
+            await gate.aclose()
+        return codes
+
+    assert asyncio.run(scenario()) == [DAILY_QUOTA_EXHAUSTED] * 3
+    assert sim_stats(sim)["errors_by_code"] == {"429:rpd": 2}
+
+
+def test_a_batch_over_the_day_quota_fails_with_its_code_without_a_retry_storm(sim: SimulatorThread) -> None:
+    """Neither retried nor split: 40 requests (two packed calls) after the quota ran out
+    cost at most one call each time the engine learns it."""
+    configure(sim, rpd=1)
+    requests = [InferenceRequest(id=f"t{n}", prompt=f"question {n}", model=MODEL) for n in range(40)]
+
+    async def scenario() -> list[str | None]:
+        gate = DailyQuotaGate(GenaiModelClient("test", sim.url, timeout_s=10))
+        engine = BatchInferenceEngine(
+            gate, PackingLimits(max_items_per_call=20), RetryPolicy(attempts=5, base_s=0.01, max_s=0.05), 1
+        )
+        try:
+            first = await engine.run(requests[:1])
+            assert first[0].ok
+            results = await engine.run(requests[1:])
+        finally:
+            await gate.aclose()
+        return [r.error_code for r in results]
+
+    assert asyncio.run(scenario()) == [DAILY_QUOTA_EXHAUSTED] * 39
+    stats = sim_stats(sim)
+    assert stats["errors_by_code"] == {"429:rpd": 1} and stats["calls"] == 1
