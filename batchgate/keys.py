@@ -141,3 +141,8 @@ def baseline_active(prefix: str) -> str:
 def drift_latest(prefix: str) -> str:
     """The last drift signal (JSON)."""
     return f"{prefix}:drift:latest"
+
+
+def model_call_turns(prefix: str) -> str:
+    """The theoretical arrival time of the cluster's next model call (``ClusterPacer``)."""
+    return f"{prefix}:quota:rpm"

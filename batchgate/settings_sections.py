@@ -88,8 +88,9 @@ class GeminiSettings:
     #: one organisation: every item of a packed call is visible to, and can be steered by, a
     #: prompt injected into any other item of that call.
     share_calls_across_tenants: bool = False
-    #: Gemini calls each worker process may start per minute: your RPM quota divided by the
-    #: worker processes (0 = unpaced). Calls beyond it wait their turn instead of meeting 429s.
+    #: Gemini calls the whole cluster may start per minute: your project's RPM quota, shared by
+    #: every worker process through Redis (0 = unpaced). Calls beyond it wait their turn
+    #: instead of meeting 429s.
     model_rpm: int = 0
     #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
     gemini_api_key: str = field(default="", repr=False, metadata={"env": False})

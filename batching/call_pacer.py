@@ -11,6 +11,14 @@ in, so tests drive it without sleeping.
 
 from __future__ import annotations
 
+from typing import Protocol
+
+
+class Pacer(Protocol):
+    """Hands out turns for model calls: ``reserve(now)`` is the wait before the call."""
+
+    def reserve(self, now: float) -> float: ...
+
 
 class CallPacer:
     """Turns for model calls at no more than ``rpm`` per minute (``rpm`` 0: no pacing)."""

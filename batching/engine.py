@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from batching.answer_checks import entry_text, kept_calls, sendable_schema, unfit_answer, unfit_entry
 from batching.call_costs import metered
-from batching.call_pacer import CallPacer
+from batching.call_pacer import CallPacer, Pacer
 from batching.daily_quota import DAILY_QUOTA_EXHAUSTED
 from batching.model_client import ModelClient
 from batching.packed_prompt import (
@@ -77,7 +77,7 @@ class BatchInferenceEngine:
         retry: RetryPolicy,
         max_concurrent_calls: int,
         *,
-        pacer: CallPacer | None = None,
+        pacer: Pacer | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,

@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from baseline.drift import LatencyDriftSignal
+from batchgate.cluster_pacer import ClusterPacer
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionStore
@@ -21,7 +22,6 @@ from batchgate.settings import Settings
 from batchgate.taskstore import Holder, TaskStore
 from batching.background_loop import BackgroundLoop
 from batching.call_costs import CallCostModel, with_call_cpu
-from batching.call_pacer import CallPacer
 from batching.daily_quota import DailyQuotaGate
 from batching.engine import BatchInferenceEngine
 from batching.genai_client import GenaiModelClient
@@ -187,5 +187,14 @@ class WorkerRuntime:
             attempts=packing.retry_attempts, base_s=packing.retry_base_s, max_s=packing.retry_max_s
         )
         return BatchInferenceEngine(
-            client, limits, retry, gemini.max_concurrent_calls, pacer=CallPacer(gemini.model_rpm)
+            client, limits, retry, gemini.max_concurrent_calls, pacer=self._call_pacer()
         )
+
+    def _call_pacer(self) -> ClusterPacer:
+        """The cluster's RPM quota, shared by every worker process through Redis. Its own
+        client, quick to give up: a turn is taken on the engine's loop, and a Redis that does
+        not answer makes the worker pace itself instead of stalling its calls."""
+        client = redis.Redis.from_url(
+            self.settings.broker.redis_url, socket_timeout=1, socket_connect_timeout=1, retry=None
+        )
+        return ClusterPacer(client, self.settings.broker.key_prefix, self.settings.gemini.model_rpm)
