@@ -115,6 +115,11 @@ def lease_prefix(prefix: str) -> str:
     return f"{prefix}:lease:"
 
 
+def model_call_turns(prefix: str) -> str:
+    """The theoretical arrival time of the cluster's next model call (``ClusterPacer``)."""
+    return f"{prefix}:quota:rpm"
+
+
 def warm_report(prefix: str, token: str) -> str:
     """Where a ``make warm-cache`` run's worker reports how it went."""
     return f"{prefix}:warm:{token}"
@@ -141,8 +146,3 @@ def baseline_active(prefix: str) -> str:
 def drift_latest(prefix: str) -> str:
     """The last drift signal (JSON)."""
     return f"{prefix}:drift:latest"
-
-
-def model_call_turns(prefix: str) -> str:
-    """The theoretical arrival time of the cluster's next model call (``ClusterPacer``)."""
-    return f"{prefix}:quota:rpm"
