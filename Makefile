@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: base-images images compose-test chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest baseline up down clean
+.PHONY: base-images images compose-test chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest quotatest baseline up down clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
@@ -97,6 +97,9 @@ baseline: install ## capture a PerformanceBaseline under steady healthy load and
 
 scaletest: install ## 1 vs 3 API replicas and 1 vs 2 worker processes at the same load (~2 min; SCALETEST_* settings)
 	$(BIN)/python -m loadtest.scaletest
+
+quotatest: install ## 2 worker processes share one RPM quota, then one is killed (~5 min; QUOTATEST_* settings)
+	$(BIN)/python -m loadtest.quotatest
 
 chaos: install ## fault run on the shipped defaults: workers, an API replica and Redis (down 10 s) fail under load, with same-key clients and blocked prompts (CHAOS_N=2000, CHAOS_RATE=40)
 	$(BIN)/python -m stack.chaos
