@@ -52,7 +52,6 @@ class ClusterPacer:
 
     def __init__(self, client: redis.Redis, prefix: str, rpm: int) -> None:
         self.rpm = rpm
-        self._client = client
         self._key = model_call_turns(prefix)
         self._take_turn = client.register_script(_TAKE_TURN)
         #: Paces this worker alone while Redis does not answer.
