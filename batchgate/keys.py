@@ -115,9 +115,11 @@ def lease_prefix(prefix: str) -> str:
     return f"{prefix}:lease:"
 
 
-def model_call_turns(prefix: str) -> str:
-    """The theoretical arrival time of the cluster's next model call (``ClusterPacer``)."""
-    return f"{prefix}:quota:rpm"
+def model_quota(prefix: str, model: str, part: str) -> str:
+    """A model's shared quota state (``ClusterPacer``): ``rpm`` and ``tpm`` schedules (the
+    theoretical arrival time of the next call or token), ``rpd:<Pacific date>`` (calls made
+    that day) and ``paused`` (Gemini refused the model for the day)."""
+    return f"{prefix}:quota:{model}:{part}"
 
 
 def warm_report(prefix: str, token: str) -> str:

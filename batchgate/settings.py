@@ -15,15 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from batchgate.env import SettingsError, load_section
+from batchgate.settings_gemini import DEFAULT_SIMULATOR_URL, GeminiSettings
 from batchgate.settings_sections import (
-    DEFAULT_SIMULATOR_URL,
     ApiSettings,
     BrokerSettings,
     ConsumerSettings,
     ConversationSettings,
     DriftSettings,
     EdgeSettings,
-    GeminiSettings,
     PackingSettings,
     StackSettings,
 )
@@ -89,6 +88,7 @@ class Settings:
         """Fail at start-up on values, and combinations of sections, that cannot work."""
         for section in (
             self.broker,
+            self.gemini,
             self.packing,
             self.consumer,
             self.api,

@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from baseline.drift_thresholds import DriftThresholds
 from batchgate.env import SettingsError
 
-DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8090"
 
-
-def _at_least_one(section: object, *names: str) -> None:
+def at_least_one(section: object, *names: str) -> None:
     for name in names:
         if getattr(section, name) < 1:
             raise SettingsError(f"BATCHGATE_{name.upper()} must be at least 1")
@@ -72,45 +70,6 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True)
-class GeminiSettings:
-    """Which model answers and how the workers call it."""
-
-    #: Default Gemini model when a request names none.
-    model: str = "gemini-2.5-flash"
-    #: Gemini-compatible simulator to call; empty = the embedded one
-    #: (BATCHGATE_SIM_HOST:BATCHGATE_SIM_PORT) unless GEMINI_API_KEY is set, then real Gemini.
-    simulator_url: str = ""
-    #: Timeout of one Gemini call.
-    gemini_timeout_s: float = 60.0
-    #: Gemini calls in flight at once per worker process.
-    max_concurrent_calls: int = 16
-    #: Let requests of different tenants share one Gemini call. Only for a deployment that serves
-    #: one organisation: every item of a packed call is visible to, and can be steered by, a
-    #: prompt injected into any other item of that call.
-    share_calls_across_tenants: bool = False
-    #: Gemini calls the whole cluster may start per minute: your project's RPM quota, shared by
-    #: every worker process through Redis (0 = unpaced). Calls beyond it wait their turn
-    #: instead of meeting 429s.
-    model_rpm: int = 0
-    #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
-    gemini_api_key: str = field(default="", repr=False, metadata={"env": False})
-    #: Where the embedded simulator answers (from ``BATCHGATE_SIM_HOST``/``_PORT``).
-    embedded_simulator_url: str = field(default=DEFAULT_SIMULATOR_URL, metadata={"env": False})
-
-    @property
-    def uses_simulator(self) -> bool:
-        """True unless real Gemini is configured (a key and no simulator URL)."""
-        return bool(self.simulator_url) or not self.gemini_api_key
-
-    @property
-    def model_base_url(self) -> str | None:
-        """Base URL the Gemini SDK is pointed at; None means Google's own endpoint."""
-        if self.simulator_url:
-            return self.simulator_url
-        return None if self.gemini_api_key else self.embedded_simulator_url
-
-
-@dataclass(frozen=True)
 class PackingSettings:
     """How the engine packs a batch into model calls and retries them."""
 
@@ -134,7 +93,7 @@ class PackingSettings:
     def validate(self) -> None:
         if self.strategy not in ("auto", "pack", "concurrent"):
             raise SettingsError(f"BATCHGATE_STRATEGY must be auto, pack or concurrent, not {self.strategy!r}")
-        _at_least_one(self, "max_items_per_call", "retry_attempts")
+        at_least_one(self, "max_items_per_call", "retry_attempts")
 
 
 @dataclass(frozen=True)
@@ -162,7 +121,7 @@ class ConsumerSettings:
     def validate(self) -> None:
         if self.flush_mode not in ("adaptive", "window"):
             raise SettingsError(f"BATCHGATE_FLUSH_MODE must be adaptive or window, not {self.flush_mode!r}")
-        _at_least_one(self, "batch_max_size", "worker_concurrency")
+        at_least_one(self, "batch_max_size", "worker_concurrency")
 
     @property
     def prefetch_multiplier(self) -> int:
@@ -261,7 +220,7 @@ class EdgeSettings:
     def validate(self) -> None:
         if self.queue_low_water > self.queue_high_water:
             raise SettingsError("BATCHGATE_QUEUE_LOW_WATER must not exceed BATCHGATE_QUEUE_HIGH_WATER")
-        _at_least_one(
+        at_least_one(
             self,
             "tier_free_max_in_flight",
             "tier_basic_max_in_flight",
@@ -340,7 +299,7 @@ class DriftSettings:
             raise SettingsError("need 1 <= BATCHGATE_DRIFT_WARN_RATIO <= BATCHGATE_DRIFT_RATIO")
         if not 0.0 < self.drift_ks_alpha < 1.0:
             raise SettingsError("BATCHGATE_DRIFT_KS_ALPHA must be between 0 and 1")
-        _at_least_one(self, "drift_min_samples", "drift_enter_after", "drift_exit_after")
+        at_least_one(self, "drift_min_samples", "drift_enter_after", "drift_exit_after")
 
     def thresholds(self) -> DriftThresholds:
         """The drift signal's thresholds, as ``baseline`` takes them."""
@@ -388,7 +347,7 @@ class StackSettings:
     def validate(self) -> None:
         if self.nginx_tls_port and self.nginx_tls_port == self.nginx_port:
             raise SettingsError("BATCHGATE_NGINX_TLS_PORT must differ from BATCHGATE_NGINX_PORT (or be 0)")
-        _at_least_one(self, "worker_processes")
+        at_least_one(self, "worker_processes")
         if self.nginx_tls_port < 0 or self.nginx_rate_per_s < 0:
             raise SettingsError(
                 "BATCHGATE_NGINX_TLS_PORT and BATCHGATE_NGINX_RATE_PER_S must not be negative"

@@ -15,14 +15,40 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from batching.model_client import ModelClient
 from batching.types import ModelCall, ModelCallError, ModelReply
 
 DAILY_QUOTA_EXHAUSTED = "model_daily_quota_exhausted"
+#: Where Gemini's day quotas reset.
+PACIFIC = ZoneInfo("America/Los_Angeles")
 #: How long a model stays paused when Gemini gave no delay with a day quota's refusal.
 DEFAULT_PAUSE_S = 3600.0
+
+
+def pacific_day(wall: float) -> str:
+    """The Pacific date (``YYYY-MM-DD``) of epoch time ``wall``: the day a day quota counts."""
+    return datetime.fromtimestamp(wall, PACIFIC).date().isoformat()
+
+
+def seconds_to_pacific_midnight(wall: float) -> float:
+    """Seconds from epoch time ``wall`` to the next midnight in Pacific time."""
+    here = datetime.fromtimestamp(wall, PACIFIC)
+    midnight = datetime.combine(here.date() + timedelta(days=1), datetime.min.time(), PACIFIC)
+    return max(0.0, midnight.timestamp() - wall)
+
+
+def day_quota_spent(model: str, seconds_left: float, why: str) -> ModelCallError:
+    """The error of a call not made because ``model``'s day quota is spent (``why``)."""
+    return ModelCallError(
+        DAILY_QUOTA_EXHAUSTED,
+        f"the model's daily quota ran out ({why}); not called again for {seconds_left:.0f} s",
+        status=429,
+        retry_after_s=seconds_left,
+    )
 
 
 def quota_ids(body: Any) -> list[str]:
@@ -56,9 +82,17 @@ def daily_quota_error(body: Any, retry_after_s: float | None) -> ModelCallError 
 class DailyQuotaGate:
     """A ``ModelClient`` that stops calling a model whose daily quota ran out, until it resets."""
 
-    def __init__(self, client: ModelClient, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: ModelClient,
+        clock: Callable[[], float] = time.monotonic,
+        on_pause: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._client = client
         self._clock = clock
+        #: Told (model, seconds) when Gemini refuses a model for the day, so other processes
+        #: can leave it alone too.
+        self._on_pause = on_pause
         #: Model -> when (``clock``) its daily quota is expected back.
         self._paused_until: dict[str, float] = {}
 
@@ -80,12 +114,7 @@ class DailyQuotaGate:
     def _check(self, model: str) -> None:
         left = self.paused_for(model)
         if left > 0:
-            raise ModelCallError(
-                DAILY_QUOTA_EXHAUSTED,
-                f"the model's daily quota ran out; not called again for {left:.0f} s",
-                status=429,
-                retry_after_s=left,
-            )
+            raise day_quota_spent(model, left, "Gemini said so")
 
     async def _watch(self, model: str, pending: Any) -> ModelReply:
         try:
@@ -94,5 +123,7 @@ class DailyQuotaGate:
             if exc.code == DAILY_QUOTA_EXHAUSTED:
                 pause = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_PAUSE_S
                 self._paused_until[model] = self._clock() + pause
+                if self._on_pause is not None:
+                    self._on_pause(model, pause)
             raise
         return reply

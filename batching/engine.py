@@ -24,6 +24,7 @@ from batching.packed_prompt import (
     structured_answer_schema,
 )
 from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
+from batching.quota import call_input_tokens
 from batching.retry import RetryPolicy, backoff_delay
 from batching.structured import with_answer_format
 from batching.tokens import estimate_tokens
@@ -82,14 +83,10 @@ class BatchInferenceEngine:
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
-        self._limits = limits
-        self._retry = retry
+        self._client, self._limits, self._retry = client, limits, retry
         self._slots = asyncio.Semaphore(max_concurrent_calls)
         self._pacer = pacer or CallPacer(0)
-        self._sleep = sleep
-        self._jitter = jitter
-        self._clock = clock
+        self._sleep, self._jitter, self._clock = sleep, jitter, clock
 
     async def run(
         self, requests: Sequence[InferenceRequest], on_delta: DeltaSink | None = None
@@ -302,12 +299,15 @@ class BatchInferenceEngine:
         self, call: ModelCall, started: float, on_text: Callable[[int, str], None] | None = None
     ) -> _CallOutcome:
         """Make one call, retrying 429/5xx/timeouts with backoff, within the concurrency slots
-        and at the pace of the RPM quota (every attempt takes a turn). With ``on_text`` the
+        and the model's quotas (every attempt takes a turn and its input tokens). With ``on_text`` the
         call streams, and each chunk is reported with its attempt number."""
-        attempt = 0
+        attempt, tokens = 0, call_input_tokens(call)
         while True:
             attempt += 1
-            turn_in = self._pacer.reserve(self._clock())
+            try:
+                turn_in = self._pacer.reserve(self._clock(), call.model, tokens)
+            except ModelCallError as exc:  # the model's day quota is spent: no call is made
+                return _CallOutcome(None, exc, attempt, self._clock() - started, 0.0)
             if turn_in > 0:
                 await self._sleep(turn_in)
             async with self._slots:
@@ -323,6 +323,7 @@ class BatchInferenceEngine:
                 except Exception as exc:  # an SDK or transport surprise: give up on this call only
                     error = ModelCallError("model_error", f"{type(exc).__name__}: {exc}")
                 else:
+                    self._pacer.settle(call.model, tokens, reply.input_tokens)
                     return _CallOutcome(reply, None, attempt, sent - started, self._clock() - sent)
             if not error.retryable or attempt >= self._retry.attempts:
                 return _CallOutcome(None, error, attempt, sent - started, self._clock() - sent)

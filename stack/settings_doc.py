@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from batchgate import settings_sections
+from batchgate import settings_gemini, settings_sections
 from batchgate.settings import SECTIONS, SimulatorSettings
 from batching.simulator import settings as simulator_settings_module
 
@@ -24,7 +24,7 @@ def _comments() -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {}
     current_class = ""
     pending: list[str] = []
-    sources = (settings_sections.__file__, simulator_settings_module.__file__)
+    sources = (settings_sections.__file__, settings_gemini.__file__, simulator_settings_module.__file__)
     lines = [line for source in sources for line in Path(str(source)).read_text().splitlines()]
     for line in lines:
         if line.startswith("class "):

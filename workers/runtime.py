@@ -171,9 +171,12 @@ class WorkerRuntime:
 
     async def _build_engine(self) -> BatchInferenceEngine:
         gemini, packing = self.settings.gemini, self.settings.packing
-        # A model whose daily quota ran out is not called again until it resets.
+        pacer = self._call_pacer()
+        # A model Gemini refused for the day is not called again until it resets, by this
+        # process nor, through the pacer, by any other.
         client = DailyQuotaGate(
-            GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s)
+            GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s),
+            on_pause=pacer.pause,
         )
         limits = PackingLimits(
             max_items_per_call=packing.max_items_per_call,
@@ -186,15 +189,18 @@ class WorkerRuntime:
         retry = RetryPolicy(
             attempts=packing.retry_attempts, base_s=packing.retry_base_s, max_s=packing.retry_max_s
         )
-        return BatchInferenceEngine(
-            client, limits, retry, gemini.max_concurrent_calls, pacer=self._call_pacer()
-        )
+        return BatchInferenceEngine(client, limits, retry, gemini.max_concurrent_calls, pacer=pacer)
 
     def _call_pacer(self) -> ClusterPacer:
-        """The cluster's RPM quota, shared by every worker process through Redis. Its own
+        """The cluster's quotas, shared by every worker process through Redis. Its own
         client, quick to give up: a turn is taken on the engine's loop, and a Redis that does
         not answer makes the worker pace itself instead of stalling its calls."""
         client = redis.Redis.from_url(
             self.settings.broker.redis_url, socket_timeout=1, socket_connect_timeout=1, retry=None
         )
-        return ClusterPacer(client, self.settings.broker.key_prefix, self.settings.gemini.model_rpm)
+        return ClusterPacer(
+            client,
+            self.settings.broker.key_prefix,
+            self.settings.gemini.quotas,
+            largest_call_tokens=self.settings.packing.max_input_tokens_per_call,
+        )

@@ -14,15 +14,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from batching.daily_quota import pacific_day, seconds_to_pacific_midnight
 from batching.simulator.cost import QUOTA_WINDOW_S, QuotaWindow
 
 QUOTA_FAILURE_TYPE = "type.googleapis.com/google.rpc.QuotaFailure"
-#: Where Gemini's day quotas reset.
-PACIFIC = ZoneInfo("America/Los_Angeles")
 #: Each quota's ``quotaId`` and ``quotaMetric`` in a QuotaFailure violation, as Gemini names them.
 QUOTA_NAMES = {
     "rpm": (
@@ -63,13 +60,6 @@ class QuotaRefusal:
             "quotaValue": str(self.limit),
         }
         return {"@type": QUOTA_FAILURE_TYPE, "violations": [violation]}
-
-
-def seconds_to_pacific_midnight(wall: float) -> float:
-    """Seconds from epoch time ``wall`` to the next midnight in Pacific time."""
-    here = datetime.fromtimestamp(wall, PACIFIC)
-    midnight = datetime.combine(here.date() + timedelta(days=1), datetime.min.time(), PACIFIC)
-    return max(0.0, midnight.timestamp() - wall)
 
 
 def _whole_seconds(wait_s: float) -> int:
@@ -118,7 +108,7 @@ class DayCount:
         self.count = 0
 
     def used(self, wall: float) -> int:
-        day = datetime.fromtimestamp(wall, PACIFIC).date().isoformat()
+        day = pacific_day(wall)
         if day != self._day:
             self._day, self.count = day, 0
         return self.count

@@ -33,7 +33,7 @@ NAMES = {
     keys.session: "bg:session:{0}",
     keys.lease_holders: "bg:lease-holders",
     keys.lease_prefix: "bg:lease:",
-    keys.model_call_turns: "bg:quota:rpm",
+    keys.model_quota: "bg:quota:{0}:{1}",
     keys.warm_report: "bg:warm:{0}",
     keys.metrics_slot: "bg:m:{0}:{1}",
     keys.metrics_streams: "bg:metrics:streams:{0}",

@@ -38,3 +38,20 @@ def test_the_bucket_refills_while_quiet_but_only_up_to_its_burst() -> None:
 def test_a_negative_quota_is_refused() -> None:
     with pytest.raises(ValueError):
         CallPacer(-1)
+
+
+def test_input_tokens_are_paced_to_the_tpm_quota_and_corrected_after() -> None:
+    pacer = CallPacer(0, tpm=60_000)  # 1,000 tokens a second, a second's worth at once
+    assert pacer.reserve(0.0, "m", 1000) == 0.0
+    assert pacer.reserve(0.0, "m", 500) == pytest.approx(0.5)
+    pacer.settle("m", 500, 100)  # Gemini counted fewer: the difference comes back
+    assert pacer.reserve(0.0, "m", 400) == pytest.approx(0.5)
+    pacer.settle("m", 400, 1400)  # and more: the next call waits for them
+    assert pacer.reserve(0.0, "m", 100) == pytest.approx(1.6)
+
+
+def test_the_slower_of_rpm_and_tpm_decides_the_wait() -> None:
+    pacer = CallPacer(60, tpm=6_000)  # one call and 100 tokens a second
+    assert pacer.reserve(0.0, "m", 10) == 0.0
+    assert pacer.reserve(0.0, "m", 10) == pytest.approx(1.0)  # RPM binds
+    assert pacer.reserve(0.0, "m", 500) == pytest.approx(4.2)  # TPM binds: 420 tokens short

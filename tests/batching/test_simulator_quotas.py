@@ -10,8 +10,9 @@ import pytest
 from google import genai
 from google.genai import errors
 
+from batching.daily_quota import PACIFIC, seconds_to_pacific_midnight
 from batching.simulator import SimulatorThread
-from batching.simulator.quotas import PACIFIC, QUOTA_FAILURE_TYPE, Quotas, seconds_to_pacific_midnight
+from batching.simulator.quotas import QUOTA_FAILURE_TYPE, Quotas
 from tests.batching.sim_helpers import MODEL, configure, sim_stats
 
 pytestmark = pytest.mark.usefixtures("baseline")
