@@ -43,6 +43,10 @@ class GeminiSettings:
     #: Quotas of other models, as model:rpm=N,tpm=N,rpd=N;model2:... (a quota left out is the
     #: default model's); a model not listed gets the default model's quotas, counted apart.
     model_quotas: str = ""
+    #: What becomes of the tasks waiting for a model whose day quota is spent: fail (at once,
+    #: model_daily_quota_exhausted) or park (queued until midnight Pacific, then sent again;
+    #: conversation turns still fail).
+    day_quota_action: str = "fail"
     #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
     gemini_api_key: str = field(default="", repr=False, metadata={"env": False})
     #: Where the embedded simulator answers (from ``BATCHGATE_SIM_HOST``/``_PORT``).
@@ -50,6 +54,10 @@ class GeminiSettings:
 
     def validate(self) -> None:
         at_least_one(self, "max_concurrent_calls")
+        if self.day_quota_action not in ("fail", "park"):
+            raise SettingsError(
+                f"BATCHGATE_DAY_QUOTA_ACTION must be fail or park, not {self.day_quota_action!r}"
+            )
         try:
             QuotaTable.parse(ModelQuota(self.model_rpm, self.model_tpm, self.model_rpd), self.model_quotas)
         except ValueError as exc:

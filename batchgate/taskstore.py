@@ -22,7 +22,7 @@ import redis
 from batchgate import keys as key_names
 from batchgate.broker_message import QueuedMessage
 from batchgate.sessions import Landing
-from batchgate.taskstore_scripts import CLAIM, CREATE, FINISH
+from batchgate.taskstore_scripts import CLAIM, CREATE, FINISH, PARK
 from batchgate.tenants import inflight_prefix
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
@@ -53,6 +53,7 @@ class TaskStore:
         self._claim = client.register_script(CLAIM)
         self._create = client.register_script(CREATE)
         self._finish = client.register_script(FINISH)
+        self._park = client.register_script(PARK)
 
     @property
     def done_channel(self) -> str:
@@ -191,6 +192,34 @@ class TaskStore:
         pipe.zadd(self.inflight_key, {task_id: now})
         return int(pipe.execute()[0])
 
+    def park(
+        self, parked: list[tuple[str, dict[str, Any]]], holder: str, lead_s: float, now: float
+    ) -> list[str]:
+        """Put tasks this holder runs back to queued until their ``parked["until"]`` (epoch),
+        entering the in-flight index ``lead_s`` before it (the orphan sweeper's delay, so it
+        sends them again at ``until``); announce them; return the ids parked."""
+        if not parked:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id, why in parked:
+            until = float(why["until"])
+            self._park(
+                keys=[self.key(task_id), self.inflight_key],
+                args=[task_id, repr(until - lead_s), _dumps(why), int(until - now) + self._ttl_s, holder],
+                client=pipe,
+            )
+        done = [task_id for (task_id, _), ok in zip(parked, pipe.execute(), strict=True) if ok]
+        if done:
+            self._redis.publish(self.progress_channel, " ".join(done))
+        return done
+
+    def unpark(self, task_id: str, now: float) -> None:
+        """A parked task is sent again: it is no longer parked, and its in-flight clock restarts."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hdel(self.key(task_id), "parked")
+        pipe.zadd(self.inflight_key, {task_id: now})
+        pipe.execute()
+
     def forget(self, task_ids: list[str]) -> None:
         """Drop ids from the in-flight index (finished or expired records)."""
         if task_ids:
@@ -324,7 +353,7 @@ def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in raw.items():
         name, text = _text(key) or "", _text(value) or ""
-        if name in ("request", "result", "error", "timings", "sizes"):
+        if name in ("request", "result", "error", "timings", "sizes", "parked"):
             record[name] = json.loads(text) if text else None
         elif name in ("submitted_at", "picked_at", "finished_at"):
             record[name] = float(text) if text else None

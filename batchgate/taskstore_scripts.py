@@ -101,3 +101,19 @@ if #KEYS == 4 then
 end
 return 1
 """
+
+# A task its worker cannot run before a model's day quota resets waits for it instead of
+# failing: running under this holder (ARGV[5]) -> queued again, with ARGV[3] (JSON: code,
+# message, until) as ``parked``, re-entering the in-flight index (KEYS[2]) at ARGV[2], when
+# the orphan sweeper sends it again; the record lives ARGV[4] seconds more. Returns 1 when
+# parked.
+PARK = """
+local state = redis.call('HMGET', KEYS[1], 'status', 'claimed_by')
+if state[1] ~= 'running' or state[2] ~= ARGV[5] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'parked', ARGV[3], 'claimed_by', '')
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""

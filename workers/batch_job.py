@@ -28,6 +28,7 @@ from batchgate.taskstore import FAILED, SUCCEEDED, Holder, Outcome, TaskStore
 from batching.types import COMPLETE, STRATEGIES, InferenceRequest, InferenceResult
 from workers import message_parts
 from workers.conversation_rounds import ConversationRounds, Round
+from workers.parking import park_spent
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ class BatchContext:
     conversations: ConversationRounds | None = None
     #: How long answers already computed are kept while Redis is unreachable.
     patience_s: float = 0.0
+    #: Park tasks that only a spent day quota failed, until it resets (``workers.parking``),
+    #: sent again by the orphan sweeper, which acts ``park_lead_s`` after a task is due.
+    park_day_quota: bool = False
+    park_lead_s: float = 0.0
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -174,9 +179,9 @@ def _process(
                 )
                 outcome = dataclasses.replace(outcome, landing=landing)
             outcomes.append(outcome)
-        written.update(_store(ctx, outcomes[landed:]))
+        written.update(_store(ctx, _unparked(ctx, outcomes, landed)))
         landed = len(outcomes)
-    written.update(_store(ctx, outcomes[landed:]))
+    written.update(_store(ctx, _unparked(ctx, outcomes, landed)))
     try:
         _remember(outcomes, written, by_id, ctx.cache, ctx.metrics)
     except redis.RedisError:
@@ -184,6 +189,13 @@ def _process(
             "could not fill the cache or record metrics for a batch of %d", len(outcomes), exc_info=True
         )
     return outcomes
+
+
+def _unparked(ctx: BatchContext, outcomes: list[Outcome], start: int) -> list[Outcome]:
+    """The outcomes from ``start`` on to store: all, unless a spent day quota parks some."""
+    if not ctx.park_day_quota:
+        return outcomes[start:]
+    return park_spent(ctx.store, ctx.holder.name, ctx.park_lead_s, outcomes, start)
 
 
 def _store_and_keep(ctx: BatchContext, outcomes: list[Outcome]) -> list[Outcome]:

@@ -75,6 +75,13 @@ def sweep(
         if task_id in held or (queue_since is not None and entered >= queue_since):
             waiting += 1  # with a live worker, or possibly in the queue behind others
             continue
+        if record.get("parked") and isinstance(record.get("request"), dict):
+            # Waited for a model's day quota to reset (workers.parking): due now, no recovery.
+            store.unpark(task_id, now)
+            publisher.publish(task_id, record["request"], float(record.get("submitted_at") or now))
+            log.info("sent parked task %s again: the day quota it waited for has reset", task_id)
+            requeued += 1
+            continue
         if (record.get("recoveries") or 0) >= max_recoveries or not isinstance(record.get("request"), dict):
             error = {
                 "code": "lost_in_transit",

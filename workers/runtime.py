@@ -126,6 +126,8 @@ class WorkerRuntime:
             metrics=self.metrics,
             conversations=self.conversations,
             patience_s=self.settings.broker.visibility_timeout_s / 2,
+            park_day_quota=self.settings.gemini.day_quota_action == "park",
+            park_lead_s=self.settings.broker.orphan_after_s,
         )
 
     @cached_property

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from batchgate.taskstore import FAILED, SUCCEEDED, Outcome
+from batchgate.taskstore import FAILED, QUEUED, SUCCEEDED, Outcome
 from batching.types import STRATEGIES
 
 #: The event group that ``-E`` (or Flower's ``enable_events`` broadcast) switches on.
@@ -120,7 +120,10 @@ def finished(
     for task_id in dict.fromkeys(task_ids):
         outcome = by_id.get(task_id)
         fields: dict[str, Any] = {"uuid": task_id, "timestamp": stamp}
-        if outcome is not None and outcome.status == FAILED:
+        if outcome is not None and outcome.status == QUEUED:  # parked until a quota resets
+            fields.update(exception=describe_error(outcome.error), traceback="")
+            events.append(TaskEvent("task-retried", fields))
+        elif outcome is not None and outcome.status == FAILED:
             # runtime too (Celery sends none on failure): how long the retries took shows.
             fields.update(exception=describe_error(outcome.error), traceback="", runtime=runtime)
             events.append(TaskEvent("task-failed", fields))
