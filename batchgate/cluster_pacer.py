@@ -112,6 +112,14 @@ class ClusterPacer:
         self._fallback: dict[str, CallPacer] = {}
         #: ``time.monotonic()`` before which Redis is not asked again (after a failure).
         self._alone_until = 0.0
+        #: Model -> when (``reserve``'s clock) the last turn this worker took for it starts.
+        self._turns: dict[str, float] = {}
+
+    @property
+    def next_turn_at(self) -> float:
+        """When the next call could start, as far as this worker knows: the earliest of its
+        models' last turns (a model with no queue lets a call start now)."""
+        return min(self._turns.values(), default=-math.inf)
 
     @property
     def rpm(self) -> int:
@@ -153,9 +161,9 @@ class ClusterPacer:
         ``ModelCallError`` when the model's day quota is spent."""
         quota = self.quotas.of(model)
         if not quota.any:
-            return 0.0
+            return self._turn(model, now, 0.0)
         if self._alone_until and time.monotonic() < self._alone_until:
-            return self._alone(model, quota).reserve(now, model, tokens)
+            return self._turn(model, now, self._alone(model, quota).reserve(now, model, tokens))
         wall = self._wall()
         per_call = self.seconds_per_call(quota)
         try:
@@ -180,13 +188,17 @@ class ClusterPacer:
             if not self._alone_until:
                 log.warning("the shared call quota is unreachable (%s): pacing this worker alone", exc)
             self._alone_until = time.monotonic() + RETRY_S
-            return self._alone(model, quota).reserve(now, model, tokens)
+            return self._turn(model, now, self._alone(model, quota).reserve(now, model, tokens))
         if self._alone_until:
             log.info("the shared call quota answers again")
             self._alone_until = 0.0
         if _text(kind) == "day":
             raise day_quota_spent(model, float(value), f"{quota.rpd} requests per day")
-        return float(value)
+        return self._turn(model, now, float(value))
+
+    def _turn(self, model: str, now: float, wait: float) -> float:
+        self._turns[model] = max(self._turns.get(model, -math.inf), now + wait)
+        return wait
 
     def settle(self, model: str, reserved: int, used: int) -> None:
         """Move the model's TPM schedule by the tokens Gemini counted beyond (or short of) the

@@ -106,9 +106,10 @@ class ConsumerSettings:
     #: BATCHGATE_BATCH_WINDOW_MS), else it waits to fill; window: wait
     #: BATCHGATE_BATCH_WINDOW_MS from the batch's first request.
     flush_mode: str = "adaptive"
-    #: Adaptive mode: batches that may run before new requests wait to fill a batch; match it
-    #: to the model's concurrent call slots (make bench: 8 gave 1.09x window mode's
-    #: saturation throughput where 2 gave 0.86x).
+    #: Adaptive mode: batches the whole cluster may run before new requests wait to fill a
+    #: batch, shared by the live worker processes (each runs up to its share, rounded up, and
+    #: at most BATCHGATE_WORKER_CONCURRENCY); match it to the model's concurrent call slots
+    #: (make bench: 8 gave 1.09x window mode's saturation throughput where 2 gave 0.86x).
     adaptive_slots: int = 8
     #: Flush a batch when it holds this many requests.
     batch_max_size: int = 32

@@ -11,6 +11,7 @@ in, so tests drive it without sleeping.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 
@@ -23,6 +24,12 @@ class Pacer(Protocol):
     ``pause`` leaves a model alone for ``seconds`` after Gemini refused it for the day."""
 
     def reserve(self, now: float, model: str = "", tokens: int = 0) -> float: ...
+
+    @property
+    def next_turn_at(self) -> float:
+        """When (``reserve``'s clock) the last turn taken here starts: later than now while
+        calls queue for their turns."""
+        ...
 
     def settle(self, model: str, reserved: int, used: int) -> None: ...
 
@@ -60,6 +67,11 @@ class CallPacer:
         self.rpm, self.tpm = rpm, tpm
         self._calls = TokenBucket(rpm) if rpm else None
         self._tokens = TokenBucket(tpm) if tpm else None
+        self._next_turn_at = -math.inf
+
+    @property
+    def next_turn_at(self) -> float:
+        return self._next_turn_at
 
     @property
     def burst(self) -> float:
@@ -73,6 +85,7 @@ class CallPacer:
             waits.append(self._calls.take(now, 1))
         if self._tokens is not None and tokens:
             waits.append(self._tokens.take(now, tokens))
+        self._next_turn_at = max(self._next_turn_at, now + max(waits))
         return max(waits)
 
     def settle(self, model: str, reserved: int, used: int) -> None:

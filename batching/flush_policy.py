@@ -23,6 +23,9 @@ Two modes share one function:
   (``arrival_rate * cost >= pending``): a lone client's next request comes only after its
   answer, so its requests leave at once.
   A slow model's call slots bind long before the CPU does, so there the slot rule decides.
+  And where the model's quota binds (calls queue for their turns), a batch waits for the
+  next turn while a slot is free: leaving sooner would not start its call any sooner, and a
+  call is the scarce thing (``turn_at``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ class CallPressure:
     busy: float = 0.0
     #: Requests arriving per second lately (``ArrivalRate``).
     arrival_rate: float = 0.0
+    #: When (the caller's clock) the model's quota lets the next call start: later than now
+    #: while calls queue for their turns (``batching.call_pacer``).
+    turn_at: float = -math.inf
 
     def cost_s(self) -> float:
         """Seconds of waiting one more call inflicts, to be weighed against waiting longer
@@ -116,6 +122,10 @@ def decide(
     if in_flight >= limits.max_in_flight:
         slot_deadline = first_arrival + limits.safety_s
         return FlushNow("deadline") if now >= slot_deadline else WaitUntil(slot_deadline)
+    if pressure.turn_at > now:
+        # The quota holds the next call back anyway: the batch keeps filling until its turn,
+        # so a scarce call carries what arrived meanwhile instead of leaving half empty.
+        return WaitUntil(pressure.turn_at)
     cost = pressure.cost_s()
     # Waiting pays only if a newcomer is expected before the wait has cost a call (or the
     # window ends): with arrivals at rate r, one comes within that time with odds of about

@@ -165,7 +165,8 @@ class Client:
         )
         self.run.completions.append(completion)
         if completion.status != "succeeded":
-            self.run.errors[f"task {completion.status}"] += 1
+            code = (body.get("error") or {}).get("code")
+            self.run.errors[f"task {completion.status}" + (f" {code}" if code else "")] += 1
         return completion
 
 

@@ -20,7 +20,9 @@ Flower shows every buffered request: ``task-received`` when a batch is handed to
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -31,6 +33,7 @@ from celery_batches.trace import apply_batches_task
 
 from batchgate.taskstore import Outcome
 from batching.call_costs import CallCostModel
+from batching.call_pacer import Pacer
 from batching.flush_policy import (
     IDLE,
     ArrivalRate,
@@ -65,6 +68,12 @@ class WindowedBatches(Batches):
     leases: LeaseBook | None = None
     #: What a batch costs this worker's CPU (adaptive mode weighs it; None: nothing measured).
     call_costs: CallCostModel | None = None
+    #: Where this worker's model calls take their quota turns (adaptive mode: a batch fills
+    #: while the next turn is still ahead; None: no quota).
+    pacer: Pacer | None = None
+    #: Batches this worker's pool runs at once: its share of the cluster's adaptive slots
+    #: never exceeds it (None: no cap).
+    pool_size: int | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +93,8 @@ class WindowedBatches(Batches):
         self._timer: Any = None
         #: Batches handed to the pool and not yet done (touched on the consumer thread only).
         self._in_flight = 0
+        #: Flush limits by this worker's share of the adaptive slots (``_limits``).
+        self._shares: dict[int, FlushLimits] = {}
         #: Task ids whose batch could not store its answers: not acknowledged but given back.
         self._unstored: set[str] = set()
         self._unstored_lock = threading.Lock()
@@ -216,7 +227,7 @@ class WindowedBatches(Batches):
             pending,
             self._first_arrival,
             now,
-            self.flush_limits,
+            self._limits(),
             self._in_flight,
             waited_s=pending * now - self._arrival_sum,
             pressure=self._pressure(now),
@@ -235,12 +246,29 @@ class WindowedBatches(Batches):
             delay = max(0.0, decision.deadline - now)
             self._deadline_timer = timer.call_after(delay, lambda: self._on_deadline(timer))
 
+    def _limits(self) -> FlushLimits:
+        """The flush limits with this worker's share of the cluster's adaptive slots: the
+        model's concurrent calls are the whole cluster's, so each of the live workers (as
+        of the last lease beat) runs up to its share, and a lone survivor all of them."""
+        limits, live = self.flush_limits, self.leases.live_holders if self.leases is not None else 1
+        if limits.max_in_flight is None or (live <= 1 and self.pool_size is None):
+            return limits
+        share = -(-limits.max_in_flight // live)
+        if self.pool_size is not None:
+            share = min(share, self.pool_size)
+        if share not in self._shares:
+            self._shares[share] = dataclasses.replace(limits, max_in_flight=share)
+        return self._shares[share]
+
     def _pressure(self, now: float) -> CallPressure:
         """What one more call costs now; window mode never weighs it, so it reads nothing."""
         if self.flush_limits.max_in_flight is None:
             return IDLE
         fixed_s = self.call_costs.fixed_s if self.call_costs else 0.0
-        return CallPressure(fixed_s, self.busy.value, self.arrival_rate.at(now))
+        # The engine's pacer keeps time.monotonic(); ``now`` is this consumer's clock.
+        ahead = self.pacer.next_turn_at - time.monotonic() if self.pacer is not None else 0.0
+        turn_at = now + ahead if ahead > 0 else -math.inf
+        return CallPressure(fixed_s, self.busy.value, self.arrival_rate.at(now), turn_at)
 
     def _on_deadline(self, timer: Any) -> None:
         self._deadline_timer = None

@@ -94,6 +94,8 @@ class LeaseBook:
         self._released: set[str] = set()
         #: Unacknowledged messages of other queues seen by ``unleased`` (never read again).
         self._foreign: set[str] = set()
+        #: Worker processes alive at the last beat (they share the model's call slots).
+        self.live_holders = 1
 
     @property
     def holders(self) -> str:
@@ -135,8 +137,11 @@ class LeaseBook:
             raise
 
     def beat(self, now: float) -> None:
-        """Say this holder is alive."""
-        self._redis.zadd(self._holders, {self.holder: now})
+        """Say this holder is alive, and count the live holders (this one included)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(self._holders, {self.holder: now})
+        pipe.zcount(self._holders, now - self.lapse_s, "+inf")
+        self.live_holders = max(1, int(pipe.execute()[1]))
 
     def lapsed(self, now: float) -> list[str]:
         """Holders (other than this one) silent for longer than the lapse."""

@@ -173,7 +173,7 @@ class WorkerRuntime:
 
     async def _build_engine(self) -> BatchInferenceEngine:
         gemini, packing = self.settings.gemini, self.settings.packing
-        pacer = self._call_pacer()
+        pacer = self.call_pacer
         # A model Gemini refused for the day is not called again until it resets, by this
         # process nor, through the pacer, by any other.
         client = DailyQuotaGate(
@@ -193,7 +193,8 @@ class WorkerRuntime:
         )
         return BatchInferenceEngine(client, limits, retry, gemini.max_concurrent_calls, pacer=pacer)
 
-    def _call_pacer(self) -> ClusterPacer:
+    @cached_property
+    def call_pacer(self) -> ClusterPacer:
         """The cluster's quotas, shared by every worker process through Redis. Its own
         client, quick to give up: a turn is taken on the engine's loop, and a Redis that does
         not answer makes the worker pace itself instead of stalling its calls."""

@@ -31,6 +31,8 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     class InferBatches(WindowedBatches):
         leases = runtime.leases
         call_costs = runtime.call_costs
+        pacer = runtime.call_pacer
+        pool_size = settings.consumer.worker_concurrency
         flush_limits = FlushLimits(
             max_size=settings.consumer.batch_max_size,
             window_s=settings.consumer.batch_window_ms / 1000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from datetime import datetime
@@ -108,3 +109,13 @@ def test_each_model_keeps_its_own_schedule(redis_client: redis.Redis) -> None:
     assert [pacer.reserve(0.0, MODEL) for _ in range(50)] == [0.0] * 50  # unpaced default
     waits = [pacer.reserve(0.0, "slow") for _ in range(3)]
     assert waits[0] == 0.0 and 0.9 < waits[1] < 1.1 and 1.9 < waits[2] < 2.2
+
+
+def test_a_worker_knows_when_its_next_call_could_start(redis_client: redis.Redis) -> None:
+    table = QuotaTable(ModelQuota(), {"slow": ModelQuota(rpm=60)})
+    (pacer,) = _pacers(redis_client, 1, table)
+    assert pacer.next_turn_at == -math.inf  # no call yet
+    waits = [pacer.reserve(100.0, "slow") for _ in range(3)]
+    assert pacer.next_turn_at == pytest.approx(100.0 + waits[-1])  # calls queue for turns
+    pacer.reserve(100.0, MODEL)  # another model, unpaced: a call of it could start now
+    assert pacer.next_turn_at == 100.0

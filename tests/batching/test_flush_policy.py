@@ -134,3 +134,12 @@ def test_a_lone_client_on_a_machine_busy_with_other_work_waits_no_longer_than_th
     assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=saturated) == FlushNow("slot_free")
     busier = CallPressure(FIXED, busy=1.0, arrival_rate=40)  # 2 expected: the window is worth it
     assert decide(1, 10.0, 10.0, ADAPTIVE, pressure=busier) == WaitUntil(10.05)
+
+
+def test_while_the_quota_holds_the_next_call_back_a_batch_keeps_filling_until_its_turn() -> None:
+    queued = CallPressure(turn_at=12.0)  # calls queue for quota turns until 12.0
+    assert decide(1, 10.0, 10.0, ADAPTIVE, in_flight=0, pressure=queued) == WaitUntil(12.0)
+    assert decide(8, 10.0, 10.0, ADAPTIVE, in_flight=0, pressure=queued) == FlushNow("size")
+    assert decide(3, 10.0, 12.0, ADAPTIVE, in_flight=0, pressure=queued) == FlushNow("slot_free")  # its turn
+    assert decide(3, 10.0, 10.2, ADAPTIVE, in_flight=2, pressure=queued) == WaitUntil(15.0)  # slots first
+    assert decide(1, 10.0, 10.0, LIMITS, pressure=queued) == WaitUntil(10.05)  # window mode: the window

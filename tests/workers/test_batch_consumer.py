@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from tests.harness import http_json
 from tests.workers.batch_consumer_helpers import Clock, StandInConsumer
 from workers.app import create_celery
 from workers.batch_job import BatchContext, Delivery, ResultsNotStored, process_batch
+from workers.leases import LeaseBook
 from workers.runtime import WorkerRuntime
 from workers.tasks import register_tasks
 
@@ -285,3 +287,22 @@ def test_apply_runs_one_request_as_a_batch_of_one_without_a_worker(bench: Callab
     result = b.task.apply(kwargs={"request": request, "submitted_at": 1.0}, task_id=task_id)
     assert result.successful() and b.batch_ids() == [[task_id]]
     assert b.status(task_id)["result"]["text"] == answer_for("applied alone")
+
+
+def test_the_adaptive_slots_are_the_clusters_shared_by_the_live_workers(bench: Callable[..., Bench]) -> None:
+    b = bench(BATCHGATE_FLUSH_MODE="adaptive", BATCHGATE_ADAPTIVE_SLOTS="2", BATCHGATE_BATCH_MAX_SIZE="32")
+    leases = b.runtime.leases
+    other = LeaseBook(b.runtime.redis, b.settings.broker.key_prefix, "another-worker", leases.lapse_s)
+    other.beat(time.time())  # a second worker process is alive
+    leases.beat(time.time())
+    assert leases.live_holders == 2
+    b.consumer.pool.hold = True
+    alone = b.send(ask("shared slots first"), at=100.0)
+    rest = b.send(ask("shared slots second"), at=100.25)
+    assert len(b.consumer.pool.held) == 1  # its share of two slots is one: the second gathers
+    leases.beat(time.time() + leases.lapse_s + 1)  # the other went silent: both slots are this one's
+    assert leases.live_holders == 1
+    more = b.send(ask("shared slots third"), at=100.5)
+    assert len(b.consumer.pool.held) == 2
+    b.run_held()
+    assert b.batch_ids() == [alone, rest + more]
