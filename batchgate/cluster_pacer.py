@@ -114,12 +114,14 @@ class ClusterPacer:
         self._alone_until = 0.0
         #: Model -> when (``reserve``'s clock) the last turn this worker took for it starts.
         self._turns: dict[str, float] = {}
+        self._next_turn_at = -math.inf
 
     @property
     def next_turn_at(self) -> float:
         """When the next call could start, as far as this worker knows: the earliest of its
-        models' last turns (a model with no queue lets a call start now)."""
-        return min(self._turns.values(), default=-math.inf)
+        models' last turns (a model with no queue lets a call start now). Read from other
+        threads: kept as one float, written whole."""
+        return self._next_turn_at
 
     @property
     def rpm(self) -> int:
@@ -198,6 +200,7 @@ class ClusterPacer:
 
     def _turn(self, model: str, now: float, wait: float) -> float:
         self._turns[model] = max(self._turns.get(model, -math.inf), now + wait)
+        self._next_turn_at = min(self._turns.values())
         return wait
 
     def settle(self, model: str, reserved: int, used: int) -> None:
