@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from batching.simulator.batch_routes import add_batch_routes, reset_batches
 from batching.simulator.config import ConfigError, config_dict
 from batching.simulator.core import Answer, CallFailed, Simulator
 from batching.simulator.cost import stream_delays_ms
@@ -53,6 +54,7 @@ def create_app(settings: SimulatorSettings) -> web.Application:
     """Build the simulator app; its state is ``app[SIMULATOR_KEY]``."""
     app = web.Application(middlewares=[_gemini_errors], client_max_size=MAX_BODY_BYTES)
     app[SIMULATOR_KEY] = Simulator(settings)
+    add_batch_routes(app, app[SIMULATOR_KEY])  # before models/{target}: it would take batch calls
     app.router.add_post(r"/{version:v1[a-z0-9]*}/models/{target}", _model_call)
     app.router.add_get("/health", _health)
     app.router.add_get("/_sim/stats", _stats)
@@ -277,6 +279,7 @@ async def _reset(request: web.Request) -> web.Response:
     """Zero stats and the quota window between tests or benchmark runs."""
     sim = request.app[SIMULATOR_KEY]
     sim.reset()
+    reset_batches(request.app)
     return web.json_response(sim.stats_body())
 
 
@@ -294,7 +297,7 @@ async def _set_config(request: web.Request) -> web.Response:
         except ValueError:
             raise ConfigError("the body must be JSON") from None
         config = sim.configure(update)
-    except ConfigError as exc:
+    except ValueError as exc:  # ConfigError, or a value SimulatorSettings refuses (batch_outcome)
         return _error(400, "INVALID_ARGUMENT", str(exc))
     log.info("simulator config changed: %s", json.dumps(update))
     return web.json_response(config_dict(config))

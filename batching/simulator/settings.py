@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 
 #: Every field's variable is this prefix + the field name in upper case.
 ENV_PREFIX = "BATCHGATE_SIM_"
+#: The ends ``batch_outcome`` may force on Batch API jobs.
+BATCH_OUTCOMES = frozenset({"succeeded", "failed", "expired"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,19 @@ class SimulatorSettings:
     badjson_marker: str = "[[sim:badjson]]"
     #: Seed of the fault-injection random generator (same seed, same faults).
     seed: int = 0
+    #: Time from a Batch API job's creation to its end (``batchGenerateContent``): pending for
+    #: its first quarter, then running; taken when the job is created.
+    batch_turnaround_s: float = 60.0
+    #: How a Batch API job ends once its turnaround is over: ``succeeded`` (every request
+    #: answered, a malformed one with its own error), ``failed`` or ``expired`` (no results);
+    #: applies to jobs seen to end after it is set.
+    batch_outcome: str = "succeeded"
+
+    def __post_init__(self) -> None:
+        """Refuse an outcome no job could end with, from the environment or ``/_sim/config``."""
+        if self.batch_outcome not in BATCH_OUTCOMES:
+            choices = ", ".join(sorted(BATCH_OUTCOMES))
+            raise ValueError(f"batch_outcome must be one of {choices}, not {self.batch_outcome!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SimulatorSettings:

@@ -45,6 +45,10 @@ class Stats:
     blocked_calls: int = 0
     #: Requests rejected as malformed (400), not counted in ``errors``.
     bad_requests: int = 0
+    #: Batch API jobs created (``batchGenerateContent``), and the requests in them: answered
+    #: apart from the interactive calls above, outside their quotas and slots.
+    batch_jobs: int = 0
+    batch_items: int = 0
     #: Injected errors by HTTP status; 429s of a quota by quota (``429:rpm``, ``429:tpm``,
     #: ``429:rpd``), so the values add up to ``errors``.
     errors_by_code: dict[str, int] = field(default_factory=dict)
