@@ -151,6 +151,9 @@ class TaskRequest(BaseModel):
     response_schema: dict[str, Any] | None = None
     #: ``application/json``: the answer is JSON (of any shape, unless ``response_schema``).
     response_mime_type: Literal["application/json", "text/plain"] | None = None
+    #: ``bulk``: answered through Gemini's Batch API at half price, within hours (its target
+    #: is 24); ``interactive`` (the default): now.
+    lane: Literal["interactive", "bulk"] | None = None
 
     @field_validator("response_schema")
     @classmethod
@@ -170,6 +173,8 @@ class TaskRequest(BaseModel):
             _check_tool_turns(self.history or [], len(self.tool_results or []))
         if self.response_schema is not None and self.response_mime_type == "text/plain":
             raise ValueError("response_schema: needs response_mime_type application/json (or none)")
+        if self.lane == "bulk" and (self.stream or self.session_id):
+            raise ValueError("lane: a bulk task cannot stream or be a turn of a session")
         return self
 
     def to_message(self) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from api.idempotency import TAKEOVER_GRACE_S, Claim
 from api.schemas import TaskRequest
 from api.services import Services
 from api.user_preferences import with_preferences
+from batchgate.broker_message import QueuedMessage
+from batchgate.keys import bulk_pending
 from batchgate.metrics_store import RequestRecord
 from batchgate.response_cache import cache_key, is_time_sensitive
 from batchgate.sessions import SessionUnreadable
@@ -208,6 +210,12 @@ def _enqueue(
     it, else write the record, then publish; a message that cannot be published leaves no
     record (503). False when a record of that id exists (another attempt made it): nothing is
     sent."""
+    if message.get("lane") == "bulk":  # waits for a Gemini batch job (workers.bulk_lane)
+        pending = QueuedMessage(bulk_pending(svc.settings.broker.key_prefix), task_id)
+        deadline = submitted_at + svc.settings.gemini.bulk_deadline_s
+        return svc.store.create(
+            task_id, message, submitted_at, caller.owner, request_id, caller.tenant, pending, deadline
+        )
     queued = svc.publisher.queued_message(task_id, message, submitted_at)
     if not svc.store.create(
         task_id, message, submitted_at, caller.owner, request_id, caller.tenant, message=queued

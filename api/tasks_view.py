@@ -154,7 +154,7 @@ def _wait(svc: Services, task_id: str, wait_s: float) -> dict[str, Any] | None:
 def task_body(task_id: str, record: dict[str, Any]) -> dict[str, Any]:
     """The public view of a task record."""
     body: dict[str, Any] = {"id": task_id, "status": record.get("status", "queued")}
-    for name in ("result", "error", "timings", "parked"):
+    for name in ("result", "error", "timings", "parked", "bulk"):
         if record.get(name):
             body[name] = record[name]
     if record.get("cached"):

@@ -21,6 +21,7 @@ INFER_TASK = "batchgate.infer"
 WARM_CACHE_TASK = "batchgate.warm_cache"
 PUBLISH_METRICS_TASK = "batchgate.publish_metrics"
 RECOVER_ORPHANS_TASK = "batchgate.recover_orphans"
+BULK_DISPATCH_TASK = "batchgate.bulk_dispatch"
 
 
 def housekeeping_queue(settings: Settings) -> str:

@@ -122,6 +122,11 @@ def model_quota(prefix: str, model: str, part: str) -> str:
     return f"{prefix}:quota:{model}:{part}"
 
 
+def bulk_pending(prefix: str) -> str:
+    """Bulk-lane task ids waiting to be gathered into a Gemini batch job (pushed left, taken right)."""
+    return f"{prefix}:bulk:pending"
+
+
 def warm_report(prefix: str, token: str) -> str:
     """Where a ``make warm-cache`` run's worker reports how it went."""
     return f"{prefix}:warm:{token}"

@@ -42,7 +42,7 @@ ANSWER_FIELDS = (
     "response_mime_type",
 )
 #: Fields of a task request that do not shape its answer (who asks, how it travels).
-NOT_ANSWER_FIELDS = ("cache", "session_id", "user_id")
+NOT_ANSWER_FIELDS = ("cache", "session_id", "user_id", "lane")
 
 
 def cache_key(message: dict[str, Any]) -> str:

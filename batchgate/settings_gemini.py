@@ -47,13 +47,28 @@ class GeminiSettings:
     #: model_daily_quota_exhausted) or park (queued until midnight Pacific, then sent again;
     #: conversation turns still fail).
     day_quota_action: str = "fail"
+    #: Bulk lane (tasks sent with "lane": "bulk", answered through Gemini's Batch API at half
+    #: price within its 24-hour target): how often the waiting tasks are gathered into jobs.
+    bulk_dispatch_s: float = 10.0
+    #: Bulk lane: how often a Gemini batch job is looked at until it ends.
+    bulk_poll_s: float = 30.0
+    #: Bulk lane: most tasks gathered into one dispatch (its calls go in one job per model).
+    bulk_max_tasks: int = 10000
+    #: Bulk lane: jobs a task's call may go through (a failed, expired or cancelled job, or a
+    #: request it could not answer, sends it again in the next) before the task fails.
+    bulk_attempts: int = 3
+    #: Bulk lane: a task not answered this long after its submission (its worker died, say)
+    #: is sent again on the interactive lane by the orphan sweeper.
+    bulk_deadline_s: int = 90000
     #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
     gemini_api_key: str = field(default="", repr=False, metadata={"env": False})
     #: Where the embedded simulator answers (from ``BATCHGATE_SIM_HOST``/``_PORT``).
     embedded_simulator_url: str = field(default=DEFAULT_SIMULATOR_URL, metadata={"env": False})
 
     def validate(self) -> None:
-        at_least_one(self, "max_concurrent_calls")
+        at_least_one(self, "max_concurrent_calls", "bulk_max_tasks", "bulk_attempts")
+        if min(self.bulk_dispatch_s, self.bulk_poll_s) <= 0:
+            raise SettingsError("BATCHGATE_BULK_DISPATCH_S and BATCHGATE_BULK_POLL_S must be positive")
         if self.day_quota_action not in ("fail", "park"):
             raise SettingsError(
                 f"BATCHGATE_DAY_QUOTA_ACTION must be fail or park, not {self.day_quota_action!r}"

@@ -82,16 +82,27 @@ class TaskStore:
         request_id: str | None = None,
         tenant: str = "",
         message: QueuedMessage | None = None,
+        inflight_at: float | None = None,
     ) -> bool:
         """Write a new queued record and enter it in the in-flight index; False (nothing
         written, nothing sent) when a record of that id exists. ``request_id``: the
         submission's X-Request-ID. ``message``: the task's broker message, pushed in the same
         script after the record (so a fast worker finds it); without one, the caller
-        publishes after this returns."""
+        publishes after this returns. ``inflight_at``: its in-flight time when not its
+        submission (a bulk task, overdue only after the bulk lane's deadline)."""
         body = json.dumps(request, separators=(",", ":"))
         fields = {"status": QUEUED, "request": body, **({"request_id": request_id} if request_id else {})}
         return self._write_new(
-            task_id, fields, request, len(body), submitted_at, owner, tenant, inflight=True, message=message
+            task_id,
+            fields,
+            request,
+            len(body),
+            submitted_at,
+            owner,
+            tenant,
+            inflight=True,
+            message=message,
+            inflight_at=inflight_at,
         )
 
     def create_cached(
@@ -130,6 +141,7 @@ class TaskStore:
         tenant: str,
         inflight: bool = False,
         message: QueuedMessage | None = None,
+        inflight_at: float | None = None,
     ) -> bool:
         fields = {
             **fields,
@@ -149,7 +161,7 @@ class TaskStore:
             args=[
                 self._ttl_s,
                 task_id,
-                repr(submitted_at),
+                repr(submitted_at if inflight_at is None else inflight_at),
                 "1" if inflight else "0",
                 message.payload if message else "",
                 *pairs,
@@ -353,7 +365,7 @@ def _decode(raw: dict[Any, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in raw.items():
         name, text = _text(key) or "", _text(value) or ""
-        if name in ("request", "result", "error", "timings", "sizes", "parked"):
+        if name in ("request", "result", "error", "timings", "sizes", "parked", "bulk"):
             record[name] = json.loads(text) if text else None
         elif name in ("submitted_at", "picked_at", "finished_at"):
             record[name] = float(text) if text else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from batchgate.broker import PUBLISH_METRICS_TASK, RECOVER_ORPHANS_TASK, broker_app
+from batchgate.broker import BULK_DISPATCH_TASK, PUBLISH_METRICS_TASK, RECOVER_ORPHANS_TASK, broker_app
 from batchgate.settings import Settings
 
 #: How often beat asks for a metrics snapshot.
@@ -35,6 +35,11 @@ def create_celery(settings: Settings) -> Celery:
                 "task": RECOVER_ORPHANS_TASK,
                 "schedule": settings.broker.orphan_sweep_interval_s,
                 "options": {"expires": settings.broker.orphan_sweep_interval_s * 2},
+            },
+            "bulk-dispatch": {
+                "task": BULK_DISPATCH_TASK,
+                "schedule": settings.gemini.bulk_dispatch_s,
+                "options": {"expires": settings.gemini.bulk_dispatch_s * 2},
             },
         },
     )

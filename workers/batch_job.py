@@ -163,7 +163,7 @@ def _process(
             landing = conversations.sessions.landing(turn, request.id, "", None, time.time())
             outcomes.append(_unreadable(request.id, landing))
         for result in run_engine(batch_round.requests) if batch_round.requests else []:
-            outcome = _outcome(result, by_id[result.id], picked_at, len(requests))
+            outcome = outcome_of(result, by_id[result.id], picked_at, len(requests))
             turn = turn_of[result.id]
             if conversations is not None and turn is not None:
                 answer = outcome.result["text"] if outcome.result else None
@@ -270,7 +270,8 @@ def session_turn(delivery: Delivery) -> SessionTurn | None:
     return None
 
 
-def _outcome(result: InferenceResult, delivery: Delivery, picked_at: float, batch_size: int) -> Outcome:
+def outcome_of(result: InferenceResult, delivery: Delivery, picked_at: float, batch_size: int) -> Outcome:
+    """The outcome a request's result is stored as: its answer or error, and its timings."""
     submitted_at = float(delivery.payload.get("submitted_at") or picked_at)
     received_at = delivery.received_at or picked_at
     finished_at = time.time()

@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from baseline.drift import LatencyDriftSignal
+from batchgate.bulk_store import BulkStore
 from batchgate.cluster_pacer import ClusterPacer
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
@@ -29,6 +30,8 @@ from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest, InferenceResult
 from workers.batch_job import BatchContext
+from workers.bulk_lane import BulkLane
+from workers.bulk_lane import dispatch as bulk_dispatch
 from workers.conversation_rounds import ConversationRounds
 from workers.delta_writer import DeltaWriter
 from workers.leases import LeaseBook, lease_prefix, new_holder
@@ -50,6 +53,8 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._engine: BatchInferenceEngine | None = None
         self._loop: BackgroundLoop | None = None
+        #: The SDK client the engine calls through (built with it, on its loop).
+        self._genai: GenaiModelClient | None = None
         #: What a batch costs this process's CPU, fixed and per item (measured).
         self.call_costs = CallCostModel()
         #: Per batch thread: CPU seconds its model calls took on the engine's loop.
@@ -153,6 +158,31 @@ class WorkerRuntime:
             log.warning("streamed chunks still unwritten after %.0f s; answering anyway", DELTA_DRAIN_S)
         return results
 
+    def dispatch_bulk(self) -> int:
+        """Start answering the bulk tasks waiting (``workers.bulk_lane``) on the engine's loop;
+        the number taken."""
+        loop, _ = self._started()
+        assert self._genai is not None  # built with the engine
+        taken, answering = bulk_dispatch(self.bulk_lane, self._genai)
+        if answering is not None:
+            loop.submit(answering)
+        return len(taken)
+
+    @cached_property
+    def bulk_lane(self) -> BulkLane:
+        gemini = self.settings.gemini
+        return BulkLane(
+            store=self.store,
+            bulk=BulkStore(self.redis, self.settings.broker.key_prefix, self.store),
+            holder=self.holder,
+            default_model=gemini.model,
+            limits=self._packing_limits,
+            attempts=gemini.bulk_attempts,
+            poll_s=gemini.bulk_poll_s,
+            max_tasks=gemini.bulk_max_tasks,
+            deadline_s=gemini.bulk_deadline_s,
+        )
+
     @contextmanager
     def measuring_batch(self, items: int) -> Iterator[None]:
         """Record in ``call_costs`` the CPU a batch of ``items`` takes: its own thread's and
@@ -164,6 +194,18 @@ class WorkerRuntime:
         finally:
             self.call_costs.record(items, time.thread_time() - started + self._batch.call_cpu_s)
 
+    @property
+    def _packing_limits(self) -> PackingLimits:
+        packing = self.settings.packing
+        return PackingLimits(
+            max_items_per_call=packing.max_items_per_call,
+            max_input_tokens_per_call=packing.max_input_tokens_per_call,
+            max_output_tokens_per_call=packing.max_output_tokens_per_call,
+            default_max_output_tokens=packing.default_max_output_tokens,
+            default_strategy=packing.strategy,
+            share_calls_across_tenants=self.settings.gemini.share_calls_across_tenants,
+        )
+
     def _started(self) -> tuple[BackgroundLoop, BatchInferenceEngine]:
         with self._lock:
             if self._loop is None or self._engine is None:
@@ -174,20 +216,11 @@ class WorkerRuntime:
     async def _build_engine(self) -> BatchInferenceEngine:
         gemini, packing = self.settings.gemini, self.settings.packing
         pacer = self.call_pacer
+        self._genai = GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s)
         # A model Gemini refused for the day is not called again until it resets, by this
         # process nor, through the pacer, by any other.
-        client = DailyQuotaGate(
-            GenaiModelClient(gemini.gemini_api_key, gemini.model_base_url, gemini.gemini_timeout_s),
-            on_pause=pacer.pause,
-        )
-        limits = PackingLimits(
-            max_items_per_call=packing.max_items_per_call,
-            max_input_tokens_per_call=packing.max_input_tokens_per_call,
-            max_output_tokens_per_call=packing.max_output_tokens_per_call,
-            default_max_output_tokens=packing.default_max_output_tokens,
-            default_strategy=packing.strategy,
-            share_calls_across_tenants=gemini.share_calls_across_tenants,
-        )
+        client = DailyQuotaGate(self._genai, on_pause=pacer.pause)
+        limits = self._packing_limits
         retry = RetryPolicy(
             attempts=packing.retry_attempts, base_s=packing.retry_base_s, max_s=packing.retry_max_s
         )

@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery
 
 from batchgate.broker import (
+    BULK_DISPATCH_TASK,
     INFER_TASK,
     PUBLISH_METRICS_TASK,
     RECOVER_ORPHANS_TASK,
@@ -79,6 +80,11 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         if report_key:
             runtime.redis.set(report_key, json.dumps(report), ex=3600)
         return report
+
+    @app.task(name=BULK_DISPATCH_TASK, ignore_result=True)
+    def bulk_dispatch() -> int:
+        """Gather the bulk tasks waiting into Gemini batch jobs (beat, every few seconds)."""
+        return runtime.dispatch_bulk()
 
     publisher = Publisher(app, settings)
 

@@ -1,0 +1,79 @@
+"""The bulk lane end to end: tasks sent with ``"lane": "bulk"`` are answered through the
+simulator's Gemini Batch API (real API, worker, beat and google-genai SDK), packed into few
+jobs, each with its own answer and the batch price on its usage."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.errors import ApiError
+from api.schemas import parse_task_request
+from batching.simulator.answers import answer_for
+from tests.clients import submit_and_collect
+from tests.conftest import running_stack
+from tests.harness import http_json, start_beat, stop_all
+
+#: Fast enough for a test: dispatch every second, jobs polled twice a second, done in 2 s.
+FAST_BULK = {
+    "BATCHGATE_BULK_DISPATCH_S": "1",
+    "BATCHGATE_BULK_POLL_S": "0.5",
+    "BATCHGATE_SIM_BATCH_TURNAROUND_S": "2",
+    "BATCHGATE_TIER_PREMIUM_RATE": "10000",
+    "BATCHGATE_TIER_PREMIUM_BURST": "10000",
+}
+
+
+def test_500_bulk_tasks_take_at_most_two_batch_jobs_and_each_gets_its_own_answer(
+    redis_url: str, logs_dir: Path
+) -> None:
+    with running_stack(redis_url, logs_dir, **FAST_BULK) as stack:
+        beat = start_beat(logs_dir, stack.env, name="beat-bulk")
+        try:
+            prompts = [f"bulk question {n} {secrets.token_hex(3)}" for n in range(500)]
+            bodies = [{"prompt": prompt, "lane": "bulk"} for prompt in prompts]
+            run = submit_and_collect(stack.api, bodies, stack.api_key, timeout=120)
+        finally:
+            stop_all(beat)
+        stats = http_json("GET", f"{stack.simulator}/_sim/stats")[2]
+    assert not run.failures, run.failures[:5]
+    for prompt, body in zip(prompts, run.bodies, strict=True):
+        assert body is not None and body["status"] == "succeeded", body
+        assert body["result"]["text"] == answer_for(prompt)
+        assert body["result"]["usage"]["pricing"] == "batch"
+        assert body["bulk"]["state"] == "JOB_STATE_SUCCEEDED" and body["bulk"]["job"].startswith("batches/")
+    assert 1 <= stats["batch_jobs"] <= 2, stats
+    assert stats["calls"] == 0  # no interactive call: every answer came from a batch job
+    assert stats["batch_items"] < 500  # packed: fewer requests in the jobs than tasks
+
+
+@pytest.mark.parametrize("extra", [{"stream": True}, {"session_id": "s1"}])
+def test_a_bulk_task_cannot_stream_or_join_a_session(extra: dict[str, Any]) -> None:
+    with pytest.raises(ApiError) as refused:
+        parse_task_request({"prompt": "p", "lane": "bulk", **extra}, 1000, 1000)
+    assert refused.value.status == 422 and "lane" in refused.value.message
+
+
+def test_bulk_tasks_whose_jobs_keep_expiring_fail_clearly_after_their_attempts(
+    redis_url: str, logs_dir: Path
+) -> None:
+    with running_stack(redis_url, logs_dir, **FAST_BULK, BATCHGATE_BULK_ATTEMPTS="2") as stack:
+        assert http_json("POST", f"{stack.simulator}/_sim/config", {"batch_outcome": "expired"})[0] == 200
+        beat = start_beat(logs_dir, stack.env, name="beat-bulk-expired")
+        try:
+            bodies = [
+                {"prompt": f"never answered {n} {secrets.token_hex(3)}", "lane": "bulk"} for n in range(10)
+            ]
+            run = submit_and_collect(stack.api, bodies, stack.api_key, timeout=120)
+        finally:
+            stop_all(beat)
+        stats = http_json("GET", f"{stack.simulator}/_sim/stats")[2]
+    assert not run.failures, run.failures[:5]
+    for body in run.bodies:
+        assert body is not None and body["status"] == "failed", body
+        assert body["error"]["code"] == "bulk_job_expired", body["error"]
+        assert body["bulk"]["state"] == "JOB_STATE_EXPIRED"
+    assert stats["batch_jobs"] == 2 and stats["calls"] == 0  # one job per attempt, then no more

@@ -1,0 +1,115 @@
+"""The bulk lane: tasks that can wait hours are answered through Gemini's Batch API at half price.
+
+The API pushes a bulk task's id onto a list in Redis instead of the Celery queue, and enters
+it in the in-flight index only at its deadline (``BATCHGATE_BULK_DEADLINE_S``), so the orphan
+sweeper leaves it alone meanwhile. Every ``BATCHGATE_BULK_DISPATCH_S`` beat runs
+``dispatch`` on one worker: it takes the waiting ids, claims them, and starts answering them
+on the worker's engine loop, without waiting: the batch engine runs unchanged over a
+``BulkModelClient``, so the tasks are packed per tenant, split back and re-asked as
+interactive ones, but every call goes into a Gemini batch job (one per model and dispatch,
+more only for calls sent again). Each task's record shows its job and the job's state
+(``bulk``); its result's usage says ``"pricing": "batch"``. A worker that dies mid-job leaves
+its tasks running under a dead claim: at their deadline the orphan sweeper sends them on the
+interactive lane, so they are answered late, not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from batchgate.bulk_store import BulkStore
+from batchgate.taskstore import FAILED, Holder, Outcome, TaskStore
+from batching.bulk_client import BulkModelClient
+from batching.engine import BatchInferenceEngine
+from batching.genai_client import GenaiBatchBackend, GenaiModelClient
+from batching.packing import PackingLimits
+from batching.retry import RetryPolicy
+from batching.types import InferenceRequest
+from workers.batch_job import Delivery, outcome_of, to_inference_request
+
+log = logging.getLogger(__name__)
+
+#: Concurrent calls a bulk run may have outstanding: they wait in jobs, not in connections.
+BULK_CALLS = 100_000
+
+
+@dataclass(frozen=True)
+class BulkLane:
+    """What a dispatch needs from its worker (``workers.runtime.WorkerRuntime.bulk_lane``)."""
+
+    store: TaskStore
+    bulk: BulkStore
+    holder: Holder
+    default_model: str
+    limits: PackingLimits
+    attempts: int
+    poll_s: float
+    max_tasks: int
+    deadline_s: int
+
+
+def dispatch(lane: BulkLane, client: GenaiModelClient, now: float | None = None) -> tuple[list[str], Any]:
+    """Take and claim the waiting bulk tasks; return their ids and the coroutine that answers
+    them (the caller runs it on the engine's loop, without waiting for it)."""
+    stamp = time.time() if now is None else now
+    ids = lane.bulk.take(lane.max_tasks)
+    if not ids:
+        return [], None
+    claimed = lane.store.claim(ids, lane.holder, stamp, len(ids))
+    deliveries, outcomes = [], []
+    for task_id in ids:
+        record = lane.store.get(task_id) if task_id in claimed else None
+        if record is None or not isinstance(record.get("request"), dict):
+            continue  # answered, expired or another's: nothing to do
+        delivery = Delivery(
+            task_id, {"request": record["request"], "submitted_at": record.get("submitted_at")}
+        )
+        try:
+            deliveries.append((delivery, to_inference_request(delivery, lane.default_model)))
+        except (KeyError, TypeError, ValueError) as exc:
+            error = {"code": "invalid_message", "message": f"malformed task message: {exc}"}
+            outcomes.append(Outcome(task_id, FAILED, None, error, {}))
+    lane.store.finish(outcomes, time.time())
+    if not deliveries:
+        return [], None
+    taken = [d.task_id for d, _ in deliveries]
+    lane.bulk.note(taken, {"state": "dispatching"}, lane.deadline_s)
+    return taken, _answer(lane, client, deliveries, stamp)
+
+
+async def _answer(
+    lane: BulkLane,
+    client: GenaiModelClient,
+    deliveries: list[tuple[Delivery, InferenceRequest]],
+    picked_at: float,
+) -> None:
+    ids = [d.task_id for d, _ in deliveries]
+    jobs: dict[str, str] = {}
+
+    def on_state(job: str, state: str) -> None:
+        jobs[job] = state
+        lane.bulk.note(ids, {"job": job, "state": state, "jobs": dict(jobs)}, lane.deadline_s)
+
+    bulk = BulkModelClient(
+        GenaiBatchBackend(client), lane.poll_s, name=f"batchgate-{ids[0]}", on_state=on_state
+    )
+    retry = RetryPolicy(attempts=lane.attempts, base_s=1.0, max_s=10.0)
+    engine = BatchInferenceEngine(bulk, lane.limits, retry, BULK_CALLS)
+    try:
+        results = await engine.run([request for _, request in deliveries])
+    except Exception:
+        log.exception("bulk run of %d tasks failed; they wait for their deadline", len(ids))
+        return
+    by_id = {d.task_id: d for d, _ in deliveries}
+    outcomes = []
+    for result in results:
+        outcome = outcome_of(result, by_id[result.id], picked_at, len(ids))
+        if outcome.result is not None:
+            outcome.result["usage"]["pricing"] = "batch"
+            outcome.result["bulk_jobs"] = list(bulk.jobs)
+        outcomes.append(outcome)
+    written = lane.store.finish(outcomes, time.time())
+    log.info("bulk run of %d tasks answered in %d Gemini batch job(s)", len(written), len(bulk.jobs))
