@@ -60,6 +60,9 @@ class GeminiSettings:
     #: Bulk lane: a task not answered this long after its submission (its worker died, say)
     #: is sent again on the interactive lane by the orphan sweeper.
     bulk_deadline_s: int = 90000
+    #: Bulk lane: a job's requests travel inline up to this size (Gemini's limit: 20 MB),
+    #: beyond it as a JSONL file uploaded with the Files API.
+    bulk_inline_max_bytes: int = 20 * 1024 * 1024
     #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
     gemini_api_key: str = field(default="", repr=False, metadata={"env": False})
     #: Where the embedded simulator answers (from ``BATCHGATE_SIM_HOST``/``_PORT``).

@@ -13,7 +13,7 @@ sends them again in a later job, up to its attempts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,11 +26,11 @@ FINAL_STATES = frozenset({SUCCEEDED, "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", 
 
 @dataclass(frozen=True)
 class BatchStatus:
-    """A job as last seen: its state, and once it succeeded, each call's reply or error in the
-    order the calls were sent."""
+    """A job as last seen: its state, and once it succeeded, each call's reply or error by its
+    key (the call's position in the job, as text)."""
 
     state: str
-    replies: tuple[ModelReply | ModelCallError, ...] | None = None
+    replies: Mapping[str, ModelReply | ModelCallError] | None = None
 
     @property
     def done(self) -> bool:
@@ -123,16 +123,16 @@ class BulkModelClient:
                 self._on_state(name, state)
             if status.done:
                 break
-        if status.state != SUCCEEDED or status.replies is None or len(status.replies) != len(calls):
+        if status.state != SUCCEEDED or status.replies is None:
             ended = status.state.removeprefix("JOB_STATE_").lower()
-            _fail(
-                calls,
-                ModelCallError(
-                    f"bulk_job_{ended}", f"Gemini batch job {name} ended {status.state}", retryable=True
-                ),
-            )
+            why = f"Gemini batch job {name} ended {status.state}"
+            _fail(calls, ModelCallError(f"bulk_job_{ended}", why, retryable=True))
             return
-        for (_, future), reply in zip(calls, status.replies, strict=True):
+        missing = ModelCallError(
+            "bulk_item_missing", f"batch job {name} returned no answer for it", retryable=True
+        )
+        for n, (_, future) in enumerate(calls):
+            reply = status.replies.get(str(n), missing)
             if future.done():
                 continue
             if isinstance(reply, ModelCallError):

@@ -1,4 +1,5 @@
-"""ModelClient backed by the official google-genai SDK: the only module that imports it."""
+"""ModelClient backed by the official google-genai SDK (with ``batching.genai_batches``, the only
+modules that import it)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import aiohttp
 from google import genai
 from google.genai import errors, types
 
-from batching.bulk_client import SUCCEEDED as BULK_SUCCEEDED
-from batching.bulk_client import BatchStatus
 from batching.daily_quota import daily_quota_error
 from batching.types import ModelCall, ModelCallError, ModelReply, Part
 
@@ -100,54 +99,6 @@ class GenaiModelClient:
             await self._sdk.aio.aclose()
         if self._session is not None and not self._session.closed:
             await self._session.close()
-
-
-class GenaiBatchBackend:
-    """Gemini's Batch API through a worker's SDK client (``batching.bulk_client``): jobs of
-    inline requests, each keyed by its position; results read back by key."""
-
-    def __init__(self, client: GenaiModelClient) -> None:
-        self._client = client
-
-    async def create(self, model: str, calls: list[ModelCall], display_name: str) -> str:
-        requests = [
-            types.InlinedRequest(contents=_contents(call), config=_config(call), metadata={"key": str(n)})
-            for n, call in enumerate(calls)
-        ]
-        async with _translated_errors():
-            job = await self._client._client.aio.batches.create(
-                model=model, src=requests, config=types.CreateBatchJobConfig(display_name=display_name)
-            )
-        return job.name or ""
-
-    async def get(self, name: str) -> BatchStatus:
-        async with _translated_errors():
-            job = await self._client._client.aio.batches.get(name=name)
-        state = _enum_value(job.state) if job.state is not None else "JOB_STATE_UNSPECIFIED"
-        responses = job.dest.inlined_responses if job.dest is not None else None
-        if state != BULK_SUCCEEDED or responses is None:
-            return BatchStatus(state)
-        by_key = {str((r.metadata or {}).get("key", n)): r for n, r in enumerate(responses)}
-        return BatchStatus(state, tuple(_batch_reply(by_key.get(str(n))) for n in range(len(responses))))
-
-
-def _batch_reply(item: types.InlinedResponse | None) -> ModelReply | ModelCallError:
-    """One request's answer in a job, or why it has none (retryable unless Gemini found the
-    request malformed: google.rpc code 3)."""
-    if item is None:
-        return ModelCallError("bulk_item_missing", "the batch job returned no answer for it", retryable=True)
-    if item.error is not None or item.response is None:
-        code = item.error.code if item.error is not None else None
-        message = (item.error.message if item.error is not None else None) or "no response"
-        if code == 3:
-            return ModelCallError("model_rejected_request", f"Gemini refused the request: {message}")
-        return ModelCallError(
-            "bulk_item_failed", f"the batch job could not answer it: {message}", retryable=True
-        )
-    try:
-        return _reply(_text_of(item.response), item.response, calls=_calls_of(item.response))
-    except ModelCallError as exc:
-        return exc
 
 
 class _QuietSession(aiohttp.ClientSession):

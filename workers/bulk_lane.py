@@ -24,7 +24,8 @@ from batchgate.bulk_store import BulkStore
 from batchgate.taskstore import FAILED, Holder, Outcome, TaskStore
 from batching.bulk_client import BulkModelClient
 from batching.engine import BatchInferenceEngine
-from batching.genai_client import GenaiBatchBackend, GenaiModelClient
+from batching.genai_batches import GenaiBatchBackend
+from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest
@@ -49,6 +50,7 @@ class BulkLane:
     poll_s: float
     max_tasks: int
     deadline_s: int
+    inline_max_bytes: int
 
 
 def dispatch(lane: BulkLane, client: GenaiModelClient, now: float | None = None) -> tuple[list[str], Any]:
@@ -93,9 +95,8 @@ async def _answer(
         jobs[job] = state
         lane.bulk.note(ids, {"job": job, "state": state, "jobs": dict(jobs)}, lane.deadline_s)
 
-    bulk = BulkModelClient(
-        GenaiBatchBackend(client), lane.poll_s, name=f"batchgate-{ids[0]}", on_state=on_state
-    )
+    backend = GenaiBatchBackend(client, lane.inline_max_bytes)
+    bulk = BulkModelClient(backend, lane.poll_s, name=f"batchgate-{ids[0]}", on_state=on_state)
     retry = RetryPolicy(attempts=lane.attempts, base_s=1.0, max_s=10.0)
     engine = BatchInferenceEngine(bulk, lane.limits, retry, BULK_CALLS)
     try:

@@ -181,6 +181,7 @@ class WorkerRuntime:
             poll_s=gemini.bulk_poll_s,
             max_tasks=gemini.bulk_max_tasks,
             deadline_s=gemini.bulk_deadline_s,
+            inline_max_bytes=gemini.bulk_inline_max_bytes,
         )
 
     @contextmanager

@@ -77,3 +77,24 @@ def test_bulk_tasks_whose_jobs_keep_expiring_fail_clearly_after_their_attempts(
         assert body["error"]["code"] == "bulk_job_expired", body["error"]
         assert body["bulk"]["state"] == "JOB_STATE_EXPIRED"
     assert stats["batch_jobs"] == 2 and stats["calls"] == 0  # one job per attempt, then no more
+
+
+def test_a_job_too_big_to_send_inline_goes_as_an_uploaded_jsonl_file(redis_url: str, logs_dir: Path) -> None:
+    with running_stack(redis_url, logs_dir, **FAST_BULK, BATCHGATE_BULK_INLINE_MAX_BYTES="2000") as stack:
+        beat = start_beat(logs_dir, stack.env, name="beat-bulk-file")
+        try:
+            prompts = [f"filed question {n} {secrets.token_hex(3)}" for n in range(40)]
+            run = submit_and_collect(
+                stack.api, [{"prompt": p, "lane": "bulk"} for p in prompts], stack.api_key
+            )
+        finally:
+            stop_all(beat)
+        files = http_json("GET", f"{stack.simulator}/v1beta/files")[2]
+        stats = http_json("GET", f"{stack.simulator}/_sim/stats")[2]
+    assert not run.failures, run.failures[:5]
+    for prompt, body in zip(prompts, run.bodies, strict=True):
+        assert body is not None and body["status"] == "succeeded", body
+        assert body["result"]["text"] == answer_for(prompt) and body["result"]["usage"]["pricing"] == "batch"
+    # The requests went up as a file and the results came back as one: both are stored files.
+    assert len(files.get("files", [])) >= 2, files
+    assert stats["batch_jobs"] == 1 and stats["calls"] == 0
