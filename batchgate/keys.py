@@ -127,6 +127,11 @@ def bulk_pending(prefix: str) -> str:
     return f"{prefix}:bulk:pending"
 
 
+def bulk_held(prefix: str, holder: str) -> str:
+    """The bulk-lane task ids a worker process is answering through a Gemini batch job."""
+    return f"{prefix}:bulk:held:{holder}"
+
+
 def warm_report(prefix: str, token: str) -> str:
     """Where a ``make warm-cache`` run's worker reports how it went."""
     return f"{prefix}:warm:{token}"

@@ -9,8 +9,9 @@ on the worker's engine loop, without waiting: the batch engine runs unchanged ov
 interactive ones, but every call goes into a Gemini batch job (one per model and dispatch,
 more only for calls sent again). Each task's record shows its job and the job's state
 (``bulk``); its result's usage says ``"pricing": "batch"``. A worker that dies mid-job leaves
-its tasks running under a dead claim: at their deadline the orphan sweeper sends them on the
-interactive lane, so they are answered late, not lost.
+its tasks running under a dead claim; once its lease lapses, a live worker's heartbeat puts
+them back at the front of the line (``BulkStore.requeue_holder``) for the next job. Should
+none be left, the orphan sweeper sends them on the interactive lane at their deadline.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def dispatch(lane: BulkLane, client: GenaiModelClient, now: float | None = None)
     if not deliveries:
         return [], None
     taken = [d.task_id for d, _ in deliveries]
+    lane.bulk.hold(lane.holder.name, taken, lane.deadline_s)
     lane.bulk.note(taken, {"state": "dispatching"}, lane.deadline_s)
     return taken, _answer(lane, client, deliveries, stamp)
 
@@ -113,4 +115,5 @@ async def _answer(
             outcome.result["bulk_jobs"] = list(bulk.jobs)
         outcomes.append(outcome)
     written = lane.store.finish(outcomes, time.time())
+    lane.bulk.release(lane.holder.name, ids)
     log.info("bulk run of %d tasks answered in %d Gemini batch job(s)", len(written), len(bulk.jobs))

@@ -11,5 +11,7 @@ from workers.tasks import register_tasks
 settings = Settings.from_env()
 app = create_celery(settings)
 runtime = WorkerRuntime(settings)
-app.steps["consumer"].add(heartbeat_step(settings.broker, runtime.leases))
+app.steps["consumer"].add(
+    heartbeat_step(settings.broker, runtime.leases, runtime.bulk_lane.bulk.requeue_holder)
+)
 register_tasks(app, runtime)

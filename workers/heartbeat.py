@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -29,10 +30,21 @@ HEARTBEAT_INTERVAL_S = 2.0
 FORGET_AFTER_S = 3600.0
 
 
-def heartbeat_step(broker: BrokerSettings, leases: LeaseBook | None) -> type[bootsteps.StartStopStep]:
+def heartbeat_step(
+    broker: BrokerSettings, leases: LeaseBook | None, requeue_bulk: Callable[[str], int] | None = None
+) -> type[bootsteps.StartStopStep]:
     """The bootstep class for this worker: Celery instantiates steps itself, so what they need
-    is given to the class, not hung on the Celery app."""
-    return type("Heartbeat", (Heartbeat,), {"broker": broker, "leases": leases})
+    is given to the class, not hung on the Celery app. ``requeue_bulk(holder)`` puts a dead
+    worker's bulk-lane tasks back in line (``workers.bulk_lane``)."""
+    return type(
+        "Heartbeat",
+        (Heartbeat,),
+        {
+            "broker": broker,
+            "leases": leases,
+            "requeue_bulk": staticmethod(requeue_bulk) if requeue_bulk else None,
+        },
+    )
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -42,6 +54,7 @@ class Heartbeat(bootsteps.StartStopStep):
     #: Set by ``heartbeat_step``.
     broker: BrokerSettings
     leases: LeaseBook | None = None
+    requeue_bulk: Callable[[str], int] | None = None
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
@@ -105,6 +118,11 @@ class Heartbeat(bootsteps.StartStopStep):
             if tasks:
                 log.warning(
                     "worker %s stopped beating: %d of its messages are back on the queue", holder, len(tasks)
+                )
+            requeued = self.requeue_bulk(holder) if self.requeue_bulk is not None else 0
+            if requeued:
+                log.warning(
+                    "worker %s stopped beating: %d of its bulk tasks are back in line", holder, requeued
                 )
         # A worker killed within FLUSH_S of taking a message left it in no lease. A live worker
         # writes a lease at most FLUSH_S after taking a message, so one taken a lapse (less a

@@ -35,6 +35,7 @@ NAMES = {
     keys.lease_prefix: "bg:lease:",
     keys.model_quota: "bg:quota:{0}:{1}",
     keys.bulk_pending: "bg:bulk:pending",
+    keys.bulk_held: "bg:bulk:held:{0}",
     keys.warm_report: "bg:warm:{0}",
     keys.metrics_slot: "bg:m:{0}:{1}",
     keys.metrics_streams: "bg:metrics:streams:{0}",

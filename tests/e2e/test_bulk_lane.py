@@ -5,6 +5,7 @@ jobs, each with its own answer and the batch price on its usage."""
 from __future__ import annotations
 
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from api.schemas import parse_task_request
 from batching.simulator.answers import answer_for
 from tests.clients import submit_and_collect
 from tests.conftest import running_stack
-from tests.harness import http_json, start_beat, stop_all
+from tests.harness import http_json, start_beat, start_worker, stop_all, wait_until
 
 #: Fast enough for a test: dispatch every second, jobs polled twice a second, done in 2 s.
 FAST_BULK = {
@@ -98,3 +99,48 @@ def test_a_job_too_big_to_send_inline_goes_as_an_uploaded_jsonl_file(redis_url: 
     # The requests went up as a file and the results came back as one: both are stored files.
     assert len(files.get("files", [])) >= 2, files
     assert stats["batch_jobs"] == 1 and stats["calls"] == 0
+
+
+def test_a_worker_killed_mid_job_leaves_its_bulk_tasks_to_the_next_job(
+    redis_url: str, logs_dir: Path
+) -> None:
+    """Its job's answers die with it; once its lease lapses, a live worker puts its tasks back in
+    line and the next dispatch sends them again: answered in a second job, not a day later."""
+    slow = {**FAST_BULK, "BATCHGATE_SIM_BATCH_TURNAROUND_S": "600"}
+    with running_stack(redis_url, logs_dir, **slow) as stack:
+        beat = start_beat(logs_dir, stack.env, name="beat-bulk-kill")
+        survivor = None
+        try:
+            prompts = [f"outlives a worker {n} {secrets.token_hex(3)}" for n in range(20)]
+            ids = [
+                http_json(
+                    "POST", f"{stack.api}/api/v1/tasks", {"prompt": p, "lane": "bulk"}, headers=stack.headers
+                )[2]["id"]
+                for p in prompts
+            ]
+
+            def in_a_job() -> bool:
+                body = http_json("GET", f"{stack.api}/api/v1/tasks/{ids[0]}", headers=stack.headers)[2]
+                return str((body.get("bulk") or {}).get("job", "")).startswith("batches/")
+
+            wait_until(in_a_job, 30, "the first batch job")
+            stack.worker.stop(signal.SIGKILL)
+            assert http_json("POST", f"{stack.simulator}/_sim/config", {"batch_turnaround_s": 2})[0] == 200
+            survivor = start_worker(logs_dir, stack.env, name="worker-survivor")
+
+            def answered() -> bool:
+                bodies = [
+                    http_json("GET", f"{stack.api}/api/v1/tasks/{t}", headers=stack.headers)[2] for t in ids
+                ]
+                return all(b["status"] in ("succeeded", "failed") for b in bodies)
+
+            wait_until(answered, 60, "the bulk tasks answered by the survivor")
+            bodies = [
+                http_json("GET", f"{stack.api}/api/v1/tasks/{t}", headers=stack.headers)[2] for t in ids
+            ]
+            stats = http_json("GET", f"{stack.simulator}/_sim/stats")[2]
+        finally:
+            stop_all(beat, *([survivor] if survivor else []))
+    for prompt, body in zip(prompts, bodies, strict=True):
+        assert body["status"] == "succeeded" and body["result"]["text"] == answer_for(prompt), body
+    assert stats["batch_jobs"] == 2 and stats["calls"] == 0  # the dead worker's job, then one more
