@@ -123,18 +123,6 @@ class ClusterPacer:
         threads: kept as one float, written whole."""
         return self._next_turn_at
 
-    @property
-    def rpm(self) -> int:
-        return self.quotas.default.rpm
-
-    @property
-    def burst(self) -> float:
-        return self.burst_of(self.quotas.default)
-
-    @property
-    def interval_s(self) -> float:
-        return self.seconds_per_call(self.quotas.default)
-
     @staticmethod
     def burst_of(quota: ModelQuota) -> float:
         """Calls that may start at once after a quiet spell: one second's worth, at least one."""

@@ -260,6 +260,13 @@ class TaskStore:
         raw, deltas = pipe.execute()
         return self.decode(raw), [json.loads(_text(d) or "{}") for d in deltas]
 
+    def get_many(self, task_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Several records in one round trip (None for each unknown or expired one)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(self.key(task_id))
+        return [self.decode(raw) for raw in pipe.execute()]
+
     def get(self, task_id: str) -> dict[str, Any] | None:
         """The record as a dict with JSON fields decoded, or None if unknown or expired."""
         return self.decode(self._redis.hgetall(self.key(task_id)))

@@ -61,10 +61,10 @@ def dispatch(lane: BulkLane, client: GenaiModelClient, now: float | None = None)
     ids = lane.bulk.take(lane.max_tasks)
     if not ids:
         return [], None
-    claimed = lane.store.claim(ids, lane.holder, stamp, len(ids))
+    taken_now = lane.store.claim(ids, lane.holder, stamp, len(ids))
+    claimed = [t for t in ids if t in taken_now]
     deliveries, outcomes = [], []
-    for task_id in ids:
-        record = lane.store.get(task_id) if task_id in claimed else None
+    for task_id, record in zip(claimed, lane.store.get_many(claimed), strict=True):
         if record is None or not isinstance(record.get("request"), dict):
             continue  # answered, expired or another's: nothing to do
         delivery = Delivery(
