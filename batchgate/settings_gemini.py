@@ -52,7 +52,7 @@ class GeminiSettings:
     bulk_dispatch_s: float = 10.0
     #: Bulk lane: how often a Gemini batch job is looked at until it ends.
     bulk_poll_s: float = 30.0
-    #: Bulk lane: most tasks gathered into one dispatch (its calls go in one job per model).
+    #: Bulk lane: most tasks gathered into one dispatch (its calls go in one job per tenant and model).
     bulk_max_tasks: int = 10000
     #: Bulk lane: jobs a task's call may go through (a failed, expired or cancelled job, or a
     #: request it could not answer, sends it again in the next) before the task fails.

@@ -6,8 +6,8 @@ sweeper leaves it alone meanwhile. Every ``BATCHGATE_BULK_DISPATCH_S`` beat runs
 ``dispatch`` on one worker: it takes the waiting ids, claims them, and starts answering them
 on the worker's engine loop, without waiting: the batch engine runs unchanged over a
 ``BulkModelClient``, so the tasks are packed per tenant, split back and re-asked as
-interactive ones, but every call goes into a Gemini batch job (one per model and dispatch,
-more only for calls sent again). Each task's record shows its job and the job's state
+interactive ones, but every call goes into a Gemini batch job (one per tenant, model and
+dispatch, more only for calls sent again: a job's fate is shared by all it carries). Each task's record shows its job and the job's state
 (``bulk``); its result's usage says ``"pricing": "batch"``. A worker that dies mid-job leaves
 its tasks running under a dead claim; once its lease lapses, a live worker's heartbeat puts
 them back at the front of the line (``BulkStore.requeue_holder``) for the next job. Should
@@ -16,6 +16,7 @@ none be left, the orphan sweeper sends them on the interactive lane at their dea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -81,7 +82,22 @@ def dispatch(lane: BulkLane, client: GenaiModelClient, now: float | None = None)
     taken = [d.task_id for d, _ in deliveries]
     lane.bulk.hold(lane.holder.name, taken, lane.deadline_s)
     lane.bulk.note(taken, {"state": "dispatching"}, lane.deadline_s)
-    return taken, _answer(lane, client, deliveries, stamp)
+    return taken, _answer_by_tenant(lane, client, deliveries, stamp)
+
+
+async def _answer_by_tenant(
+    lane: BulkLane,
+    client: GenaiModelClient,
+    deliveries: list[tuple[Delivery, InferenceRequest]],
+    picked_at: float,
+) -> None:
+    """A job's fate (refused, failed, expired) is shared by all it carries: each tenant's tasks
+    go in jobs of their own, unless the operator lets tenants share calls."""
+    groups: dict[str, list[tuple[Delivery, InferenceRequest]]] = {}
+    for delivery, request in deliveries:
+        tenant = "" if lane.limits.share_calls_across_tenants else request.tenant
+        groups.setdefault(tenant, []).append((delivery, request))
+    await asyncio.gather(*(_answer(lane, client, group, picked_at) for group in groups.values()))
 
 
 async def _answer(

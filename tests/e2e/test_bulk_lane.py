@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.schemas import parse_task_request
 from batching.simulator.answers import answer_for
 from tests.clients import submit_and_collect
-from tests.conftest import running_stack
+from tests.conftest import create_key, running_stack
 from tests.harness import http_json, start_beat, start_worker, stop_all, wait_until
 
 #: Fast enough for a test: dispatch every second, jobs polled twice a second, done in 2 s.
@@ -144,3 +144,26 @@ def test_a_worker_killed_mid_job_leaves_its_bulk_tasks_to_the_next_job(
     for prompt, body in zip(prompts, bodies, strict=True):
         assert body["status"] == "succeeded" and body["result"]["text"] == answer_for(prompt), body
     assert stats["batch_jobs"] == 2 and stats["calls"] == 0  # the dead worker's job, then one more
+
+
+def test_tenants_never_share_a_batch_job(redis_url: str, logs_dir: Path) -> None:
+    """A job's fate (refused, failed, expired) is shared by everything in it: two tenants'
+    bulk tasks, dispatched together, go in jobs of their own."""
+    with running_stack(redis_url, logs_dir, **FAST_BULK) as stack:
+        other = create_key(stack.env, "premium", tenant="bulk-other")
+        beat = start_beat(logs_dir, stack.env, name="beat-bulk-tenants")
+        try:
+            bodies = [{"prompt": f"whose job {n} {secrets.token_hex(3)}", "lane": "bulk"} for n in range(20)]
+            keys = [stack.api_key if n % 2 else other for n in range(20)]
+            run = submit_and_collect(stack.api, bodies, keys)
+        finally:
+            stop_all(beat)
+        stats = http_json("GET", f"{stack.simulator}/_sim/stats")[2]
+    assert not run.failures, run.failures[:5]
+    jobs: dict[str, set[str]] = {stack.api_key: set(), other: set()}
+    for key, body, sent in zip(keys, run.bodies, bodies, strict=True):
+        assert body is not None and body["status"] == "succeeded", body
+        assert body["result"]["text"] == answer_for(sent["prompt"])
+        jobs[key].add(body["bulk"]["job"])
+    assert len(jobs[stack.api_key]) == 1 and len(jobs[other]) == 1
+    assert jobs[stack.api_key].isdisjoint(jobs[other]) and stats["batch_jobs"] == 2
