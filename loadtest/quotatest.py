@@ -12,7 +12,7 @@ quota and ``BATCHGATE_MODEL_RPM`` both at ``QUOTATEST_RPM``, and closed-loop sat
 Each phase reports the simulator's 429s by quota over the whole phase (warm-up included) and
 its throughput against what the quota allows at the items per call made
 (``rpm * items per call / 60``). A third, ``day_quota``, gives the simulator a day quota of
-``QUOTATEST_RPD`` (100) calls that batchgate is not told of, and counts the calls that reach
+``QUOTATEST_RPD`` (40) calls that batchgate is not told of, and counts the calls that reach
 the simulator after its first day refusal (at most one per worker) and the tasks that fail
 with ``model_daily_quota_exhausted``. Knobs: ``QUOTATEST_WORKERS`` (2), ``QUOTATEST_RPM`` (300),
 ``QUOTATEST_CLIENTS`` (384), ``QUOTATEST_WARMUP_S`` (10), ``QUOTATEST_MEASURE_S`` (120),
@@ -166,7 +166,7 @@ def main() -> int:
     kill_after_s = float(env.get("QUOTATEST_KILL_AFTER_S", "60"))
     config = BenchConfig.from_env(env)
     phases = [run_phase("shared", config, knobs, None), run_phase("one_killed", config, knobs, kill_after_s)]
-    day = run_day_quota(config, knobs, int(env.get("QUOTATEST_RPD", "100")))
+    day = run_day_quota(config, knobs, int(env.get("QUOTATEST_RPD", "40")))
     print(
         f"day_quota: {day['calls_after_first_day_refusal']} calls after the first day refusal "
         f"({day['workers']} workers), {day['tasks_failed_model_daily_quota_exhausted']} tasks failed "
