@@ -115,6 +115,8 @@ class ClusterPacer:
         #: Model -> when (``reserve``'s clock) the last turn this worker took for it starts.
         self._turns: dict[str, float] = {}
         self._next_turn_at = -math.inf
+        #: Turns taken, and of them waited for (read by the slot tuner from other threads).
+        self.turns_taken = self.turns_waited = 0
 
     @property
     def next_turn_at(self) -> float:
@@ -189,6 +191,8 @@ class ClusterPacer:
     def _turn(self, model: str, now: float, wait: float) -> float:
         self._turns[model] = max(self._turns.get(model, -math.inf), now + wait)
         self._next_turn_at = min(self._turns.values())
+        self.turns_taken += 1
+        self.turns_waited += wait > 0
         return wait
 
     def settle(self, model: str, reserved: int, used: int) -> None:

@@ -22,8 +22,9 @@ class GeminiSettings:
     simulator_url: str = ""
     #: Timeout of one Gemini call.
     gemini_timeout_s: float = 60.0
-    #: Gemini calls in flight at once per worker process.
-    max_concurrent_calls: int = 16
+    #: Gemini calls in flight at once per worker process (a lone worker under a quota of
+    #: 300 RPM at Gemini-like call times runs about 18).
+    max_concurrent_calls: int = 32
     #: Let requests of different tenants share one Gemini call. Only for a deployment that serves
     #: one organisation: every item of a packed call is visible to, and can be steered by, a
     #: prompt injected into any other item of that call.

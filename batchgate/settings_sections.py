@@ -106,18 +106,22 @@ class ConsumerSettings:
     #: BATCHGATE_BATCH_WINDOW_MS), else it waits to fill; window: wait
     #: BATCHGATE_BATCH_WINDOW_MS from the batch's first request.
     flush_mode: str = "adaptive"
-    #: Adaptive mode: batches the whole cluster may run before new requests wait to fill a
-    #: batch, shared by the live worker processes (each runs up to its share, rounded up, and
-    #: at most BATCHGATE_WORKER_CONCURRENCY); match it to the model's concurrent call slots
-    #: (make bench: 8 gave 1.09x window mode's saturation throughput where 2 gave 0.86x).
+    #: Adaptive mode: batches the whole cluster runs at least before new requests wait to
+    #: fill a batch, shared by the live worker processes (each runs at least its share,
+    #: rounded up). Each worker probes above its share while batches wait for a slot and
+    #: keeps a step only if its batches did not slow down (``batching.slot_tuner``): a model
+    #: with 8 call slots stays near 8, Gemini's quota-bound API gets what the quota needs.
+    #: At most BATCHGATE_WORKER_CONCURRENCY per worker.
     adaptive_slots: int = 8
     #: Flush a batch when it holds this many requests.
     batch_max_size: int = 32
     #: Window mode: flush a batch this long after its first request arrived; adaptive mode:
     #: the longest a batch waits while a slot is free.
     batch_window_ms: float = 100.0
-    #: Batches processed at once by one worker process (thread pool size).
-    worker_concurrency: int = 8
+    #: Batches processed at once by one worker process (thread pool size): the most batches
+    #: in flight the slot tuner may learn for it (a lone worker under a 300 RPM quota at
+    #: Gemini-like call times runs about 20).
+    worker_concurrency: int = 32
 
     def validate(self) -> None:
         if self.flush_mode not in ("adaptive", "window"):

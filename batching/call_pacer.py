@@ -23,6 +23,10 @@ class Pacer(Protocol):
     model's day quota is spent; ``settle`` corrects the tokens by what Gemini counted;
     ``pause`` leaves a model alone for ``seconds`` after Gemini refused it for the day."""
 
+    #: Turns taken so far, and how many of them had to wait (they only grow).
+    turns_taken: int
+    turns_waited: int
+
     def reserve(self, now: float, model: str = "", tokens: int = 0) -> float: ...
 
     @property
@@ -68,6 +72,8 @@ class CallPacer:
         self._calls = TokenBucket(rpm) if rpm else None
         self._tokens = TokenBucket(tpm) if tpm else None
         self._next_turn_at = -math.inf
+        #: Turns taken, and of them waited for (read by the slot tuner from other threads).
+        self.turns_taken = self.turns_waited = 0
 
     @property
     def next_turn_at(self) -> float:
@@ -86,6 +92,8 @@ class CallPacer:
         if self._tokens is not None and tokens:
             waits.append(self._tokens.take(now, tokens))
         self._next_turn_at = max(self._next_turn_at, now + max(waits))
+        self.turns_taken += 1
+        self.turns_waited += max(waits) > 0
         return max(waits)
 
     def settle(self, model: str, reserved: int, used: int) -> None:

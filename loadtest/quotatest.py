@@ -1,9 +1,9 @@
 """``make quotatest``: N worker processes share one RPM quota, and a lone survivor takes all of it.
 
 Two phases on fresh local stacks with ``QUOTATEST_WORKERS`` worker processes, the Gemini-like
-cost model with unlimited call slots and ``SLOTS`` adaptive slots for the cluster (so the
-quota, not the slots, binds), the simulator's
-quota and ``BATCHGATE_MODEL_RPM`` both at ``QUOTATEST_RPM``, and closed-loop saturation:
+cost model with unlimited call slots (as Gemini: the quota binds, not the slots) and
+batchgate's defaults otherwise, the simulator's quota and ``BATCHGATE_MODEL_RPM`` both at
+``QUOTATEST_RPM``, and closed-loop saturation:
 
 - ``shared``: every worker runs throughout;
 - ``one_killed``: the first worker program is killed ``QUOTATEST_KILL_AFTER_S`` into the
@@ -39,10 +39,6 @@ from loadtest.bench_summary import save
 #: What the issue asks of both phases: no 429 and this share of what the quota allows.
 SHARED_TARGET = 0.95
 KILLED_TARGET = 0.90
-#: Concurrent calls the cluster may run: the quota's 5 calls a second at Gemini-like call
-#: times (about 3.5 s at 20 items) need about 18; the default 8 leaves a lone worker at 0.57
-#: of the quota (measured: 2.9 calls a second of 8 calls lasting 4 s).
-SLOTS = 16
 #: The day-quota phase's measured window: the quota runs out within its first seconds.
 DAY_MEASURE_S = 20.0
 DAILY = "model_daily_quota_exhausted"
@@ -60,12 +56,10 @@ def quota_429s(errors_by_code: dict[str, int]) -> dict[str, int]:
 
 def _settings(config: BenchConfig, rpm: int) -> dict[str, str]:
     """The Gemini-like stack with the quota binding, not the model's call slots: the simulator
-    takes any number of calls at once, and batchgate is told so (``SLOTS`` adaptive slots for
-    the cluster, as many pool threads per worker, so a lone survivor may run all of them).
-    ``BATCHGATE_*`` of the environment win."""
+    takes any number of calls at once, as Gemini does, and batchgate runs its defaults (its
+    workers learn how many calls to run at once, ``batching.slot_tuner``). ``BATCHGATE_*`` of
+    the environment win."""
     return {
-        "BATCHGATE_ADAPTIVE_SLOTS": str(SLOTS),
-        "BATCHGATE_WORKER_CONCURRENCY": str(SLOTS),
         **config.stack_settings,
         "BATCHGATE_SIM_MAX_CONCURRENT": "0",
         "BATCHGATE_SIM_RPM": str(rpm),

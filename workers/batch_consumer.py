@@ -43,6 +43,7 @@ from batching.flush_policy import (
     WaitUntil,
     decide,
 )
+from batching.slot_tuner import SlotTuner
 from workers import task_events
 from workers.bulk_ack import acknowledge_all
 from workers.cpu_busy import SAMPLE_EVERY_S, CpuBusy
@@ -95,6 +96,10 @@ class WindowedBatches(Batches):
         self._in_flight = 0
         #: Flush limits by this worker's share of the adaptive slots (``_limits``).
         self._shares: dict[int, FlushLimits] = {}
+        #: Adaptive mode: the limit learned above that share from the batches' latency.
+        self.slot_tuner = SlotTuner()
+        #: The limit each batch in flight started under, by its first task id.
+        self._started_under: dict[str, int] = {}
         #: Task ids whose batch could not store its answers: not acknowledged but given back.
         self._unstored: set[str] = set()
         self._unstored_lock = threading.Lock()
@@ -134,6 +139,8 @@ class WindowedBatches(Batches):
             self._publish_events(lambda: [task_events.received(r, self.arrivals.get(r.id)) for r in requests])
         self._in_flight += 1
         requests = list(requests)
+        if requests and self.flush_limits.max_in_flight is not None:
+            self._started_under[requests[0].id] = self._limits().max_in_flight or 0
         # As celery-batches' own flush, but a batch's late acknowledgements go in one round
         # trip (workers.bulk_ack). Our task acknowledges late; early ones are kept for safety.
         early = [r for r in requests if not r.task.acks_late]
@@ -167,13 +174,26 @@ class WindowedBatches(Batches):
         if self.leases is not None:
             self.leases.release(r.message.delivery_tag for r in requests if r.acknowledged)
 
-    def batch_done(self) -> None:
-        """From a batch thread, when its batch is finished: free its slot on the consumer thread."""
+    def batch_done(self, task_ids: Sequence[str] = (), seconds: float = 0.0, generated: int = 0) -> None:
+        """From a batch thread, when its batch of ``task_ids`` is finished after ``seconds``,
+        having generated ``generated`` tokens: free its slot (and tell the slot tuner) on
+        the consumer thread."""
         if self._consumer is not None:
-            self._consumer.call_soon(self._release_slot)
+            self._consumer.call_soon(lambda: self._release_slot(task_ids, seconds, generated))
 
-    def _release_slot(self) -> None:
+    def _release_slot(self, task_ids: Sequence[str] = (), seconds: float = 0.0, generated: int = 0) -> None:
         self._in_flight = max(0, self._in_flight - 1)
+        started_under = self._started_under.pop(task_ids[0], None) if task_ids else None
+        if started_under is not None:
+            floor, cap = self._floor()
+            before = self.slot_tuner.limit(floor, cap)
+            if self.pacer is not None:
+                self.slot_tuner.turns(self.pacer.turns_taken, self.pacer.turns_waited)
+            work = max(generated, len(task_ids))
+            self.slot_tuner.finished(self.clock(), started_under, seconds, work, floor, cap)
+            after = self.slot_tuner.limit(floor, cap)
+            if after != before:
+                log.info("batches in flight: %d -> %d (share of the adaptive slots %d)", before, after, floor)
         if self._timer is not None:
             self._evaluate(self._timer, self.clock())
 
@@ -223,15 +243,18 @@ class WindowedBatches(Batches):
 
     def _evaluate(self, timer: Any, now: float) -> None:
         pending = self._buffer.qsize()
+        limits, pressure = self._limits(), self._pressure(now)
         decision = decide(
             pending,
             self._first_arrival,
             now,
-            self._limits(),
+            limits,
             self._in_flight,
             waited_s=pending * now - self._arrival_sum,
-            pressure=self._pressure(now),
+            pressure=pressure,
         )
+        if isinstance(decision, WaitUntil) and self._in_flight >= (limits.max_in_flight or math.inf):
+            self.slot_tuner.waited_for_slot()
         if isinstance(decision, FlushNow):
             self._cancel_deadline()
             self._first_arrival = None
@@ -246,16 +269,25 @@ class WindowedBatches(Batches):
             delay = max(0.0, decision.deadline - now)
             self._deadline_timer = timer.call_after(delay, lambda: self._on_deadline(timer))
 
-    def _limits(self) -> FlushLimits:
-        """The flush limits with this worker's share of the cluster's adaptive slots: the
+    def _floor(self) -> tuple[int, int | None]:
+        """This worker's share of the cluster's adaptive slots, and its pool's size: the
         model's concurrent calls are the whole cluster's, so each of the live workers (as
-        of the last lease beat) runs up to its share, and a lone survivor all of them."""
-        limits, live = self.flush_limits, self.leases.live_holders if self.leases is not None else 1
-        if limits.max_in_flight is None or (live <= 1 and self.pool_size is None):
+        of the last lease beat) runs at least its share, and a lone survivor all of them."""
+        slots, live = (
+            self.flush_limits.max_in_flight or 1,
+            self.leases.live_holders if self.leases is not None else 1,
+        )
+        share = -(-slots // max(live, 1))
+        return (min(share, self.pool_size), self.pool_size) if self.pool_size is not None else (share, None)
+
+    def _limits(self) -> FlushLimits:
+        """The flush limits with this worker's limit on batches in flight: its share of the
+        cluster's adaptive slots, or more where the slot tuner learned the model serves more
+        (``batching.slot_tuner``), never more than its pool runs."""
+        limits = self.flush_limits
+        if limits.max_in_flight is None:
             return limits
-        share = -(-limits.max_in_flight // live)
-        if self.pool_size is not None:
-            share = min(share, self.pool_size)
+        share = self.slot_tuner.limit(*self._floor())
         if share not in self._shares:
             self._shares[share] = dataclasses.replace(limits, max_in_flight=share)
         return self._shares[share]

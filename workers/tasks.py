@@ -50,9 +50,9 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
             for r in requests
         ]
         ids = [d.task_id for d in deliveries]
+        began, model_s, generated = time.monotonic(), 0.0, 0
         try:
             self.emit_started(ids)  # task events for Flower: celery-batches sends none itself
-            began = time.monotonic()
             try:
                 with runtime.measuring_batch(len(deliveries)):
                     outcomes = process_batch(deliveries, runtime.batch_context)
@@ -66,8 +66,15 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
                 self.emit_crashed(ids, exc)
                 raise
             self.emit_finished(ids, outcomes, time.monotonic() - began)
+            # The model's own time (the longest of the batch's calls, quota waits left out) per
+            # token it generated tells the slot tuner whether more calls at once slow it down.
+            model_s = max((float(o.timings.get("model_ms") or 0.0) for o in outcomes), default=0.0) / 1000
+            generated = sum(
+                int(((o.result or {}).get("usage") or {}).get("output_tokens", 0)) for o in outcomes
+            )
         finally:
-            self.batch_done()  # frees the batch slot: adaptive flushing may send the next batch now
+            # Frees the batch slot: adaptive flushing may send the next batch now.
+            self.batch_done(ids, model_s or time.monotonic() - began, generated)
 
     @app.task(name=WARM_CACHE_TASK, ignore_result=True)
     def warm_cache(
