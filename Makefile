@@ -6,18 +6,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Re-installed whenever the package metadata changes.
 STAMP := $(VENV)/.batchgate-installed
-CODE := api workers batching baseline batchgate stack loadtest
+CODE := api workers batching baseline batchgate stack loadtest clients/python/batchgate_client
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: base-images images compose-test chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache loadtest bench scaletest quotatest baseline up down clean
+.PHONY: base-images images compose-test chaos constraints help install system-deps test-deps dashboard run test lint format docs migrate apikey warm-cache budget usage loadtest bench scaletest quotatest baseline up down clean
 
 help: ## list the targets
 	@echo "batchgate: make <target>"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 16
 
-install: system-deps $(STAMP) ## create .venv, install the package (editable, dev extras), redis-server and nginx
+install: system-deps $(STAMP) ## create .venv, install the package (editable, dev extras) and the Python client, redis-server and nginx
 
 system-deps: ## apt-get install redis-server, nginx and openssl if missing
 	@missing=""; \
@@ -31,8 +31,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Installed with the versions pinned in constraints.txt, so two installs a month apart agree.
-$(STAMP): setup.cfg pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
+$(STAMP): setup.cfg pyproject.toml constraints.txt clients/python/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]' -e clients/python
 	@touch $@
 
 constraints: ## refresh constraints.txt: newest versions setup.cfg allows, in a throwaway venv
@@ -85,6 +85,13 @@ apikey: system-deps $(STAMP) ## print a new API key of TIER (free, basic, premiu
 warm-cache: system-deps $(STAMP) ## pre-compute FILE (JSON/JSONL of requests) into TENANT's response cache at RATE/s (default 5)
 	@test -n "$(FILE)" -a -n "$(TENANT)" || { echo "usage: make warm-cache FILE=queries.jsonl TENANT=name [RATE=5]"; exit 2; }
 	$(BIN)/python -m workers.warm_cli "$(FILE)" --tenant "$(TENANT)" --rate $(or $(RATE),5)
+
+budget: system-deps $(STAMP) ## set TENANT's monthly budget: TOKENS=<n> and/or USD=<amount> (KEY=<key hash>: one key's own; neither: removes it)
+	@test -n "$(TENANT)" || { echo "usage: make budget TENANT=name TOKENS=20000 [USD=5] [KEY=hash]"; exit 2; }
+	@$(BIN)/python -m api.budget_cli budget --tenant "$(TENANT)" $(if $(TOKENS),--tokens $(TOKENS)) $(if $(USD),--usd $(USD)) $(if $(KEY),--key "$(KEY)")
+
+usage: system-deps $(STAMP) ## every tenant's usage and cost this month (UTC) with its budgets, one JSON line each (the operator's view)
+	@$(BIN)/python -m api.budget_cli usage
 
 loadtest: install ## stepped Locust load test (LOADTEST_* settings, or ARGS="--steps 10,20 --think-s 1"); writes loadtest/reports/<timestamp>/
 	$(BIN)/python -m loadtest.run $(ARGS)

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         sessions_view,
         task_events_view,
         tasks_view,
+        usage_view,
     )
 
     app = Flask(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(sessions_view.bp)
     app.register_blueprint(preferences_view.bp)
     app.register_blueprint(openapi_view.bp)
+    app.register_blueprint(usage_view.bp)
     app.after_request(metrics_view.count_http_request)
     _ensure_demo_key(app.extensions["batchgate"])
     _migrate_database(app.extensions["batchgate"])

@@ -28,6 +28,7 @@ from api.edge import authenticate
 from api.errors import ApiError
 from api.metrics_feed import MetricsFeed
 from api.prometheus import RedisTotals
+from api.prometheus_tenants import TenantUsage
 from api.services import services
 from api.stream_slots import HEARTBEAT_S, StreamSlot, streams_key
 
@@ -124,11 +125,16 @@ def _still_held(slot: StreamSlot) -> bool:
 @bp.get("/metrics")
 def prometheus() -> Response:
     """Prometheus text format, from the cluster-wide totals in Redis; no key, for a scraper on
-    the private network (cluster totals only, no client data)."""
+    the private network (cluster totals, and usage per tenant by name for the top
+    ``BATCHGATE_PROMETHEUS_TOP_TENANTS``; no request content)."""
     svc = services()
     svc.http_requests.flush()  # this replica's own counts; the others' are at most a second old
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisTotals(svc.redis, svc.settings.broker.key_prefix, svc.settings.broker.queue))
+    if svc.settings.edge.prometheus_top_tenants > 0:
+        registry.register(
+            TenantUsage(svc.redis, svc.settings.broker.key_prefix, svc.settings.edge.prometheus_top_tenants)
+        )
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 

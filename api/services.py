@@ -18,12 +18,14 @@ from api.request_counter import RequestCounter
 from batchgate.apikeys import ApiKeyStore
 from batchgate.baseline_store import BaselineStore
 from batchgate.broker import Publisher, broker_app
+from batchgate.budgets import BudgetBook
 from batchgate.keys import metrics_channel, metrics_latest_key
 from batchgate.metrics_store import InferenceMetricsCollector
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import SessionStore
 from batchgate.settings import Settings
 from batchgate.taskstore import TaskStore
+from batchgate.usage_store import UsageStore
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Services:
     #: The preferences database (engine built here; connected and migrated on first use).
     database: Database
     preferences: PreferenceStore
+    usage: UsageStore
+    budgets: BudgetBook
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -58,7 +62,9 @@ class Services:
         )
         client = redis.Redis(connection_pool=pool)
         database = Database(create_database_engine(settings))
-        store = TaskStore(client, settings.broker.key_prefix, settings.broker.task_ttl_s)
+        store = TaskStore(
+            client, settings.broker.key_prefix, settings.broker.task_ttl_s, settings.broker.usage_retention_s
+        )
         prefix = settings.broker.key_prefix
         admission = Admission(
             client,
@@ -88,6 +94,8 @@ class Services:
             ),
             database=database,
             preferences=PreferenceStore(database.engine),
+            usage=UsageStore(client, prefix, settings.broker.usage_retention_s),
+            budgets=BudgetBook(client, prefix),
         )
 
 

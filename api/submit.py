@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.admission import Decision, Submission
+from api.budget_check import refuse_over_budget
 from api.edge import Caller
 from api.errors import ApiError
 from api.idempotency import TAKEOVER_GRACE_S, Claim
@@ -81,6 +82,7 @@ def submit_task(
     slot: str | None = task_id if decision.reserved else None  # the in-flight slot this holds
     claimed = done = False
     try:
+        refuse_over_budget(svc, tenant, owner, task)
         if idempotency.key:
             found = _claim(svc, owner, idempotency, body_hash, task_id)
             if isinstance(found, tuple):
@@ -103,6 +105,7 @@ def submit_task(
                 slot, claimed = None, False  # another attempt made this task: it is theirs
                 return _existing(svc, task_id)
             done = True
+            svc.usage.count_cache_hit(tenant, owner, str(message["model"]), submitted_at)
             elapsed_ms = (time.perf_counter() - ctx.started) * 1000
             svc.metrics.record([RequestRecord("cached", submitted_at, end_to_end_ms=elapsed_ms)])
             body = {"status": "succeeded", "result": cached, "cached": True, "submitted_at": submitted_at}

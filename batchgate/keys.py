@@ -122,6 +122,32 @@ def model_quota(prefix: str, model: str, part: str) -> str:
     return f"{prefix}:quota:{model}:{part}"
 
 
+def usage_prefix(prefix: str) -> str:
+    """Prefix of every tenant's usage counts (``usage``)."""
+    return f"{prefix}:usage:"
+
+
+def usage(prefix: str, tenant: str, period: str) -> str:
+    """A tenant's usage counts of a UTC day (``YYYY-MM-DD``) or month (``YYYY-MM``) (hash:
+    totals, ``key:<owner>:<count>``, ``model:<model>:<count>``)."""
+    return f"{usage_prefix(prefix)}{tenant}:{period}"
+
+
+def usage_tenants(prefix: str, month: str) -> str:
+    """The tenants with usage counted in a UTC month (set)."""
+    return f"{prefix}:usage-tenants:{month}"
+
+
+def budget(prefix: str, tenant: str) -> str:
+    """A tenant's monthly budgets (hash: ``tokens``, ``usd``, ``key:<owner>:tokens``...)."""
+    return f"{prefix}:budget:{tenant}"
+
+
+def budgeted_tenants(prefix: str) -> str:
+    """The tenants a budget was ever set for (set)."""
+    return f"{prefix}:budgeted-tenants"
+
+
 def bulk_pending(prefix: str) -> str:
     """Bulk-lane task ids waiting to be gathered into a Gemini batch job (pushed left, taken right)."""
     return f"{prefix}:bulk:pending"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from batchgate.env import SettingsError
 from batchgate.settings_sections import at_least_one
+from batching.pricing import PriceTable
 from batching.quota import ModelQuota, QuotaTable
 
 DEFAULT_SIMULATOR_URL = "http://127.0.0.1:8090"
@@ -64,6 +65,10 @@ class GeminiSettings:
     #: Bulk lane: a job's requests travel inline up to this size (Gemini's limit: 20 MB),
     #: beyond it as a JSONL file uploaded with the Files API.
     bulk_inline_max_bytes: int = 20 * 1024 * 1024
+    #: Prices per model in USD per million tokens, over the defaults (taken from Gemini's
+    #: pricing page on 2026-12-04, ``batching.pricing``): model:input=0.3,output=2.5,cached=0.03;...
+    #: (``*`` prices every model not listed; an unpriced model costs 0). The Batch API bills half.
+    prices: str = ""
     #: Real Gemini key (``GEMINI_API_KEY``, not a BATCHGATE_ variable: the SDK's own name).
     gemini_api_key: str = field(default="", repr=False, metadata={"env": False})
     #: Where the embedded simulator answers (from ``BATCHGATE_SIM_HOST``/``_PORT``).
@@ -81,6 +86,15 @@ class GeminiSettings:
             QuotaTable.parse(ModelQuota(self.model_rpm, self.model_tpm, self.model_rpd), self.model_quotas)
         except ValueError as exc:
             raise SettingsError(f"BATCHGATE_MODEL_RPM/TPM/RPD/QUOTAS: {exc}") from None
+        try:
+            PriceTable.parse(self.prices)
+        except ValueError as exc:
+            raise SettingsError(f"BATCHGATE_PRICES: {exc}") from None
+
+    @property
+    def price_table(self) -> PriceTable:
+        """What each model's tokens cost."""
+        return PriceTable.parse(self.prices)
 
     @property
     def quotas(self) -> QuotaTable:

@@ -48,6 +48,13 @@ class BrokerSettings:
     orphan_sweep_interval_s: float = 5.0
     #: A worker counts as consuming while its heartbeat is younger than this.
     worker_heartbeat_ttl_s: float = 15.0
+    #: How long each tenant's usage counts of a day and of a month are kept (0: usage is not
+    #: counted, and budgets cannot be enforced).
+    usage_retention_days: int = 400
+
+    @property
+    def usage_retention_s(self) -> int:
+        return max(0, self.usage_retention_days) * 86400
 
     def validate(self) -> None:
         if not 4.0 <= self.worker_lease_s < self.visibility_timeout_s:
@@ -202,6 +209,9 @@ class EdgeSettings:
     metrics_streams_per_key: int = 4
     #: A live metrics stream closes after this long (the browser's EventSource reconnects).
     metrics_stream_max_s: float = 3600.0
+    #: Tenants named in /metrics' per-tenant series (this month's usage, by cost); the others
+    #: are summed as "other" (0: no per-tenant series).
+    prometheus_top_tenants: int = 10
     #: Refuse new work (503) once this many requests wait in the queue.
     queue_high_water: int = 5000
     #: Once refusing, admit again when the queue has drained to this many.

@@ -24,6 +24,7 @@ from batchgate.broker_message import QueuedMessage
 from batchgate.sessions import Landing
 from batchgate.taskstore_scripts import CLAIM, CREATE, FINISH, PARK
 from batchgate.tenants import inflight_prefix
+from batchgate.usage_store import RETENTION_DAYS, outcome_args
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 TERMINAL = frozenset({SUCCEEDED, FAILED})
@@ -40,15 +41,21 @@ class Outcome:
     timings: dict[str, Any]
     #: For a session's task: the turns to land with it.
     landing: Landing | None = None
+    #: The model asked for (a failed task's result names none).
+    model: str = ""
 
 
 class TaskStore:
     """Reads and writes task records; shared by the API and the workers."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, ttl_s: int, usage_retention_s: int = RETENTION_DAYS * 86400
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl_s = ttl_s
+        #: How long the usage counts a finished task adds to are kept (0: none are counted).
+        self._usage_retention_s = usage_retention_s
         self._tenant_inflight = inflight_prefix(prefix)
         self._claim = client.register_script(CLAIM)
         self._create = client.register_script(CREATE)
@@ -322,6 +329,10 @@ class TaskStore:
                 repr(finished_at),
                 outcome.task_id,
                 self._tenant_inflight,
+                # What it adds to its tenant's usage, counted once, with the outcome.
+                *outcome_args(
+                    self._prefix, outcome, outcome.status == FAILED, finished_at, self._usage_retention_s
+                ),
             ]
             landing = outcome.landing
             if landing is not None:

@@ -69,9 +69,36 @@ return claimed
 # lands after a newer one, having been waited for in vain, is answered but not appended). A
 # session that expired meanwhile is not brought back (its next turn starts it afresh), and one
 # whose keys hold something else is left alone: only this task's turn is lost.
-FINISH = """
+# Counts a finished task's usage into its tenant's day and month hashes (ARGV[8]: the usage
+# key prefix, "" = not counted; ARGV[9], ARGV[10]: the UTC day and month; ARGV[11]: how long
+# they are kept; ARGV[12]: the model; ARGV[13]: the counts, JSON; ARGV[14]: the set of the
+# month's tenants), each count also under key:<owner>: and model:<model>:
+# (``batchgate.usage_store``).
+COUNT_USAGE = """
+local function count_usage(tenant, owner)
+  if ARGV[8] == '' then
+    return
+  end
+  local counts = cjson.decode(ARGV[13])
+  for _, period in ipairs({ARGV[9], ARGV[10]}) do
+    local key = ARGV[8] .. tenant .. ':' .. period
+    for name, n in pairs(counts) do
+      redis.call('HINCRBY', key, name, n)
+      redis.call('HINCRBY', key, 'key:' .. owner .. ':' .. name, n)
+      redis.call('HINCRBY', key, 'model:' .. ARGV[12] .. ':' .. name, n)
+    end
+    redis.call('EXPIRE', key, ARGV[11])
+  end
+  redis.call('SADD', ARGV[14], tenant)
+  redis.call('EXPIRE', ARGV[14], ARGV[11])
+end
+"""
+
+FINISH = (
+    COUNT_USAGE
+    + """
 redis.call('ZREM', KEYS[2], ARGV[6])
-local found = redis.call('HMGET', KEYS[1], 'status', 'tenant')
+local found = redis.call('HMGET', KEYS[1], 'status', 'tenant', 'owner')
 local status = found[1]
 if found[2] then
   redis.call('ZREM', ARGV[7] .. found[2], ARGV[6])
@@ -82,25 +109,37 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'result', ARGV[2], 'error', ARGV[3],
            'timings', ARGV[4], 'finished_at', ARGV[5])
 redis.call('HDEL', KEYS[1], 'request')
+count_usage(found[2] or '', found[3] or '')
 if #KEYS == 4 then
   local meta_type = redis.call('TYPE', KEYS[3])['ok']
   local turns_type = redis.call('TYPE', KEYS[4])['ok']
   if meta_type == 'hash' and (turns_type == 'list' or turns_type == 'none') then
-    local seq = tonumber(ARGV[8])
+    local seq = tonumber(ARGV[15])
     local applied = tonumber(redis.call('HGET', KEYS[3], 'applied') or '0') or 0
     if seq > applied then
-      for i = 11, #ARGV do
+      for i = 18, #ARGV do
         redis.call('RPUSH', KEYS[4], ARGV[i])
       end
-      redis.call('LTRIM', KEYS[4], -tonumber(ARGV[10]), -1)
+      redis.call('LTRIM', KEYS[4], -tonumber(ARGV[17]), -1)
       redis.call('HSET', KEYS[3], 'applied', seq)
     end
-    redis.call('EXPIRE', KEYS[3], ARGV[9])
-    redis.call('EXPIRE', KEYS[4], ARGV[9])
+    redis.call('EXPIRE', KEYS[3], ARGV[16])
+    redis.call('EXPIRE', KEYS[4], ARGV[16])
   end
 end
 return 1
 """
+)
+
+# A cache hit's usage: a request and a hit, no tokens (ARGV[1] and ARGV[2]: tenant and
+# owner; ARGV[3] to ARGV[7] unused; from ARGV[8] on as FINISH).
+COUNT_HIT = (
+    COUNT_USAGE
+    + """
+count_usage(ARGV[1], ARGV[2])
+return 1
+"""
+)
 
 # A task its worker cannot run before a model's day quota resets waits for it instead of
 # failing: running under this holder (ARGV[5]) -> queued again, with ARGV[3] (JSON: code,

@@ -108,6 +108,8 @@ class InferenceResult:
     text: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Of the input tokens, those Gemini served from its cache (``cachedContentTokenCount``).
+    cached_input_tokens: int = 0
     error_code: str | None = None
     error_message: str | None = None
     #: Items that shared the model call that answered (or last failed) this request.

@@ -25,6 +25,8 @@ from batchgate.metrics_store import InferenceMetricsCollector, RequestRecord
 from batchgate.response_cache import ResponseCache
 from batchgate.sessions import Landing, SessionTurn
 from batchgate.taskstore import FAILED, SUCCEEDED, Holder, Outcome, TaskStore
+from batchgate.usage_store import NANO, nano_usd
+from batching.pricing import DEFAULT_PRICE_TABLE, PriceTable, Usage
 from batching.types import COMPLETE, STRATEGIES, InferenceRequest, InferenceResult
 from workers import message_parts
 from workers.conversation_rounds import ConversationRounds, Round
@@ -74,6 +76,8 @@ class BatchContext:
     park_day_quota: bool = False
     park_lead_s: float = 0.0
     sleep: Callable[[float], None] = time.sleep
+    #: What each model's tokens cost (a result's usage shows its cost).
+    prices: PriceTable = DEFAULT_PRICE_TABLE
 
 
 def process_batch(deliveries: Sequence[Delivery], ctx: BatchContext) -> list[Outcome]:
@@ -163,7 +167,7 @@ def _process(
             landing = conversations.sessions.landing(turn, request.id, "", None, time.time())
             outcomes.append(_unreadable(request.id, landing))
         for result in run_engine(batch_round.requests) if batch_round.requests else []:
-            outcome = outcome_of(result, by_id[result.id], picked_at, len(requests))
+            outcome = outcome_of(result, by_id[result.id], picked_at, len(requests), ctx.prices)
             turn = turn_of[result.id]
             if conversations is not None and turn is not None:
                 answer = outcome.result["text"] if outcome.result else None
@@ -270,8 +274,16 @@ def session_turn(delivery: Delivery) -> SessionTurn | None:
     return None
 
 
-def outcome_of(result: InferenceResult, delivery: Delivery, picked_at: float, batch_size: int) -> Outcome:
-    """The outcome a request's result is stored as: its answer or error, and its timings."""
+def outcome_of(
+    result: InferenceResult,
+    delivery: Delivery,
+    picked_at: float,
+    batch_size: int,
+    prices: PriceTable = DEFAULT_PRICE_TABLE,
+    batch_api: bool = False,
+) -> Outcome:
+    """The outcome a request's result is stored as: its answer or error, its timings, and
+    its usage with what it cost (at the Batch API's price when ``batch_api``)."""
     submitted_at = float(delivery.payload.get("submitted_at") or picked_at)
     received_at = delivery.received_at or picked_at
     finished_at = time.time()
@@ -290,17 +302,31 @@ def outcome_of(result: InferenceResult, delivery: Delivery, picked_at: float, ba
         payload: dict[str, Any] = {
             "text": result.text,
             "model": result.model,
-            "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
+            "usage": usage_of(result, prices, batch_api),
             "finish_reason": result.finish_reason,
         }
         if result.function_calls:
             payload["tool_calls"] = [dict(call) for call in result.function_calls]
-        return Outcome(result.id, SUCCEEDED, payload, None, timings)
+        return Outcome(result.id, SUCCEEDED, payload, None, timings, model=result.model)
     error = {
         "code": result.error_code or "model_error",
         "message": result.error_message or "model call failed",
     }
-    return Outcome(result.id, FAILED, None, error, timings)
+    return Outcome(result.id, FAILED, None, error, timings, model=result.model)
+
+
+def usage_of(result: InferenceResult, prices: PriceTable, batch_api: bool) -> dict[str, Any]:
+    """A result's share of its call's tokens and what that share cost, in nano-dollars as
+    usage is counted (``batchgate.usage_store``)."""
+    tokens = Usage(result.input_tokens, result.output_tokens, result.cached_input_tokens)
+    cost = nano_usd(prices.cost_usd(result.model, tokens, batch=batch_api)) / NANO
+    return {
+        "input_tokens": tokens.input_tokens,
+        "output_tokens": tokens.output_tokens,
+        "cached_input_tokens": tokens.cached_input_tokens,
+        "cost_usd": cost,
+        "pricing": "batch" if batch_api else "standard",
+    }
 
 
 def _record(outcome: Outcome) -> RequestRecord:

@@ -29,6 +29,7 @@ from batching.engine import BatchInferenceEngine
 from batching.genai_batches import GenaiBatchBackend
 from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
+from batching.pricing import DEFAULT_PRICE_TABLE, PriceTable
 from batching.retry import RetryPolicy
 from batching.types import InferenceRequest
 from workers.batch_job import Delivery, outcome_of, to_inference_request
@@ -53,6 +54,8 @@ class BulkLane:
     max_tasks: int
     deadline_s: int
     inline_max_bytes: int
+    #: What each model's tokens cost (bulk results at the Batch API's half price).
+    prices: PriceTable = DEFAULT_PRICE_TABLE
 
 
 def dispatch(lane: BulkLane, client: GenaiModelClient, now: float | None = None) -> tuple[list[str], Any]:
@@ -125,9 +128,8 @@ async def _answer(
     by_id = {d.task_id: d for d, _ in deliveries}
     outcomes = []
     for result in results:
-        outcome = outcome_of(result, by_id[result.id], picked_at, len(ids))
+        outcome = outcome_of(result, by_id[result.id], picked_at, len(ids), lane.prices, batch_api=True)
         if outcome.result is not None:
-            outcome.result["usage"]["pricing"] = "batch"
             outcome.result["bulk_jobs"] = list(bulk.jobs)
         outcomes.append(outcome)
     written = lane.store.finish(outcomes, time.time())

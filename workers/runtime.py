@@ -98,7 +98,8 @@ class WorkerRuntime:
 
     @cached_property
     def store(self) -> TaskStore:
-        return TaskStore(self.redis, self.settings.broker.key_prefix, self.settings.broker.task_ttl_s)
+        broker = self.settings.broker
+        return TaskStore(self.redis, broker.key_prefix, broker.task_ttl_s, broker.usage_retention_s)
 
     @cached_property
     def leases(self) -> LeaseBook:
@@ -133,6 +134,7 @@ class WorkerRuntime:
             patience_s=self.settings.broker.visibility_timeout_s / 2,
             park_day_quota=self.settings.gemini.day_quota_action == "park",
             park_lead_s=self.settings.broker.orphan_after_s,
+            prices=self.settings.gemini.price_table,
         )
 
     @cached_property
@@ -182,6 +184,7 @@ class WorkerRuntime:
             max_tasks=gemini.bulk_max_tasks,
             deadline_s=gemini.bulk_deadline_s,
             inline_max_bytes=gemini.bulk_inline_max_bytes,
+            prices=gemini.price_table,
         )
 
     @contextmanager

@@ -64,6 +64,11 @@ class BatchState:
             self.jobs.finish(job, config.batch_outcome, wall)
             return
         results = answer_items(config, job.model, job.items)
+        stats = self.simulator.stats
+        for result in results:
+            usage = (result.get("response") or {}).get("usageMetadata") or {}
+            stats.batch_prompt_tokens += int(usage.get("promptTokenCount", 0))
+            stats.batch_output_tokens += int(usage.get("candidatesTokenCount", 0))
         if job.source_file is None:
             self.jobs.finish(job, "succeeded", wall, results)
             return

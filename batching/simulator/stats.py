@@ -49,6 +49,9 @@ class Stats:
     #: apart from the interactive calls above, outside their quotas and slots.
     batch_jobs: int = 0
     batch_items: int = 0
+    #: Token usage reported in the batch jobs' answers.
+    batch_prompt_tokens: int = 0
+    batch_output_tokens: int = 0
     #: Injected errors by HTTP status; 429s of a quota by quota (``429:rpm``, ``429:tpm``,
     #: ``429:rpd``), so the values add up to ``errors``.
     errors_by_code: dict[str, int] = field(default_factory=dict)

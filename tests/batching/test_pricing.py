@@ -1,0 +1,45 @@
+"""Prices per model: cached input is part of the input and priced apart, never twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from batching.pricing import DEFAULT_PRICES, ModelPrice, PriceTable, Usage
+
+
+def test_cached_tokens_are_taken_out_of_the_input_before_pricing() -> None:
+    table = PriceTable({"m": ModelPrice(input=1.0, output=10.0, cached=0.1)})
+    # 1,000,000 prompt tokens of which 400,000 cached, 100,000 output.
+    cost = table.cost_usd(
+        "m", Usage(input_tokens=1_000_000, output_tokens=100_000, cached_input_tokens=400_000)
+    )
+    assert cost == pytest.approx(0.6 * 1.0 + 0.4 * 0.1 + 0.1 * 10.0)
+
+
+def test_the_batch_api_costs_half() -> None:
+    table = PriceTable()
+    usage = Usage(input_tokens=12_345, output_tokens=678)
+    assert table.cost_usd("gemini-2.5-flash", usage, batch=True) == pytest.approx(
+        table.cost_usd("gemini-2.5-flash", usage) / 2
+    )
+
+
+def test_versioned_model_names_cost_as_their_model() -> None:
+    table = PriceTable()
+    assert table.of("models/gemini-2.5-flash-001") == DEFAULT_PRICES["gemini-2.5-flash"]
+    assert table.of("gemini-2.5-flash-lite") == DEFAULT_PRICES["gemini-2.5-flash-lite"]
+    assert table.of("some-other-model") is None
+    assert table.cost_usd("some-other-model", Usage(1000, 1000)) == 0.0
+
+
+def test_overrides_keep_the_parts_they_leave_out_and_star_prices_the_rest() -> None:
+    table = PriceTable.parse("gemini-2.5-flash:output=3; *:input=1,output=2")
+    flash = table.of("gemini-2.5-flash")
+    assert flash == ModelPrice(input=DEFAULT_PRICES["gemini-2.5-flash"].input, output=3.0, cached=0.03)
+    assert table.of("anything") == ModelPrice(1.0, 2.0, 0.0)
+
+
+@pytest.mark.parametrize("text", ["nomodel", "m:input", "m:price=1", "m:input=x", "m:input=-1"])
+def test_a_malformed_price_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        PriceTable.parse(text)
