@@ -23,7 +23,7 @@ from batching.packed_prompt import (
     render_items,
     structured_answer_schema,
 )
-from batching.packing import CallPlan, PackingLimits, output_budget, plan_calls, split_tokens
+from batching.packing import CallPlan, PackingLimits, even_chunks, output_budget, plan_calls, split_tokens
 from batching.quota import call_input_tokens
 from batching.retry import RetryPolicy, backoff_delay
 from batching.structured import with_answer_format
@@ -122,7 +122,9 @@ class BatchInferenceEngine:
     ) -> InferenceResult:
         call = self._single_call(request)
         attempts = prior_attempts
-        spent_in = spent_out = 0  # every call is billed, the ones whose answer would not do too
+        spent_in = spent_out = spent_cached = (
+            0  # every call is billed, the ones whose answer would not do too
+        )
         for tries_left in reversed(range(STRUCTURED_TRIES)):
             outcome = await self._call(call, started, on_text)
             attempts += outcome.attempts
@@ -130,6 +132,7 @@ class BatchInferenceEngine:
                 return self._failure(request, outcome, attempts, items_in_call=1)
             reply = outcome.reply
             spent_in, spent_out = spent_in + reply.input_tokens, spent_out + reply.output_tokens
+            spent_cached += reply.cached_tokens
             calls = kept_calls(reply.function_calls, request.tools)
             unfit = None if calls else unfit_answer(request, reply)
             if unfit is None:
@@ -150,6 +153,7 @@ class BatchInferenceEngine:
             text="" if calls else reply.text,
             input_tokens=spent_in,
             output_tokens=spent_out,
+            cached_input_tokens=spent_cached,
             items_in_call=1,
             attempts=attempts,
             call_delay_s=outcome.sent_after_s,
@@ -211,7 +215,10 @@ class BatchInferenceEngine:
         # An entry read whole from a cut output ended by itself: the cut is not its finish.
         cut_short = answers.entries_read > 0 and reply.finish_reason == "MAX_TOKENS"
         finish = COMPLETE if cut_short else reply.finish_reason
-        input_shares = split_tokens(reply.input_tokens, [estimate_tokens(r.prompt) for _, r in found])
+        weights = [estimate_tokens(r.prompt) for _, r in found]
+        input_shares, cached_shares = (
+            split_tokens(n, weights) for n in (reply.input_tokens, reply.cached_tokens)
+        )
         output_shares = split_tokens(
             reply.output_tokens, [estimate_tokens(entry_text(answers, item)) for item, _ in found]
         )
@@ -224,6 +231,7 @@ class BatchInferenceEngine:
                 function_calls=kept_calls(answers.calls.get(item, ()), req.tools),
                 input_tokens=input_shares[n],
                 output_tokens=output_shares[n],
+                cached_input_tokens=min(cached_shares[n], input_shares[n]),
                 items_in_call=len(requests),
                 attempts=attempts,
                 call_delay_s=outcome.sent_after_s,
@@ -235,7 +243,7 @@ class BatchInferenceEngine:
         ]
         alone = [[req] for item, req in by_item.items() if item in answers.suspect or item in unfit]
         cut = [req for item, req in by_item.items() if item in answers.cut]
-        again = alone + _chunks(cut, answers.entries_read)
+        again = alone + even_chunks(cut, answers.entries_read)
         rerun = await asyncio.gather(*(self._answer_packed(group, started, attempts) for group in again))
         return results + [result for group_results in rerun for result in group_results]
 
@@ -354,15 +362,6 @@ def _splits(error: ModelCallError) -> bool:
     are the model's state, and ``UNSPLIT_ERRORS`` are no item's: splitting would only multiply
     calls that fail."""
     return not error.retryable and error.code not in UNSPLIT_ERRORS
-
-
-def _chunks(requests: list[InferenceRequest], room: int) -> list[list[InferenceRequest]]:
-    """``requests`` in as few groups of at most ``room`` (at least 1) as possible, of even sizes."""
-    if not requests:
-        return []
-    count = -(-len(requests) // max(1, room))
-    bounds = [len(requests) * n // count for n in range(count + 1)]
-    return [requests[bounds[n] : bounds[n + 1]] for n in range(count)]
 
 
 def _shared_packed_texts(

@@ -180,6 +180,7 @@ def _reply(
         text=text or "",
         input_tokens=(usage.prompt_token_count or 0) if usage else 0,
         output_tokens=(usage.candidates_token_count or 0) if usage else 0,
+        cached_tokens=(usage.cached_content_token_count or 0) if usage else 0,
         finish_reason=_candidate_finish(response),
         function_calls=calls,
         server_s=server_time_s((http.headers or {}) if http is not None else {}),

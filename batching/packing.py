@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TypeVar
 
 from batching.tokens import estimate_tokens
 from batching.types import InferenceRequest
+
+T = TypeVar("T")
 
 #: Tokens of JSON framing per packed item ({"id":"x3f09a1c2b7d4","answer":""} and the like).
 ITEM_FRAMING_TOKENS = 12
@@ -127,3 +130,12 @@ def split_tokens(total: int, weights: list[int]) -> list[int]:
     for i in remainders[: total - sum(shares)]:
         shares[i] += 1
     return shares
+
+
+def even_chunks(items: list[T], room: int) -> list[list[T]]:
+    """``items`` in as few groups of at most ``room`` (at least 1) as possible, of even sizes."""
+    if not items:
+        return []
+    count = -(-len(items) // max(1, room))
+    bounds = [len(items) * n // count for n in range(count + 1)]
+    return [items[bounds[n] : bounds[n + 1]] for n in range(count)]

@@ -166,6 +166,8 @@ class ModelReply:
     #: The model server's own time for the call, from its ``Server-Timing`` header (None if it
     #: sent none): what of ``model_s`` was the model's, the rest being the SDK and the network.
     server_s: float | None = None
+    #: Of the input tokens, those served from Gemini's cache (``cachedContentTokenCount``).
+    cached_tokens: int = 0
 
 
 class ModelCallError(Exception):

@@ -43,3 +43,30 @@ def test_overrides_keep_the_parts_they_leave_out_and_star_prices_the_rest() -> N
 def test_a_malformed_price_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         PriceTable.parse(text)
+
+
+def test_geminis_cached_token_count_reaches_the_reply_and_is_priced_lower() -> None:
+    from google.genai import types
+
+    from batching.genai_client import _reply
+    from batching.types import InferenceResult
+    from workers.batch_job import usage_of
+
+    usage = types.GenerateContentResponseUsageMetadata(
+        prompt_token_count=10_000, candidates_token_count=100, cached_content_token_count=8_000
+    )
+    reply = _reply("an answer", types.GenerateContentResponse(usage_metadata=usage))
+    assert (reply.input_tokens, reply.output_tokens, reply.cached_tokens) == (10_000, 100, 8_000)
+    result = InferenceResult(
+        id="t",
+        ok=True,
+        model="gemini-2.5-flash",
+        text="an answer",
+        input_tokens=10_000,
+        output_tokens=100,
+        cached_input_tokens=8_000,
+    )
+    shown = usage_of(result, PriceTable(), batch_api=False)
+    flash = DEFAULT_PRICES["gemini-2.5-flash"]
+    expected = (2_000 * flash.input + 8_000 * flash.cached + 100 * flash.output) / 1e6
+    assert shown["cached_input_tokens"] == 8_000 and shown["cost_usd"] == pytest.approx(expected, abs=1e-9)

@@ -36,9 +36,9 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
         beat = start_beat(logs_dir, stack.env, name="beat-usage")
         try:
             bodies, keys, owners = [], [], []
-            for n in range(360):
+            for n in range(990):
                 name = list(tenants)[n % 3]
-                body: dict[str, Any] = {"prompt": f"{name} question {n % 120} {secrets.token_hex(2)}"}
+                body: dict[str, Any] = {"prompt": f"{name} question {n} {secrets.token_hex(2)}"}
                 kind = (n // 3) % 9  # each tenant gets every kind
                 if kind == 0:
                     body["stream"] = True
@@ -72,7 +72,7 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
             summed[name][count] += usage.get(count, 0)
     for name, view in views.items():
         totals = view["totals"]
-        assert totals["requests"] == summed[name]["requests"] == 125
+        assert totals["requests"] == summed[name]["requests"] == 335
         assert totals["cache_hits"] == summed[name]["cache_hits"] >= 5
         for count in TOKENS:
             assert totals[count] == summed[name][count], (name, count)
