@@ -46,6 +46,8 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
                     body["lane"] = "bulk"
                 elif kind == 2:
                     body = {"prompt": f"{name} asked often"}  # the same prompt: cache hits
+                elif kind == 3:
+                    body["strategy"] = "concurrent"  # a call of its own
                 bodies.append(body)
                 keys.append(tenants[name])
                 owners.append(name)
