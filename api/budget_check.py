@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from api.errors import ApiError
 from api.schemas import TaskRequest
 from api.services import Services
-from batchgate.budgets import Limit, states
+from batchgate.budgets import Limit, spent_fields, states
 from batchgate.usage_store import next_month_at
 from batching.tokens import estimate_tokens
 
@@ -22,7 +22,7 @@ def refuse_over_budget(svc: Services, tenant: str, owner: str, task: TaskRequest
         return
     estimate = estimate_tokens(task.prompt) + (estimate_tokens(str(task.context)) if task.context else 0)
     now = time.time()
-    for state in states(limits, svc.usage.month(tenant, now)):
+    for state in states(limits, svc.usage.month(tenant, spent_fields(limits), now)):
         if state.would_exceed(estimate):
             renews = next_month_at(now)
             whose = "this key's" if state.limit.key is not None else f"tenant {tenant!r}'s"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from batchgate.budgets import BudgetBook, states
+from batchgate.budgets import BudgetBook, spent_fields, states
 from batchgate.settings import Settings
 from batchgate.usage_store import UsageQuery, UsageStore, month_of
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tenant in tenants:
         body = usage.query(UsageQuery(tenant, today.replace(day=1), today))
         limits = book.limits(tenant)
-        body["budgets"] = [s.body() for s in states(limits, usage.month(tenant))]
+        body["budgets"] = [s.body() for s in states(limits, usage.month(tenant, spent_fields(limits)))]
         print(json.dumps({"tenant": tenant, **body}))
     return 0
 

@@ -14,7 +14,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from batchgate.budgets import BudgetBook, states
+from batchgate.budgets import BudgetBook, spent_fields, states
 from batchgate.usage_store import NANO, UsageStore, month_of
 
 #: Label of the tenants beyond the top ones.
@@ -84,6 +84,6 @@ class TenantUsage(Collector):
         )
         for tenant in [t for t in self._budgets.tenants() if t in shown][: self._top]:
             limits = self._budgets.limits(tenant)
-            for state in states(limits, self._usage.month(tenant)) if limits else []:
+            for state in states(limits, self._usage.month(tenant, spent_fields(limits))) if limits else []:
                 budget.add_metric([tenant, state.limit.key or ""], min(state.share, 1e9))
         yield budget

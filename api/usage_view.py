@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from api.edge import add_rate_headers, authenticate
 from api.errors import ApiError
 from api.services import services
-from batchgate.budgets import states
+from batchgate.budgets import spent_fields, states
 from batchgate.usage_store import MAX_DAYS, UsageQuery
 
 bp = Blueprint("usage", __name__, url_prefix="/api/v1")
@@ -39,7 +39,7 @@ def usage() -> Response:
     tenant = caller.tenant
     body = svc.usage.query(UsageQuery(tenant, first, last, group_by))
     limits = svc.budgets.limits(tenant)
-    month = svc.usage.month(tenant) if limits else {}
+    month = svc.usage.month(tenant, spent_fields(limits))
     shown = [s for s in states(limits, month) if s.limit.key is None or s.limit.key == caller.owner]
     return jsonify(
         {

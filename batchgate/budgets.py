@@ -91,11 +91,22 @@ def limits_of(raw: Mapping[str, str]) -> list[Limit]:
     ]
 
 
+def _scope(limit: Limit) -> str:
+    return f"key:{limit.key}:" if limit.key is not None else ""
+
+
+def spent_fields(limits: list[Limit]) -> list[str]:
+    """The month's counts ``states`` reads for ``limits`` (``UsageStore.month``'s fields)."""
+    return [
+        _scope(limit) + count for limit in limits for count in ("input_tokens", "output_tokens", "cost_nusd")
+    ]
+
+
 def states(limits: list[Limit], month: Mapping[str, int]) -> list[BudgetState]:
     """Each limit with what its tenant (or key) used this month, from the month's counts."""
     result = []
     for limit in limits:
-        scope = f"key:{limit.key}:" if limit.key is not None else ""
+        scope = _scope(limit)
         tokens = month.get(scope + "input_tokens", 0) + month.get(scope + "output_tokens", 0)
         result.append(BudgetState(limit, tokens, month.get(scope + "cost_nusd", 0) / NANO))
     return result

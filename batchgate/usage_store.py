@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -143,12 +143,13 @@ class UsageStore:
     def period_key(self, tenant: str, period: str) -> str:
         return keys.usage(self._prefix, tenant, period)
 
-    def month(self, tenant: str, at: float | None = None) -> dict[str, int]:
-        """The tenant's counts this month (UTC), with their key and model splits."""
-        raw = self._redis.hgetall(
-            keys.usage(self._prefix, tenant, month_of(time.time() if at is None else at))
-        )
-        return {_text(k): int(v) for k, v in raw.items()}
+    def month(self, tenant: str, fields: Sequence[str], at: float | None = None) -> dict[str, int]:
+        """The tenant's ``fields`` of this month's counts (UTC; a split's field is
+        ``key:<owner>:<count>`` or ``model:<model>:<count>``); one read of just those fields,
+        however many keys and models the month's hash holds."""
+        key = keys.usage(self._prefix, tenant, month_of(time.time() if at is None else at))
+        values = self._redis.hmget(key, list(fields)) if fields else []
+        return {name: int(v or 0) for name, v in zip(fields, values, strict=True)}
 
     def query(self, q: UsageQuery) -> dict[str, Any]:
         """Totals of ``q``'s span and, if asked, its groups, each with ``cost_usd``."""
