@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from batchgate_client import AsyncClient, BudgetExhausted, Client
+from batchgate_client import AsyncClient, Budget, BudgetExhausted, Client
 
 from tests.conftest import Stack, create_key, running_stack
 
@@ -31,7 +31,7 @@ def test_the_readme_example_runs_as_printed(stack: Stack, capsys: pytest.Capture
     )
     exec(compile(source, str(README), "exec"), {})  # our own README's example, as printed
     out = capsys.readouterr().out
-    assert "cost_usd=" in out and "'requests':" in out
+    assert "cost_usd=" in out and "UsageTotals(requests=" in out
 
 
 def test_submit_wait_and_events_with_the_sync_client(stack: Stack) -> None:
@@ -49,7 +49,9 @@ def test_submit_wait_and_events_with_the_sync_client(stack: Stack) -> None:
         assert [e.id for e in client.events(streamed.id, last_event_id=2)] == [
             e.id for e in events if e.id > 2
         ]
-        assert client.usage()["totals"]["requests"] >= 2
+        month = client.usage(group_by="day")
+        assert month.totals.requests >= 2 and month.totals.cost_usd > 0 and month.group_by == "day"
+        assert sum(day.totals.requests for day in month.groups) == month.totals.requests
 
 
 def test_the_same_idempotency_key_is_the_same_task(stack: Stack) -> None:
@@ -66,6 +68,7 @@ def test_the_async_client_runs_tasks_concurrently(stack: Stack) -> None:
             tasks = await asyncio.gather(*(client.run(f"async question {n}") for n in range(6)))
             events = [e.event async for e in client.events(tasks[0].id)]
             assert events[-1] == "succeeded"
+            assert (await client.usage()).totals.requests >= len(tasks)
             return [t.text for t in tasks]
 
     texts = asyncio.run(main())
@@ -79,6 +82,19 @@ def test_a_spent_budget_is_raised_at_once_not_retried(stack: Stack, monkeypatch:
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     assert budget_cli(["budget", "--tenant", "client-capped", "--tokens", "0"]) == 0
-    with Client(stack.api, key) as client, pytest.raises(BudgetExhausted) as refused:
-        client.submit("anything")
-    assert refused.value.retry_after_s and refused.value.retry_after_s > 0
+    with Client(stack.api, key) as client:
+        with pytest.raises(BudgetExhausted) as refused:
+            client.submit("anything")
+        assert refused.value.retry_after_s and refused.value.retry_after_s > 0
+        assert client.budgets() == (
+            Budget(
+                key=None,
+                tokens=0,
+                usd=None,
+                used_tokens=0,
+                used_usd=0.0,
+                share=None,
+                warning=True,
+                exhausted=True,
+            ),
+        )

@@ -12,6 +12,7 @@ from batchgate_client._retry import Backoff
 from batchgate_client._sync import Client
 from batchgate_client._types import (
     BatchgateError,
+    Budget,
     BudgetExhausted,
     Event,
     NotFound,
@@ -22,12 +23,16 @@ from batchgate_client._types import (
     Unauthorized,
     Unavailable,
     Usage,
+    UsageGroup,
+    UsageReport,
+    UsageTotals,
 )
 
 __all__ = [
     "AsyncClient",
     "Backoff",
     "BatchgateError",
+    "Budget",
     "BudgetExhausted",
     "Client",
     "Event",
@@ -39,4 +44,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Usage",
+    "UsageGroup",
+    "UsageReport",
+    "UsageTotals",
 ]

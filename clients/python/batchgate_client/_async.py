@@ -12,7 +12,7 @@ import httpx
 from batchgate_client import _core
 from batchgate_client._retry import DEFAULT_BACKOFF, Backoff
 from batchgate_client._sse import EventParser
-from batchgate_client._types import BatchgateError, Event, Task, Unavailable
+from batchgate_client._types import BatchgateError, Budget, Event, Task, Unavailable, UsageReport
 
 
 class AsyncClient:
@@ -103,12 +103,14 @@ class AsyncClient:
 
     async def usage(
         self, from_: str | None = None, to: str | None = None, group_by: str | None = None
-    ) -> dict[str, Any]:
-        """The tenant's usage and budgets (``from_``/``to``: ``YYYY-MM-DD``; ``group_by``: day, key, model)."""
-        response = await self._send(
-            _core.Call("GET", "/api/v1/usage", params=_core.usage_params(from_, to, group_by))
-        )
-        return response.json()  # type: ignore[no-any-return]
+    ) -> UsageReport:
+        """The tenant's usage and budgets (``from_``/``to``: ``YYYY-MM-DD``, default this month so
+        far; ``group_by``: day, key or model, one ``UsageGroup`` each in ``groups``)."""
+        return _core.usage_of(await self._send(_core.usage_call(from_, to, group_by)))
+
+    async def budgets(self) -> tuple[Budget, ...]:
+        """The tenant's budgets and the caller's key's own, each with its use this month."""
+        return _core.usage_of(await self._send(_core.usage_call())).budgets
 
     async def _send(self, call: _core.Call) -> httpx.Response:
         for attempt in range(1, self._backoff.attempts + 1):

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from batchgate_client._retry import retried
-from batchgate_client._types import BatchgateError, Task, error_of
+from batchgate_client._types import BatchgateError, Task, UsageReport, error_of
 
 #: The longest one long-poll asks the server to hold (the API caps it at its own maximum).
 LONG_POLL_S = 30.0
@@ -63,5 +63,11 @@ def worth_retrying(error: BatchgateError) -> bool:
     return retried(error.status, error.code)
 
 
-def usage_params(from_: str | None, to: str | None, group_by: str | None) -> dict[str, str]:
-    return {k: v for k, v in (("from", from_), ("to", to), ("group_by", group_by)) if v}
+def usage_call(from_: str | None = None, to: str | None = None, group_by: str | None = None) -> Call:
+    """``GET /api/v1/usage``; the server's defaults (this month so far) for what is not given."""
+    params = {k: v for k, v in (("from", from_), ("to", to), ("group_by", group_by)) if v}
+    return Call("GET", "/api/v1/usage", params=params)
+
+
+def usage_of(response: httpx.Response) -> UsageReport:
+    return UsageReport.of(response.json())

@@ -99,6 +99,114 @@ class Event:
         return self.event in TERMINAL
 
 
+@dataclass(frozen=True)
+class UsageTotals:
+    """Counts of a span (or of one group of it); ``model_calls`` is fractional because a
+    packed call is shared among its items, and ``input_tokens`` includes the cached ones."""
+
+    requests: int = 0
+    model_calls: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    cost_usd: float = 0.0
+    # Not compared: the same counts are equal however the server's JSON around them differs.
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, body: dict[str, Any] | None) -> UsageTotals:
+        body = body or {}
+        return cls(
+            requests=int(body.get("requests") or 0),
+            model_calls=float(body.get("model_calls") or 0.0),
+            input_tokens=int(body.get("input_tokens") or 0),
+            output_tokens=int(body.get("output_tokens") or 0),
+            cached_input_tokens=int(body.get("cached_input_tokens") or 0),
+            cache_hits=int(body.get("cache_hits") or 0),
+            failures=int(body.get("failures") or 0),
+            cost_usd=float(body.get("cost_usd") or 0.0),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """One row of a grouped report: ``name`` is the day, key or model the totals are of."""
+
+    name: str
+    totals: UsageTotals
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monthly limit and this month's use of it; ``key`` None is the tenant's own limit,
+    ``share`` None a limit of 0 (spent from the start)."""
+
+    key: str | None = None
+    tokens: int | None = None
+    usd: float | None = None
+    used_tokens: int = 0
+    used_usd: float = 0.0
+    share: float | None = 0.0
+    warning: bool = False
+    exhausted: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Budget:
+        tokens, usd, share = body.get("tokens"), body.get("usd"), body.get("share")
+        return cls(
+            key=body.get("key"),
+            tokens=int(tokens) if tokens is not None else None,
+            usd=float(usd) if usd is not None else None,
+            used_tokens=int(body.get("used_tokens") or 0),
+            used_usd=float(body.get("used_usd") or 0.0),
+            share=float(share) if share is not None else None,
+            warning=bool(body.get("warning", False)),
+            exhausted=bool(body.get("exhausted", False)),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """The tenant's usage from ``from_`` to ``to`` (UTC days, both included), its groups
+    when ``group_by`` was asked (sorted by name), and its budgets as spent this month."""
+
+    tenant: str
+    from_: str
+    to: str
+    totals: UsageTotals
+    group_by: str | None = None
+    groups: tuple[UsageGroup, ...] = ()
+    budgets: tuple[Budget, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def group(self, name: str) -> UsageTotals:
+        """One group's totals (zero if the span has nothing of it)."""
+        return next((g.totals for g in self.groups if g.name == name), UsageTotals())
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> UsageReport:
+        group_by = body.get("group_by")
+        return cls(
+            tenant=str(body.get("tenant") or ""),
+            from_=str(body.get("from") or ""),
+            to=str(body.get("to") or ""),
+            totals=UsageTotals.of(body.get("totals")),
+            group_by=group_by,
+            # Each row names its group under the ``group_by`` key: {"day": "2026-12-01", ...}.
+            groups=tuple(
+                UsageGroup(str(row.get(group_by) or ""), UsageTotals.of(row))
+                for row in body.get("groups") or ()
+            ),
+            budgets=tuple(Budget.of(b) for b in body.get("budgets") or ()),
+            raw=body,
+        )
+
+
 class BatchgateError(Exception):
     """An error the API answered (``{"error": {"code", "message"}}``) or a transport failure."""
 
