@@ -16,13 +16,8 @@ from typing import Any
 
 from batching.simulator.batch_jobs import BatchItem, rpc_status
 from batching.simulator.core import CallFailed, Simulator
-from batching.simulator.protocol import (
-    BadRequest,
-    blocked_body,
-    check_thought_signatures,
-    parse_generate_request,
-    response_body,
-)
+from batching.simulator.protocol import BadRequest, check_thought_signatures, parse_generate_request
+from batching.simulator.replies import blocked_body, response_body
 from batching.simulator.settings import SimulatorSettings
 
 
@@ -125,4 +120,7 @@ def _answer(composer: Simulator, model: str, item: BatchItem) -> dict[str, Any]:
     if answer.block_reason is not None:
         return {"response": blocked_body(model, answer.prompt_tokens, response_id, answer.block_reason)}
     costs = (answer.prompt_tokens, answer.output_tokens, response_id, answer.finish)
-    return {"response": response_body(model, answer.text, *costs, function_call=answer.function_call)}
+    body = response_body(
+        model, answer.text, *costs, function_call=answer.function_call, cached_tokens=answer.cached_tokens
+    )
+    return {"response": body}

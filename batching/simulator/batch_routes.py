@@ -32,7 +32,7 @@ from batching.simulator.batch_answers import (
 from batching.simulator.batch_jobs import BatchConflict, BatchJob, BatchStore, job_body
 from batching.simulator.core import Simulator
 from batching.simulator.files_store import FileStore, UploadError
-from batching.simulator.protocol import error_body
+from batching.simulator.replies import error_body
 
 #: Jobs a list page holds when the client asks for no size, and at most.
 DEFAULT_PAGE_SIZE = 50
@@ -69,6 +69,7 @@ class BatchState:
             usage = (result.get("response") or {}).get("usageMetadata") or {}
             stats.batch_prompt_tokens += int(usage.get("promptTokenCount", 0))
             stats.batch_output_tokens += int(usage.get("candidatesTokenCount", 0))
+            stats.batch_cached_tokens += int(usage.get("cachedContentTokenCount", 0))
         if job.source_file is None:
             self.jobs.finish(job, "succeeded", wall, results)
             return

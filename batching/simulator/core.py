@@ -7,6 +7,7 @@ All state (configuration, fault generator, quota window, slots, stats) lives on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections import deque
@@ -29,6 +30,8 @@ from batching.simulator.answers import (
 )
 from batching.simulator.cost import call_latency_ms
 from batching.simulator.faults import FaultInjector, InjectedError
+from batching.simulator.implicit_cache import ImplicitCache
+from batching.simulator.markers import blocked, marked, poisoned
 from batching.simulator.protocol import FunctionDeclaration, GenerateRequest, choose_function
 from batching.simulator.quotas import Quotas
 from batching.simulator.settings import SimulatorSettings
@@ -76,6 +79,8 @@ class Answer:
     function_calls: int = 0
     #: ``inlineData`` parts of the request.
     inline_parts: int = 0
+    #: Tokens of ``prompt_tokens`` served from the implicit cache.
+    cached_tokens: int = 0
 
 
 class Simulator:
@@ -87,6 +92,7 @@ class Simulator:
         self.quota = Quotas()
         self.slots = Slots(settings.max_concurrent)
         self.stats = Stats()
+        self.implicit_cache = ImplicitCache()
         #: Calls in their slots now (their work so far, for ``stats_body``).
         self.running = RunningCalls()
         #: The newest generateContent bodies as received (``GET /_sim/requests``), for tests
@@ -111,6 +117,7 @@ class Simulator:
         self.stats.reset()
         self.requests.clear()
         self.quota.clear()
+        self.implicit_cache.clear()
         self.faults.reseed(self._config.seed)
 
     def prepare(
@@ -141,7 +148,18 @@ class Simulator:
         injected = self.faults.call_error(config.error_rate)
         if injected is not None:
             self._fail(injected)
-        return self._compose(request, config)
+        answer = self._compose(request, config)
+        if answer.block_reason is not None:
+            return answer
+        cached = self.implicit_cache.admit(
+            model,
+            request.texts,
+            answer.prompt_tokens,
+            now,
+            min_tokens=config.implicit_cache_min_tokens,
+            ttl_s=config.implicit_cache_ttl_s,
+        )
+        return dataclasses.replace(answer, cached_tokens=cached) if cached else answer
 
     @asynccontextmanager
     async def slot(self, duration_s: float = 0.0, items: int = 0) -> AsyncIterator[None]:
@@ -186,6 +204,7 @@ class Simulator:
         stats.items += answer.items
         stats.dropped_items += answer.dropped
         stats.prompt_tokens += answer.prompt_tokens
+        stats.cached_tokens += answer.cached_tokens
         stats.output_tokens += answer.output_tokens
         stats.function_calls += answer.function_calls
         stats.inline_parts += answer.inline_parts
@@ -204,7 +223,7 @@ class Simulator:
 
     def _compose(self, request: GenerateRequest, config: SimulatorSettings) -> Answer:
         items = parse_items(request.prompt) if request.json_mode else None
-        if _blocked(request, items, config):  # a prompt filter acts before any answer is made
+        if blocked(request, items, config):  # a prompt filter acts before any answer is made
             return Answer(
                 text="",
                 kind="blocked",
@@ -216,7 +235,7 @@ class Simulator:
             )
         if items is not None:
             return self._packed(request, items, config)
-        if _poisoned(request.prompt, config):
+        if poisoned(request.prompt, config):
             message = "Internal error while answering (simulated poison)."
             self._fail(InjectedError(500, "INTERNAL", message))
         kind = "json" if request.json_mode else "plain"
@@ -230,7 +249,7 @@ class Simulator:
             text = _json_text(value_for_schema(request.answer_format, request.prompt + suffix))
         elif not request.json_mode:
             text = answer_for(request.prompt) + suffix
-        elif _marked(request.prompt, config.badjson_marker):
+        elif marked(request.prompt, config.badjson_marker):
             text = broken_json_for(request.prompt)
         else:
             text = _json_text(value_for_schema(request.response_schema, request.prompt + suffix))
@@ -270,13 +289,13 @@ class Simulator:
         dropped = 0
         forged: dict[str, Any] | None = None
         for index, (item, prompt) in enumerate(zip(items, prompts, strict=True)):
-            if _poisoned(prompt, config) or self.faults.drop_item(config.drop_item_rate):
+            if poisoned(prompt, config) or self.faults.drop_item(config.drop_item_rate):
                 dropped += 1
                 continue
             leak = ""
-            if _marked(prompt, config.leak_marker):
+            if marked(prompt, config.leak_marker):
                 leak = " Other items: " + " | ".join(p for other, p in enumerate(prompts) if other != index)
-            broken = _marked(prompt, config.badjson_marker)
+            broken = marked(prompt, config.badjson_marker)
             entry: dict[str, Any] = {"id": item["id"]}
             if function is not None:
                 calls = [function_call_for(function.name, function.parameters, prompt + leak)]
@@ -286,7 +305,7 @@ class Simulator:
             else:
                 value = value_for_schema(item_schema, prompt + leak, root)
                 entry["answer"] = NOT_VALID_FOR_SCHEMA if broken else value
-            if forged is None and _marked(prompt, config.forge_marker):
+            if forged is None and marked(prompt, config.forge_marker):
                 forged = entry
             kept.append(entry)
         if forged is not None:
@@ -358,35 +377,6 @@ def _packed_function(prompt: str) -> FunctionDeclaration | None:
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _marked(prompt: str, marker: str) -> bool:
-    return bool(marker) and marker in prompt
-
-
-def _poisoned(prompt: str, config: SimulatorSettings) -> bool:
-    return _marked(prompt, config.poison_marker)
-
-
-def _blocked(request: GenerateRequest, items: list[dict[str, Any]] | None, config: SimulatorSettings) -> bool:
-    """True when ``block_marker`` is anywhere in the request's text, a packed item's decoded
-    prompt and context included (the item list escapes some characters)."""
-    marker = config.block_marker
-    if not marker:
-        return False
-    texts = [*request.texts, *(text for item in items or [] for text in _strings(item))]
-    return any(marker in text for text in texts)
-
-
-def _strings(value: Any) -> list[str]:
-    """Every string inside a decoded JSON value."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [text for item in value.values() for text in _strings(item)]
-    if isinstance(value, list):
-        return [text for item in value for text in _strings(item)]
-    return []
 
 
 def _json_text(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Gemini's REST wire format: reading a generateContent request, writing answers and errors.
+"""Gemini's REST wire format: reading a generateContent request (``replies`` writes the answers).
 
 Requests are accepted with camelCase or snake_case keys, as Google's own endpoint does (the SDK
 mixes them: ``inlineData`` holding ``mime_type``, ``parameters_json_schema``).
@@ -12,14 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batching.simulator.signatures import SIGNING_MODELS, thought_signature_for
+from batching.simulator.signatures import SIGNING_MODELS
 from batching.structured import answer_format
 from batching.tokens import estimate_tokens
 
-#: Number of SSE chunks a streamed answer is split into (fewer for short answers).
-STREAM_CHUNKS = 3
-
-RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 #: ``promptTokenCount`` of one inline part (``inlineData``): Gemini's count for a small image.
 INLINE_PART_TOKENS = 258
 #: ``functionCallingConfig.mode`` values; the simulator calls a function in every mode but NONE.
@@ -164,29 +160,6 @@ def parse_generate_request(body: Any) -> GenerateRequest:
     )
 
 
-def response_body(
-    model: str,
-    text: str,
-    prompt_tokens: int,
-    output_tokens: int,
-    response_id: str,
-    finish: str = "STOP",
-    *,
-    function_call: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Return a complete GenerateContentResponse carrying ``text``, or else ``function_call``
-    (``{"name", "args"}``) as its one ``functionCall`` part."""
-    part: dict[str, Any] = {"text": text}
-    if function_call is not None:
-        part = {"functionCall": function_call, "thoughtSignature": thought_signature_for(function_call)}
-    return {
-        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": finish, "index": 0}],
-        "usageMetadata": usage(prompt_tokens, output_tokens),
-        "modelVersion": model,
-        "responseId": response_id,
-    }
-
-
 def check_thought_signatures(model: str, request: GenerateRequest) -> None:
     """As Gemini 3 does: a function call sent back in the history must carry the signature the
     model gave it (``BadRequest`` otherwise); Gemini 2.5 does not ask for them."""
@@ -195,73 +168,6 @@ def check_thought_signatures(model: str, request: GenerateRequest) -> None:
             "Function call is missing a thought_signature in functionCall parts. This is required for "
             "tools to work correctly (simulated Gemini 3)."
         )
-
-
-def blocked_body(model: str, prompt_tokens: int, response_id: str, reason: str) -> dict[str, Any]:
-    """Return Gemini's answer to a blocked prompt: no candidates, ``promptFeedback.blockReason``."""
-    return {
-        "promptFeedback": {"blockReason": reason},
-        "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
-        "modelVersion": model,
-        "responseId": response_id,
-    }
-
-
-def stream_bodies(
-    model: str,
-    text: str,
-    prompt_tokens: int,
-    output_tokens: int,
-    response_id: str,
-    finish: str = "STOP",
-    *,
-    function_call: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Split an answer into streamed GenerateContentResponse chunks; the last one ends it. A
-    function call is not split: one chunk carries it, the finish reason and the usage."""
-    if function_call is not None:
-        return [
-            response_body(
-                model, text, prompt_tokens, output_tokens, response_id, finish, function_call=function_call
-            )
-        ]
-    pieces = split_text(text, STREAM_CHUNKS)
-    bodies: list[dict[str, Any]] = []
-    for number, piece in enumerate(pieces, start=1):
-        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
-        body: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
-        if number == len(pieces):
-            candidate["finishReason"] = finish
-            body["usageMetadata"] = usage(prompt_tokens, output_tokens)
-        bodies.append(body)
-    return bodies
-
-
-def split_text(text: str, count: int) -> list[str]:
-    """Cut ``text`` into at most ``count`` non-empty pieces of similar length (one if empty)."""
-    count = max(1, min(count, len(text)))
-    bounds = [len(text) * i // count for i in range(count + 1)]
-    return [text[bounds[i] : bounds[i + 1]] for i in range(count)]
-
-
-def usage(prompt_tokens: int, output_tokens: int) -> dict[str, int]:
-    """Return ``usageMetadata`` in Gemini's shape."""
-    return {
-        "promptTokenCount": prompt_tokens,
-        "candidatesTokenCount": output_tokens,
-        "totalTokenCount": prompt_tokens + output_tokens,
-    }
-
-
-def error_body(
-    code: int, status: str, message: str, retry_delay_s: int | None = None, details: tuple[Any, ...] = ()
-) -> dict[str, Any]:
-    """Return a google.rpc error body: ``details``, then RetryInfo when a retry delay is known."""
-    error: dict[str, Any] = {"code": code, "message": message, "status": status}
-    retry = () if retry_delay_s is None else ({"@type": RETRY_INFO_TYPE, "retryDelay": f"{retry_delay_s}s"},)
-    if details or retry:
-        error["details"] = [*details, *retry]
-    return {"error": error}
 
 
 def _get(data: dict[str, Any], camel: str, snake: str) -> Any:

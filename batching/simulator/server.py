@@ -24,16 +24,8 @@ from batching.simulator.batch_routes import add_batch_routes, reset_batches
 from batching.simulator.config import ConfigError, config_dict
 from batching.simulator.core import Answer, CallFailed, Simulator
 from batching.simulator.cost import stream_delays_ms
-from batching.simulator.protocol import (
-    BadRequest,
-    blocked_body,
-    check_thought_signatures,
-    error_body,
-    parse_generate_request,
-    response_body,
-    split_text,
-    stream_bodies,
-)
+from batching.simulator.protocol import BadRequest, check_thought_signatures, parse_generate_request
+from batching.simulator.replies import blocked_body, error_body, response_body, split_text, stream_bodies
 from batching.simulator.settings import SimulatorSettings
 
 log = logging.getLogger(__name__)
@@ -226,9 +218,10 @@ def _answer_bodies(answer: Answer, model: str, response_id: str, *, stream: bool
     if answer.block_reason is not None:
         return [blocked_body(model, answer.prompt_tokens, response_id, answer.block_reason)]
     costs = (answer.prompt_tokens, answer.output_tokens, response_id, answer.finish)
+    extra: dict[str, Any] = {"function_call": answer.function_call, "cached_tokens": answer.cached_tokens}
     if stream:
-        return stream_bodies(model, answer.text, *costs, function_call=answer.function_call)
-    return [response_body(model, answer.text, *costs, function_call=answer.function_call)]
+        return stream_bodies(model, answer.text, *costs, **extra)
+    return [response_body(model, answer.text, *costs, **extra)]
 
 
 async def _stream(

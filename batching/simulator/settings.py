@@ -67,6 +67,12 @@ class SimulatorSettings:
     #: answered, a malformed one with its own error), ``failed`` or ``expired`` (no results);
     #: applies to jobs seen to end after it is set.
     batch_outcome: str = "succeeded"
+    #: Gemini's implicit cache: a call whose prompt starts with at least this many tokens a
+    #: recent call sent reports them as ``cachedContentTokenCount`` (0 = no cache). 2,048 is
+    #: Gemini 2.5 Flash's and Pro's minimum on Google's caching page (read 2026-10-23).
+    implicit_cache_min_tokens: int = 2048
+    #: How long a prompt prefix stays cached after a call last sent it.
+    implicit_cache_ttl_s: float = 300.0
 
     def __post_init__(self) -> None:
         """Refuse an outcome no job could end with, from the environment or ``/_sim/config``."""

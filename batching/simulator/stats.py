@@ -40,6 +40,8 @@ class Stats:
     #: Token usage reported in successful answers.
     prompt_tokens: int = 0
     output_tokens: int = 0
+    #: The part of ``prompt_tokens`` served from the implicit cache (``cachedContentTokenCount``).
+    cached_tokens: int = 0
     #: Calls blocked for carrying ``block_marker`` (HTTP 200, no candidates), not counted in
     #: ``calls``: every generateContent call made is ``calls + blocked_calls + errors``.
     blocked_calls: int = 0
@@ -52,6 +54,7 @@ class Stats:
     #: Token usage reported in the batch jobs' answers.
     batch_prompt_tokens: int = 0
     batch_output_tokens: int = 0
+    batch_cached_tokens: int = 0
     #: Injected errors by HTTP status; 429s of a quota by quota (``429:rpm``, ``429:tpm``,
     #: ``429:rpd``), so the values add up to ``errors``.
     errors_by_code: dict[str, int] = field(default_factory=dict)
