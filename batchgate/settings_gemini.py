@@ -28,7 +28,8 @@ class GeminiSettings:
     max_concurrent_calls: int = 32
     #: Let requests of different tenants share one Gemini call. Only for a deployment that serves
     #: one organisation: every item of a packed call is visible to, and can be steered by, a
-    #: prompt injected into any other item of that call.
+    #: prompt injected into any other item of that call. Tenants then share Gemini's implicit
+    #: prompt cache too (no tenant scope line opens long prompts).
     share_calls_across_tenants: bool = False
     #: Gemini calls the whole cluster may start per minute: your project's RPM quota, shared by
     #: every worker process through Redis (0 = unpaced). Calls beyond it wait their turn

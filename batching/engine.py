@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from batching.answer_checks import entry_text, kept_calls, sendable_schema, unfit_answer, unfit_entry
+from batching.cache_scope import scoped
 from batching.call_costs import metered
 from batching.call_pacer import CallPacer, Pacer
 from batching.daily_quota import DAILY_QUOTA_EXHAUSTED
@@ -120,7 +121,7 @@ class BatchInferenceEngine:
         prior_attempts: int = 0,
         on_text: Callable[[int, str], None] | None = None,
     ) -> InferenceResult:
-        call = self._single_call(request)
+        call = scoped(self._single_call(request), request.tenant, self._limits)
         attempts = prior_attempts
         spent_in = spent_out = spent_cached = (
             0  # every call is billed, the ones whose answer would not do too
@@ -189,7 +190,8 @@ class BatchInferenceEngine:
         if len(requests) == 1:
             return [await self._run_single(requests[0], started, prior_attempts)]
         by_item = dict(zip(new_item_ids(len(requests)), requests, strict=True))
-        outcome = await self._call(self._packed_call(by_item), started)
+        call = scoped(self._packed_call(by_item), requests[0].tenant, self._limits)
+        outcome = await self._call(call, started)
         attempts = prior_attempts + outcome.attempts
         if outcome.reply is None:
             if outcome.error is not None and _splits(outcome.error):

@@ -1,6 +1,8 @@
 """What each tenant used and what it cost, end to end (real API, worker, beat, simulator and
 google-genai SDK): the usage view sums exactly the tasks' own usage, all tenants together
-match the simulator's own token counts, and a tenant's budget stops only that tenant."""
+match the simulator's own token counts (cached ones included: every tenant sends the same
+long system text, and each gets its own cached share, never another's), and a tenant's
+budget stops only that tenant."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from tests.e2e.test_bulk_lane import FAST_BULK
 from tests.harness import http_json, start_beat, stop_all
 
 TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens")
+#: An agent's long instructions (about 3,000 tokens), the same text for every tenant.
+LONG_SYSTEM = "You triage tickets for a paperclip shop; the escalation policy follows. " * 170
 
 
 def _usage(api: str, key: str, query: str = "") -> dict[str, Any]:
@@ -35,6 +39,15 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
         }
         beat = start_beat(logs_dir, stack.env, name="beat-usage")
         try:
+            # The probe: globex sends acme's long system text after acme, to read from its own
+            # bill whether acme sent it lately. Its cache is its own: it reads nothing.
+            probe = [
+                {"prompt": f"{n} probe", "system": LONG_SYSTEM, "strategy": "concurrent"} for n in range(3)
+            ]
+            probed = [
+                submit_and_collect(stack.api, [body], tenants[name]).bodies[0]
+                for body, name in zip(probe, ("acme", "globex", "acme"), strict=True)
+            ]
             bodies, keys, owners = [], [], []
             for n in range(990):
                 name = list(tenants)[n % 3]
@@ -48,6 +61,8 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
                     body = {"prompt": f"{name} asked often"}  # the same prompt: cache hits
                 elif kind == 3:
                     body["strategy"] = "concurrent"  # a call of its own
+                elif kind in (4, 5):
+                    body["system"] = LONG_SYSTEM  # packed after the long prefix, cached in part
                 bodies.append(body)
                 keys.append(tenants[name])
                 owners.append(name)
@@ -61,9 +76,11 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
         views = {name: _usage(stack.api, key, "?group_by=model") for name, key in tenants.items()}
         status, _, metrics = http_json("GET", f"{stack.api}/metrics")
     assert not run.failures and not rerun.failures, (run.failures + rerun.failures)[:5]
-    owners += [b["prompt"].split()[0] for b in again]
+    cached = [body["result"]["usage"]["cached_input_tokens"] for body in probed if body]
+    assert len(cached) == 3 and cached[0] == 0 and cached[1] == 0 and cached[2] >= 2048, cached
+    owners = ["acme", "globex", "acme", *owners, *(b["prompt"].split()[0] for b in again)]
     summed: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for name, body in zip(owners, run.bodies + rerun.bodies, strict=True):
+    for name, body in zip(owners, probed + run.bodies + rerun.bodies, strict=True):
         assert body is not None and body["status"] == "succeeded", body
         summed[name]["requests"] += 1
         if body.get("cached"):
@@ -74,7 +91,8 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
             summed[name][count] += usage.get(count, 0)
     for name, view in views.items():
         totals = view["totals"]
-        assert totals["requests"] == summed[name]["requests"] == 335
+        assert totals["requests"] == summed[name]["requests"] == 335 + {"acme": 2, "globex": 1}.get(name, 0)
+        assert totals["cached_input_tokens"] > 2048 * 10, name  # its long system text, cached for it
         assert totals["cache_hits"] == summed[name]["cache_hits"] >= 5
         for count in TOKENS:
             assert totals[count] == summed[name][count], (name, count)
@@ -90,6 +108,10 @@ def test_each_tenants_usage_is_the_sum_of_its_tasks_and_all_of_it_is_what_the_mo
     model_output = stats["output_tokens"] + stats["batch_output_tokens"]
     assert sum(v["totals"]["input_tokens"] for v in views.values()) == pytest.approx(model_input, rel=0.01)
     assert sum(v["totals"]["output_tokens"] for v in views.values()) == pytest.approx(model_output, rel=0.01)
+    model_cached = stats["cached_tokens"] + stats["batch_cached_tokens"]
+    assert sum(v["totals"]["cached_input_tokens"] for v in views.values()) == pytest.approx(
+        model_cached, rel=0.01
+    )
 
 
 def test_a_tenant_past_its_budget_is_refused_and_no_other_tenant_is(
