@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from loadtest.inflection import Analysis
+from loadtest.run_cost import cost_line
 
 #: Locust logs this line (once) when its process uses more than 90 % of a core.
 LOCUST_CPU_WARNING = "CPU usage above"
@@ -198,6 +199,8 @@ def summary(report: Mapping[str, Any]) -> str:
         lines.append(
             f"saturation throughput: {saturation['throughput_rps']:.1f} tasks/s at {saturation['users']} users ({state})"
         )
+    if "cost" in report:
+        lines.append(cost_line(report["cost"]))
     generator = report.get("generator", {})
     lines.append(
         f"generator: Locust used {_pct(generator.get('locust_cpu_percent_run'))} % of a core over the run, "

@@ -39,6 +39,7 @@ from batchgate.settings import Settings, SettingsError
 from loadtest.cpu_watch import CpuWatch, contention
 from loadtest.inflection import analyse
 from loadtest.report import LOCUST_CPU_WARNING, build_report, generator_verdict, plot, summary, write_json
+from loadtest.run_cost import UsageReader, run_cost
 from loadtest.settings import LoadSettings, LoadSettingsError
 from stack.cluster import Cluster, ClusterError
 from stack.programs import redacted_url
@@ -101,8 +102,11 @@ def run(load: LoadSettings, stack: Settings, env: Mapping[str, str], folder: Pat
     with contextlib.ExitStack() as cleanup:
         target = find_or_start_target(load, stack, env, cleanup)
         print(f"loadtest: {len(load.steps)} steps x {load.step_s:g} s against {target.host}", flush=True)
+        usage = UsageReader(target.host, target.api_key, load.ca_bundle)
+        before = usage.read()
         with CpuWatch() as watch:
             locust = run_locust(load, target, env, folder)
+        spent = run_cost(before, usage.read())
         simulator = simulator_config(target, stack)
     steps_doc = _read_steps(folder / "steps.json")
     steps = steps_doc.get("steps", [])
@@ -145,6 +149,7 @@ def run(load: LoadSettings, stack: Settings, env: Mapping[str, str], folder: Pat
         },
         files=files,
     )
+    report["cost"] = spent
     write_json(folder / "report.json", report)
     title = f"batchgate load characterisation — {folder.name}"
     plot(steps, analysis, folder / "plot.png", title=title)

@@ -64,7 +64,7 @@ def test_make_loadtest_writes_the_report_folder_and_stops_its_stack(
     assert main([], environ=env) == 0
 
     printed = capsys.readouterr().out
-    assert "inflection:" in printed and "saturation throughput:" in printed
+    assert "inflection:" in printed and "saturation throughput:" in printed and "cost: " in printed
     (folder,) = (tmp_path / "reports").iterdir()
     report = json.loads((folder / "report.json").read_text())
     assert report["run"]["ok"] and report["run"]["complete"]
@@ -83,6 +83,12 @@ def test_make_loadtest_writes_the_report_folder_and_stops_its_stack(
     assert report["settings"]["simulator"]["overhead_ms"] == 30.0
     assert report["settings"]["loadtest"]["steps"] == [2, 5, 10]
     assert report["generator"]["locust_cpu_percent_run"] is not None
+    cost = report["cost"]  # the tenant's usage over the run, read with batchgate_client
+    assert cost["requests"] >= sum(s["tasks_finished"] for s in report["steps"]) and cost["failures"] == 0
+    assert cost["input_tokens"] > 0 and cost["output_tokens"] > 0 and cost["cost_usd"] > 0
+    assert cost["cost_usd_per_1k_requests"] == pytest.approx(
+        1000 * cost["cost_usd"] / cost["requests"], rel=1e-3
+    )
     assert all(
         s["test_cpu_percent"] is not None and s["other_cpu_percent"] is not None for s in report["steps"]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,12 +26,14 @@ class AsyncClient:
         timeout_s: float = 60.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=_core.headers(api_key),
             timeout=timeout_s,
             transport=transport,
+            verify=verify,
         )
         self._backoff = backoff
 

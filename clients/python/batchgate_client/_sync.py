@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,12 +31,14 @@ class Client:
         timeout_s: float = 60.0,
         backoff: Backoff = DEFAULT_BACKOFF,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers=_core.headers(api_key),
             timeout=timeout_s,
             transport=transport,
+            verify=verify,
         )
         self._backoff = backoff
 
