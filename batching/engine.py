@@ -123,9 +123,7 @@ class BatchInferenceEngine:
     ) -> InferenceResult:
         call = scoped(self._single_call(request), request.tenant, self._limits)
         attempts = prior_attempts
-        spent_in = spent_out = spent_cached = (
-            0  # every call is billed, the ones whose answer would not do too
-        )
+        spent_in = spent_out = spent_cached = 0  # every call is billed, unfit answers' too
         for tries_left in reversed(range(STRUCTURED_TRIES)):
             outcome = await self._call(call, started, on_text)
             attempts += outcome.attempts
@@ -218,8 +216,9 @@ class BatchInferenceEngine:
         cut_short = answers.entries_read > 0 and reply.finish_reason == "MAX_TOKENS"
         finish = COMPLETE if cut_short else reply.finish_reason
         weights = [estimate_tokens(r.prompt) for _, r in found]
-        input_shares, cached_shares = (
-            split_tokens(n, weights) for n in (reply.input_tokens, reply.cached_tokens)
+        cached = min(reply.cached_tokens, reply.input_tokens)  # split apart: each share stays whole
+        fresh_shares, cached_shares = (
+            split_tokens(n, weights) for n in (reply.input_tokens - cached, cached)
         )
         output_shares = split_tokens(
             reply.output_tokens, [estimate_tokens(entry_text(answers, item)) for item, _ in found]
@@ -231,9 +230,9 @@ class BatchInferenceEngine:
                 model=req.model,
                 text=answers.trusted[item],
                 function_calls=kept_calls(answers.calls.get(item, ()), req.tools),
-                input_tokens=input_shares[n],
+                input_tokens=fresh_shares[n] + cached_shares[n],
                 output_tokens=output_shares[n],
-                cached_input_tokens=min(cached_shares[n], input_shares[n]),
+                cached_input_tokens=cached_shares[n],
                 items_in_call=len(requests),
                 attempts=attempts,
                 call_delay_s=outcome.sent_after_s,
