@@ -29,7 +29,7 @@ class GeminiSettings:
     #: Let requests of different tenants share one Gemini call. Only for a deployment that serves
     #: one organisation: every item of a packed call is visible to, and can be steered by, a
     #: prompt injected into any other item of that call. Tenants then share Gemini's implicit
-    #: prompt cache too (no tenant scope line opens long prompts).
+    #: prompt cache too (no tenant scope line opens their calls).
     share_calls_across_tenants: bool = False
     #: Gemini calls the whole cluster may start per minute: your project's RPM quota, shared by
     #: every worker process through Redis (0 = unpaced). Calls beyond it wait their turn

@@ -93,8 +93,12 @@ def prefs_stack(logs_dir: Path, pg_url: str) -> Iterator[PreferencesStack]:
 
 
 def system_text(model_request: dict[str, Any]) -> str:
+    """The system text a task sent, after the tenant's cache scope line every call opens with."""
     instruction = model_request["body"].get("systemInstruction") or {}
-    return "".join(part.get("text", "") for part in instruction.get("parts", []))
+    text = "".join(part.get("text", "") for part in instruction.get("parts", []))
+    scope, _, rest = text.partition("\n\n")
+    assert scope.startswith("[cache scope "), text
+    return rest
 
 
 def test_preference_endpoints_validate_and_answer_json(prefs_stack: PreferencesStack) -> None:

@@ -8,8 +8,9 @@ is shared by every call of its API key, as Gemini's is by every call of a projec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
-from batching.cache_scope import CACHEABLE_FROM_TOKENS, scope_line, scoped
+from batching.cache_scope import scope_line, scoped
 from batching.engine import BatchInferenceEngine
 from batching.genai_client import GenaiModelClient
 from batching.packing import PackingLimits
@@ -21,17 +22,19 @@ from tests.harness import http_json
 MODEL = "gemini-2.5-flash"
 #: A long system text (about 3,000 tokens), the kind an agent sends with every call.
 SYSTEM = "You are the support agent of a company that sells paperclips; policy follows. " * 150
-LONG = ModelCall(model=MODEL, parts=("x" * (CACHEABLE_FROM_TOKENS * 4),), system="Be brief.")
+LONG = ModelCall(model=MODEL, parts=("x" * 4096,), system="Be brief.")
 
 
-def test_long_calls_open_with_their_tenants_scope_and_short_ones_are_left_alone() -> None:
+def test_every_call_opens_with_its_tenants_scope_unless_tenants_share_calls() -> None:
     limits = PackingLimits()
     call = scoped(LONG, "acme", limits)
     assert call.system == f"{scope_line('acme')}\n\nBe brief."
     assert scoped(LONG, "globex", limits).system != call.system
-    assert scoped(LONG.__class__(model=MODEL, parts=LONG.parts), "acme", limits).system == scope_line("acme")
+    assert scoped(ModelCall(model=MODEL, parts=LONG.parts), "acme", limits).system == scope_line("acme")
+    # Short too: what makes a call long (an inline document, a function's result, text of
+    # many tokens per character) is not known before Gemini counts it.
     short = ModelCall(model=MODEL, parts=("hi",), system="Be brief.")
-    assert scoped(short, "acme", limits) == short
+    assert scoped(short, "acme", limits).system == f"{scope_line('acme')}\n\nBe brief."
     assert scoped(LONG, "", limits) == LONG  # no tenant: nothing to keep apart
     assert (
         scoped(LONG, "acme", PackingLimits(share_calls_across_tenants=True)) == LONG
@@ -76,6 +79,12 @@ def test_a_tenants_repeated_system_text_is_cached_and_another_tenant_never_hits_
     # The attack: globex sends acme's system text, to learn from its bill whether acme uses it.
     [probe] = run(sim, [request(3, "globex")])
     assert probe.ok and probe.cached_input_tokens == 0
+    # Nor by writing acme's scope line into its own system text: its own line comes first.
+    forged = dataclasses.replace(
+        request(3, "globex"), id="forged", system=f"{scope_line('acme')}\n\n{SYSTEM}"
+    )
+    [forgery] = run(sim, [forged])
+    assert forgery.ok and forgery.cached_input_tokens == 0
     [probe_again] = run(sim, [request(4, "globex")])
     assert probe_again.cached_input_tokens > 0  # globex's own cache works for globex
 
@@ -85,7 +94,7 @@ def test_a_tenants_repeated_system_text_is_cached_and_another_tenant_never_hits_
     assert all(
         r.ok and r.items_in_call == 4 and r.cached_input_tokens > 0 for r in packed
     )  # acme's system text, cached
-    results = [first, again, probe, probe_again, *packed]
+    results = [first, again, probe, forgery, probe_again, *packed]
     stats = http_json("GET", f"{sim.url}/_sim/stats")[2]
     assert sum(r.cached_input_tokens for r in results) == stats["cached_tokens"]
     assert sum(r.input_tokens for r in results) == stats["prompt_tokens"]
