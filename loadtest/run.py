@@ -106,7 +106,7 @@ def run(load: LoadSettings, stack: Settings, env: Mapping[str, str], folder: Pat
         before = usage.read()
         with CpuWatch() as watch:
             locust = run_locust(load, target, env, folder)
-        spent = run_cost(before, usage.read())
+        spent = run_cost(before, usage.settled())
         simulator = simulator_config(target, stack)
     steps_doc = _read_steps(folder / "steps.json")
     steps = steps_doc.get("steps", [])

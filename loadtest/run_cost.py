@@ -3,13 +3,17 @@ Python client (``GET /api/v1/usage``), so the report says what the load spent, n
 fast it went.
 
 The difference counts everything the load's tenant did over the run: another client of the
-same tenant, meanwhile, would be counted too (the report says so). A target that cannot say
-(no usage endpoint, no key) leaves the figure out rather than failing the run.
+same tenant, meanwhile, would be counted too (the report says so). A task is counted when it
+finishes, so the last reading waits for the tasks Locust left in flight (until two readings a
+second apart agree, at most ``SETTLE_LIMIT_S``). A target that cannot say (no usage endpoint,
+no key, an answer of another shape) leaves the figure out rather than failing the run.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,6 +22,8 @@ from batchgate_client import Backoff, BatchgateError, Client, UsageTotals
 
 #: A reading is not worth holding the report for long: a few quick tries.
 READ_BACKOFF = Backoff(attempts=3, base_s=0.25, max_s=2.0)
+#: Longest wait for the tasks still in flight when Locust stops to be counted.
+SETTLE_LIMIT_S = 15.0
 #: The usage a run adds up, from the difference of two readings.
 COUNTS = ("requests", "failures", "cache_hits", "input_tokens", "cached_input_tokens", "output_tokens")
 
@@ -43,8 +49,25 @@ class UsageReader:
                 return client.usage(
                     from_=self.since.isoformat(), to=datetime.now(UTC).date().isoformat()
                 ).totals
-        except (BatchgateError, OSError, ValueError):
-            return None
+        except (BatchgateError, OSError, ValueError, TypeError, AttributeError, KeyError):
+            return None  # a report without the cost beats no report
+
+    def settled(
+        self,
+        limit_s: float = SETTLE_LIMIT_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> UsageTotals | None:
+        """The totals once they stop moving: the tasks in flight at the end are counted."""
+        deadline = clock() + limit_s
+        last = self.read()
+        while last is not None and clock() < deadline:
+            sleep(1.0)
+            now = self.read()
+            if now == last:
+                break
+            last = now
+        return last
 
 
 def run_cost(before: UsageTotals | None, after: UsageTotals | None) -> dict[str, Any] | None:

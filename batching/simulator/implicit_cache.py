@@ -45,6 +45,7 @@ class ImplicitCache:
         self._last_used: OrderedDict[bytes, float] = OrderedDict()
 
     def __len__(self) -> int:
+        """Prefixes kept now, for tests of the size bound."""
         return len(self._last_used)
 
     def clear(self) -> None:

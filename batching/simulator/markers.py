@@ -10,10 +10,12 @@ if TYPE_CHECKING:
 
 
 def marked(prompt: str, marker: str) -> bool:
+    """True when ``marker`` is set and in ``prompt`` (an empty marker is turned off)."""
     return bool(marker) and marker in prompt
 
 
 def poisoned(prompt: str, config: SimulatorSettings) -> bool:
+    """True for a prompt that always fails (``poison_marker``)."""
     return marked(prompt, config.poison_marker)
 
 

@@ -34,3 +34,18 @@ def test_a_target_that_does_not_say_leaves_the_cost_out() -> None:
     assert run_cost(None, UsageTotals()) is None
     assert cost_line(None).startswith("cost: not known")
     assert UsageReader("http://127.0.0.1:9", "bg_none").read() is None  # nothing listens there
+
+
+def test_the_last_reading_waits_for_the_tasks_still_in_flight() -> None:
+    readings = [UsageTotals(requests=n) for n in (90, 97, 100, 100, 100)]
+
+    class Draining(UsageReader):
+        def read(self) -> UsageTotals | None:
+            return readings.pop(0)
+
+    now = [0.0]
+    reader = Draining("http://unused", "bg_unused")
+    assert reader.settled(
+        clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)
+    ) == UsageTotals(requests=100)
+    assert now[0] == 3.0 and len(readings) == 1  # stopped at the first two equal readings

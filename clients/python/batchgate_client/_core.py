@@ -70,4 +70,5 @@ def usage_call(from_: str | None = None, to: str | None = None, group_by: str | 
 
 
 def usage_of(response: httpx.Response) -> UsageReport:
+    """The typed report of a usage answer (both clients read it the same way)."""
     return UsageReport.of(response.json())

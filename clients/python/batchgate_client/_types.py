@@ -117,6 +117,7 @@ class UsageTotals:
 
     @classmethod
     def of(cls, body: dict[str, Any] | None) -> UsageTotals:
+        """Read totals; a count the server does not send is 0 (an older server sends fewer)."""
         body = body or {}
         return cls(
             requests=int(body.get("requests") or 0),
@@ -156,6 +157,7 @@ class Budget:
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> Budget:
+        """Read one budget as ``BudgetState.body()`` writes it (no ``key``: the tenant's own)."""
         tokens, usd, share = body.get("tokens"), body.get("usd"), body.get("share")
         return cls(
             key=body.get("key"),
@@ -190,6 +192,7 @@ class UsageReport:
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> UsageReport:
+        """Read a ``GET /api/v1/usage`` body; the whole of it stays in ``raw``."""
         group_by = body.get("group_by")
         return cls(
             tenant=str(body.get("tenant") or ""),
