@@ -8,6 +8,7 @@ the engine's set-up and the migration lock differ by dialect.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10
 #: Seconds an SQLite statement waits for another process's write lock.
 SQLITE_BUSY_TIMEOUT_S = 30
+#: Pause between tries to turn on WAL while another connection holds the lock.
+JOURNAL_RETRY_S = 0.05
 #: After a failed migration attempt, callers within this many seconds fail at once
 #: instead of each trying (and waiting for a connect timeout) again.
 MIGRATION_RETRY_S = 1.0
@@ -107,7 +110,7 @@ def _sqlite_engine(url: URL, pool_size: int) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
         if not memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _write_ahead_log(cursor, time.monotonic() + SQLITE_BUSY_TIMEOUT_S)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -116,6 +119,20 @@ def _sqlite_engine(url: URL, pool_size: int) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _write_ahead_log(cursor: Any, deadline: float) -> None:
+    """Turn on WAL, retrying "database is locked" until ``deadline``: SQLite answers it at once,
+    without its busy timeout, where waiting could deadlock (a connection changing a fresh
+    file's journal mode while another process holds the write lock to migrate it)."""
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(JOURNAL_RETRY_S)
 
 
 @contextmanager

@@ -4,8 +4,10 @@ end to end on a real stack is ``test_preferences_api.py``.)"""
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from sqlalchemy import Engine, inspect
 
 from api.database import (
     MIGRATION_LOCK_ID,
+    SQLITE_FILE,
     Database,
     DatabaseUnavailable,
     create_database_engine,
@@ -247,3 +250,24 @@ def test_three_processes_migrating_a_fresh_sqlite_file_take_turns(tmp_path: Path
     engine = engine_for("", tmp_path)
     assert set(inspect(engine).get_table_names()) == {"user_preferences", "batchgate_alembic_version"}
     engine.dispose()
+
+
+def test_a_connection_turning_on_wal_waits_for_another_process_holding_the_write_lock(tmp_path: Path) -> None:
+    """SQLite refuses a journal-mode change at once, busy timeout or not, while another
+    connection holds the write lock of a fresh file (how three replicas migrating together
+    once failed in CI): the engine tries again until the lock is gone."""
+    holder = sqlite3.connect(tmp_path / SQLITE_FILE, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (i INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    engine = engine_for("", tmp_path)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1  # after the commit
+    finally:
+        release.join()
+        engine.dispose()
+        holder.close()
