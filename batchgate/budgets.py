@@ -125,7 +125,7 @@ class BudgetBook:
         self, tenant: str, tokens: int | None = None, usd: float | None = None, key: str | None = None
     ) -> None:
         """Set (or with neither ``tokens`` nor ``usd``, remove) a tenant's or a key's monthly limit."""
-        scope = f"key:{key}:" if key else ""
+        scope = _scope(Limit(key=key or None))
         name = keys.budget(self._prefix, tenant)
         pipe = self._redis.pipeline()
         pipe.hdel(name, scope + "tokens", scope + "usd")

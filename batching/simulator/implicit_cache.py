@@ -68,8 +68,11 @@ class ImplicitCache:
             return 0
         self._expire(now - ttl_s)
         first = math.ceil(min_tokens / BLOCK_TOKENS)  # blocks a prefix needs to be cached
+        prompt = _SEPARATOR.join(texts)
+        if len(prompt) < first * _BLOCK_CHARS:
+            return 0  # too short to cache or be cached: most calls, so no hashing for them
         hit = 0
-        for blocks, digest in enumerate(_prefix_digests(model, texts), start=1):
+        for blocks, digest in enumerate(_prefix_digests(model, prompt), start=1):
             if blocks < first:
                 continue
             if digest in self._last_used:
@@ -88,9 +91,8 @@ class ImplicitCache:
             del self._last_used[digest]
 
 
-def _prefix_digests(model: str, texts: Iterable[str]) -> list[bytes]:
+def _prefix_digests(model: str, prompt: str) -> list[bytes]:
     """A digest of each prefix of whole blocks of the prompt (the model's name first)."""
-    prompt = _SEPARATOR.join(texts)
     running = hashlib.blake2b(model.encode(), digest_size=16)
     digests = []
     for start in range(0, len(prompt) - _BLOCK_CHARS + 1, _BLOCK_CHARS):
